@@ -1,0 +1,81 @@
+"""Name -> builder registry behind `kd_keras.models.get`."""
+
+_BUILDERS = {}
+
+
+def register(name):
+    """Register a model builder under `name` for `kd_keras.models.get`.
+
+    A builder is a function `(input_shape, num_classes, **kwargs) ->
+    keras.Model` returning a model that outputs logits.
+
+    Args:
+        name: the zoo name, e.g. `"resnet20"`.
+
+    Returns:
+        A decorator that registers and returns the builder unchanged.
+
+    Example:
+    ```python
+    @kd_keras.models.register("tiny")
+    def tiny(input_shape, num_classes):
+        ...
+    ```
+    """
+
+    def decorator(builder):
+        if name in _BUILDERS:
+            raise ValueError(f"A model named {name!r} is already registered.")
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorator
+
+
+def names():
+    """Return the sorted names of every model in the zoo."""
+    _import_zoo()
+    return sorted(_BUILDERS)
+
+
+def get(name, input_shape=(28, 28, 1), num_classes=10, **kwargs):
+    """Build a zoo model by name; every zoo model outputs logits.
+
+    Args:
+        name: a name from `kd_keras.models.names()`.
+        input_shape: shape of one input, without the batch axis.
+        num_classes: number of output logits.
+        **kwargs: passed to the builder (e.g. `width` for `mlp`).
+
+    Returns:
+        An unbuilt-weights `keras.Model` named after `name`.
+
+    Example:
+    ```python
+    student = kd_keras.models.get("mlp", input_shape=(28, 28, 1), num_classes=10)
+    ```
+    """
+    _import_zoo()
+    if name not in _BUILDERS:
+        raise ValueError(
+            f"Unknown model {name!r}: choose one of {', '.join(sorted(_BUILDERS))}."
+        )
+    return _BUILDERS[name](tuple(input_shape), int(num_classes), **kwargs)
+
+
+# Zoo modules register their builders on import; importing them lazily keeps
+# `import kd_keras` light.
+_ZOO_MODULES = (
+    "kd_keras.models.small",
+    "kd_keras.models.resnet_cifar",
+    "kd_keras.models.wide_resnet",
+    "kd_keras.models.vgg_cifar",
+    "kd_keras.models.mobilenetv2_cifar",
+)
+
+
+def _import_zoo():
+    import importlib
+
+    for module in _ZOO_MODULES:
+        importlib.import_module(module)

@@ -1,0 +1,50 @@
+"""Packaging for kd_keras."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "kd_keras" / "version.py").read_text()
+).group(1)
+
+setup(
+    name="kd_keras",
+    version=VERSION,
+    description=(
+        "Knowledge distillation for Keras 3 in which the data the teacher "
+        "teaches on is a trainable part of the model."
+    ),
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # The shipped models live in the top-level saved_models/ of the checkout
+    # and are installed as kd_keras/saved_models so `pip install .` carries them.
+    packages=find_packages(include=["kd_keras", "kd_keras.*"]) + ["kd_keras.saved_models"],
+    package_dir={"kd_keras.saved_models": "saved_models"},
+    package_data={"kd_keras.saved_models": ["*.keras", "*.json", "*.md"]},
+    install_requires=[
+        # tensorflow-cpu is the CPU wheel of the same framework; GPU users
+        # install the [gpu] extra, which brings tensorflow[and-cuda].
+        "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
+        "tensorflow>=2.16; platform_machine!='x86_64'",
+        "keras>=3.12",
+        "tensorflow-datasets>=4.9",
+        # tfds.load needs it on Python 3.11 but does not declare it.
+        "importlib_resources>=5.0",
+        "absl-py>=1.0",
+        "scikit-learn>=1.2",
+        # TF 2.21 no longer pulls TensorBoard in.
+        "tensorboard>=2.16",
+        "ai-edge-litert>=1.2",
+        "numpy>=1.23",
+        "pillow>=9.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7.0", "pytest-xdist>=3.0"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+    },
+    entry_points={"console_scripts": ["kd-keras=kd_keras.cli:run"]},
+)
