@@ -176,7 +176,7 @@ def load_tfds(name, split, data_dir=None, download="auto"):
                 f"{name}` on a connected machine and pass its --data_dir."
             )
         builder.download_and_prepare()
-    if "label" not in builder.info.features or builder.info.features.get("image") is None:
+    if not {"image", "label"} <= set(builder.info.features.keys()):
         raise DataError(
             f"TFDS data set {name!r} has no 'image' and 'label' features: "
             "kd_keras loads image classification sets."

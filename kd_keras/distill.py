@@ -71,6 +71,7 @@ def distill(
         validation_data=validation,
         callbacks=[*recipe.callbacks(), *(callbacks or [])],
         verbose=verbose,
+        shuffle=False,  # the pipeline shuffles
     )
     return distiller
 

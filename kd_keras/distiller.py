@@ -111,10 +111,9 @@ class Distiller(keras.Model):
             trainable=False,
             name="phase",
         )
-        self._build_trackers()
         if not self.augmenter.built:
-            input_shape = _shape(teacher, "input_shape")
-            self.augmenter.build(input_shape)
+            self.augmenter.build(_shape(teacher, "input_shape"))
+        self._build_trackers()
         self.built = teacher.built and student.built
 
     @property
@@ -125,7 +124,9 @@ class Distiller(keras.Model):
     @property
     def phase(self):
         """`"student"` or `"augmenter"`: which optimiser the next step uses."""
-        return self._phase
+        # The variable, not the Python mirror, is the truth: it is what a
+        # .keras file or a BackupAndRestore checkpoint restores.
+        return PHASES[int(ops.convert_to_numpy(self._phase_index))]
 
     @phase.setter
     def phase(self, value):
@@ -217,7 +218,7 @@ class Distiller(keras.Model):
         # One compiled step per phase, each traced once: flipping the phase
         # swaps the function instead of retracing, and no tf.cond wraps the
         # optimiser updates (which tf.distribute's merge_call forbids).
-        self._phase = PHASES[int(ops.convert_to_numpy(self._phase_index))]
+        self._phase = self.phase
         if force or self._phase not in self._train_functions:
             super().make_train_function(force=True)
             self._train_functions[self._phase] = self.train_function

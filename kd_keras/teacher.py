@@ -63,5 +63,6 @@ def train_teacher(
         validation_data=validation,
         callbacks=callbacks or [],
         verbose=verbose,
+        shuffle=False,  # the pipeline shuffles
     )
     return model

@@ -78,7 +78,7 @@ def mobilenetv2(
 
     Example:
     ```python
-    student = kd_keras.models.mobilenetv2_cifar.mobilenetv2((32, 32, 3), 100)
+    student = kd_keras.models.mobilenetv2((32, 32, 3), 100)
     ```
     """
     # (expansion, channels, blocks, stride of the first block)

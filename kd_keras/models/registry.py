@@ -34,7 +34,6 @@ def register(name):
 
 def names():
     """Return the sorted names of every model in the zoo."""
-    _import_zoo()
     return sorted(_BUILDERS)
 
 
@@ -55,27 +54,8 @@ def get(name, input_shape=(28, 28, 1), num_classes=10, **kwargs):
     student = kd_keras.models.get("mlp", input_shape=(28, 28, 1), num_classes=10)
     ```
     """
-    _import_zoo()
     if name not in _BUILDERS:
         raise ValueError(
             f"Unknown model {name!r}: choose one of {', '.join(sorted(_BUILDERS))}."
         )
     return _BUILDERS[name](tuple(input_shape), int(num_classes), **kwargs)
-
-
-# Zoo modules register their builders on import; importing them lazily keeps
-# `import kd_keras` light.
-_ZOO_MODULES = (
-    "kd_keras.models.small",
-    "kd_keras.models.resnet_cifar",
-    "kd_keras.models.wide_resnet",
-    "kd_keras.models.vgg_cifar",
-    "kd_keras.models.mobilenetv2_cifar",
-)
-
-
-def _import_zoo():
-    import importlib
-
-    for module in _ZOO_MODULES:
-        importlib.import_module(module)

@@ -73,7 +73,7 @@ def resnet8(input_shape=(32, 32, 3), num_classes=100, name="resnet8"):
 
     Example:
     ```python
-    student = kd_keras.models.resnet_cifar.resnet8((32, 32, 3), 100)
+    student = kd_keras.models.resnet8((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 8, _NARROW, name)
@@ -99,7 +99,7 @@ def resnet14(input_shape=(32, 32, 3), num_classes=100, name="resnet14"):
 
     Example:
     ```python
-    student = kd_keras.models.resnet_cifar.resnet14((32, 32, 3), 100)
+    student = kd_keras.models.resnet14((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 14, _NARROW, name)
@@ -126,7 +126,7 @@ def resnet20(input_shape=(32, 32, 3), num_classes=100, name="resnet20"):
 
     Example:
     ```python
-    student = kd_keras.models.resnet_cifar.resnet20((32, 32, 3), 100)
+    student = kd_keras.models.resnet20((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 20, _NARROW, name)
@@ -153,7 +153,7 @@ def resnet32(input_shape=(32, 32, 3), num_classes=100, name="resnet32"):
 
     Example:
     ```python
-    student = kd_keras.models.resnet_cifar.resnet32((32, 32, 3), 100)
+    student = kd_keras.models.resnet32((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 32, _NARROW, name)
@@ -179,7 +179,7 @@ def resnet44(input_shape=(32, 32, 3), num_classes=100, name="resnet44"):
 
     Example:
     ```python
-    model = kd_keras.models.resnet_cifar.resnet44((32, 32, 3), 100)
+    model = kd_keras.models.resnet44((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 44, _NARROW, name)
@@ -205,7 +205,7 @@ def resnet56(input_shape=(32, 32, 3), num_classes=100, name="resnet56"):
 
     Example:
     ```python
-    teacher = kd_keras.models.resnet_cifar.resnet56((32, 32, 3), 100)
+    teacher = kd_keras.models.resnet56((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 56, _NARROW, name)
@@ -232,7 +232,7 @@ def resnet110(input_shape=(32, 32, 3), num_classes=100, name="resnet110"):
 
     Example:
     ```python
-    teacher = kd_keras.models.resnet_cifar.resnet110((32, 32, 3), 100)
+    teacher = kd_keras.models.resnet110((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 110, _NARROW, name)
@@ -259,7 +259,7 @@ def resnet8x4(input_shape=(32, 32, 3), num_classes=100, name="resnet8x4"):
 
     Example:
     ```python
-    student = kd_keras.models.resnet_cifar.resnet8x4((32, 32, 3), 100)
+    student = kd_keras.models.resnet8x4((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 8, _WIDE, name)
@@ -285,7 +285,7 @@ def resnet32x4(input_shape=(32, 32, 3), num_classes=100, name="resnet32x4"):
 
     Example:
     ```python
-    teacher = kd_keras.models.resnet_cifar.resnet32x4((32, 32, 3), 100)
+    teacher = kd_keras.models.resnet32x4((32, 32, 3), 100)
     ```
     """
     return _resnet(input_shape, num_classes, 32, _WIDE, name)

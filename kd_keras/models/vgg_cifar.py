@@ -61,7 +61,7 @@ def vgg8(input_shape=(32, 32, 3), num_classes=100, name="vgg8"):
 
     Example:
     ```python
-    student = kd_keras.models.vgg_cifar.vgg8((32, 32, 3), 100)
+    student = kd_keras.models.vgg8((32, 32, 3), 100)
     ```
     """
     return _vgg(input_shape, num_classes, _VGG8, name)
@@ -89,7 +89,7 @@ def vgg13(input_shape=(32, 32, 3), num_classes=100, name="vgg13"):
 
     Example:
     ```python
-    teacher = kd_keras.models.vgg_cifar.vgg13((32, 32, 3), 100)
+    teacher = kd_keras.models.vgg13((32, 32, 3), 100)
     ```
     """
     return _vgg(input_shape, num_classes, _VGG13, name)

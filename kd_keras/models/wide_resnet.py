@@ -72,7 +72,7 @@ def wrn(
 
     Example:
     ```python
-    teacher = kd_keras.models.wide_resnet.wrn((32, 32, 3), 100, depth=28, widen_factor=10)
+    teacher = kd_keras.models.wrn((32, 32, 3), 100, depth=28, widen_factor=10)
     ```
     """
     if (depth - 4) % 6:
@@ -112,7 +112,7 @@ def wrn_16_1(input_shape=(32, 32, 3), num_classes=100, name="wrn_16_1"):
 
     Example:
     ```python
-    student = kd_keras.models.wide_resnet.wrn_16_1((32, 32, 3), 100)
+    student = kd_keras.models.wrn_16_1((32, 32, 3), 100)
     ```
     """
     return wrn(input_shape, num_classes, depth=16, widen_factor=1, name=name)
@@ -139,7 +139,7 @@ def wrn_16_2(input_shape=(32, 32, 3), num_classes=100, name="wrn_16_2"):
 
     Example:
     ```python
-    student = kd_keras.models.wide_resnet.wrn_16_2((32, 32, 3), 100)
+    student = kd_keras.models.wrn_16_2((32, 32, 3), 100)
     ```
     """
     return wrn(input_shape, num_classes, depth=16, widen_factor=2, name=name)
@@ -166,7 +166,7 @@ def wrn_40_1(input_shape=(32, 32, 3), num_classes=100, name="wrn_40_1"):
 
     Example:
     ```python
-    student = kd_keras.models.wide_resnet.wrn_40_1((32, 32, 3), 100)
+    student = kd_keras.models.wrn_40_1((32, 32, 3), 100)
     ```
     """
     return wrn(input_shape, num_classes, depth=40, widen_factor=1, name=name)
@@ -193,7 +193,7 @@ def wrn_40_2(input_shape=(32, 32, 3), num_classes=100, name="wrn_40_2"):
 
     Example:
     ```python
-    teacher = kd_keras.models.wide_resnet.wrn_40_2((32, 32, 3), 100)
+    teacher = kd_keras.models.wrn_40_2((32, 32, 3), 100)
     ```
     """
     return wrn(input_shape, num_classes, depth=40, widen_factor=2, name=name)

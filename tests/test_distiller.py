@@ -1,0 +1,253 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import same_weights
+from conftest import tiny_batch
+from conftest import tiny_student
+from conftest import tiny_teacher
+from conftest import weights_of
+
+import kd_keras
+from kd_keras.augment import Augmenter
+from kd_keras.augment import Views
+
+
+@keras.saving.register_keras_serializable(package="kd_keras_tests")
+class LearnableOffset(Augmenter):
+    """Adds a learned scalar to the inputs; its objective seeks disagreement."""
+
+    def build(self, input_shape):
+        self.offset = self.add_weight(shape=(), initializer="zeros", name="offset")
+
+    def views(self, x, y, teacher_fn, student_fn, training=True):
+        if not training:
+            return Views(x, y)
+        return Views(keras.ops.concatenate([x, x + self.offset]), keras.ops.concatenate([y, y]))
+
+    def objective(self, x, y, teacher_fn, student_fn):
+        shifted = x + self.offset
+        return -keras.ops.mean(
+            kd_keras.losses.kl_per_sample(teacher_fn(shifted), student_fn(shifted))
+        )
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def make(augmenter=None, **kwargs):
+    return kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=augmenter, **kwargs)
+
+
+def test_student_step_changes_only_the_student():
+    distiller = make(LearnableOffset())
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), augmenter_optimizer="adam")
+    teacher, student, augmenter = (
+        weights_of(distiller.teacher),
+        weights_of(distiller.student),
+        weights_of(distiller.augmenter),
+    )
+    x, y = tiny_batch()
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert same_weights(teacher, distiller.teacher)  # BN moving stats included
+    assert same_weights(augmenter, distiller.augmenter)
+    assert not same_weights(student, distiller.student)
+
+
+def test_augmenter_phase_changes_only_the_augmenter():
+    distiller = make(LearnableOffset())
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), augmenter_optimizer="adam")
+    distiller.phase = "augmenter"
+    teacher, student = weights_of(distiller.teacher), weights_of(distiller.student)
+    x, y = tiny_batch()
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert same_weights(teacher, distiller.teacher)
+    assert same_weights(student, distiller.student)
+    assert float(distiller.augmenter.offset) != 0.0
+    assert int(distiller.augmenter_optimizer.iterations) == 2
+    assert int(distiller.optimizer.iterations) == 0
+
+
+def test_loss_matches_hand_computation():
+    distiller = make(student_loss_weight=0.3, distillation_loss_weights=[0.7])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = tiny_batch(count=8)
+    t = np.array(distiller.teacher(x, training=False))
+    s = np.array(distiller.student(x, training=False))
+    ce = -np.mean(np.log(softmax(s)[np.arange(8), y]))
+    p, q = softmax(t / 4), softmax(s / 4)
+    kd = 16 * np.mean(np.sum(p * np.log(p / q), axis=-1))
+    logs = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    np.testing.assert_allclose(logs["student_loss"][0], ce, rtol=1e-4)
+    np.testing.assert_allclose(logs["kd"][0], kd, rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"][0], 0.3 * ce + 0.7 * kd, rtol=1e-4)
+    np.testing.assert_allclose(logs["agreement"][0], np.mean(t.argmax(1) == s.argmax(1)))
+    np.testing.assert_allclose(logs["accuracy"][0], np.mean(s.argmax(1) == y))
+
+
+def test_sparse_and_one_hot_labels_train_identically():
+    x, y = tiny_batch()
+    histories = []
+    for labels in (y, np.eye(4, dtype="float32")[y]):
+        distiller = make()
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        histories.append(distiller.fit(x, labels, batch_size=8, epochs=2, shuffle=False, verbose=0))
+        histories[-1] = (histories[-1].history, weights_of(distiller.student))
+    (first, first_weights), (second, second_weights) = histories
+    np.testing.assert_allclose(first["loss"], second["loss"], rtol=1e-5)
+    for a, b in zip(first_weights, second_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_logits_distillation_is_accepted():
+    distiller = make(
+        distillation_losses=keras.distillation.LogitsDistillation(
+            temperature=4.0, loss=keras.losses.KLDivergence()
+        ),
+        distillation_loss_weights=[0.9],
+    )
+    reference = make()
+    x, y = tiny_batch(count=8)
+    logs = []
+    for model in (distiller, reference):
+        model.compile(optimizer=keras.optimizers.SGD(0.0))
+        logs.append(model.fit(x, y, batch_size=8, epochs=1, verbose=0).history)
+    np.testing.assert_allclose(logs[0]["loss"], logs[1]["loss"], rtol=1e-4)
+    assert "logitsdistillation" in logs[0]
+
+
+def test_evaluate_reports_clean_student_accuracy_and_agreement():
+    distiller = make(LearnableOffset())
+    distiller.compile(optimizer="sgd")
+    distiller.augmenter.offset.assign(5.0)  # evaluation must not see the augmenter
+    x, y = tiny_batch(count=32, seed=4)
+    result = distiller.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    t = np.array(distiller.teacher(x, training=False)).argmax(1)
+    s = np.array(distiller.student(x, training=False)).argmax(1)
+    np.testing.assert_allclose(result["accuracy"], np.mean(s == y))
+    np.testing.assert_allclose(result["agreement"], np.mean(s == t))
+    np.testing.assert_allclose(distiller.predict(x, verbose=0), distiller.student(x), atol=1e-6)
+
+
+def test_save_and_load_restores_both_optimisers_and_phase(tmp_path):
+    distiller = make(LearnableOffset())
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        augmenter_optimizer=keras.optimizers.Adam(0.01),
+    )
+    x, y = tiny_batch()
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    distiller.phase = "augmenter"
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, kd_keras.Distiller)
+    assert restored.phase == "augmenter"
+    assert restored.student_loss_weight == distiller.student_loss_weight
+    assert int(restored.optimizer.iterations) == 2
+    assert int(restored.augmenter_optimizer.iterations) == 2
+    for optimizer, original in (
+        (restored.optimizer, distiller.optimizer),
+        (restored.augmenter_optimizer, distiller.augmenter_optimizer),
+    ):
+        assert len(optimizer.variables) == len(original.variables)
+        for a, b in zip(optimizer.variables, original.variables):
+            np.testing.assert_array_equal(np.array(a), np.array(b))
+    np.testing.assert_allclose(restored.predict(x, verbose=0), distiller.predict(x, verbose=0))
+    # Training resumes in the restored phase, from the restored state.
+    restored.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert int(restored.augmenter_optimizer.iterations) == 4
+
+
+def test_student_round_trips_alone(tmp_path):
+    distiller = make()
+    distiller.compile(optimizer="sgd")
+    x, y = tiny_batch()
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    distiller.student.save(tmp_path / "student.keras")
+    student = keras.saving.load_model(tmp_path / "student.keras", safe_mode=True)
+    assert student.count_params() == distiller.student.count_params()
+    np.testing.assert_allclose(student.predict(x, verbose=0), distiller.predict(x, verbose=0))
+
+
+def test_phase_flip_swaps_compiled_steps_without_retracing():
+    distiller = make(LearnableOffset())
+    distiller.compile(optimizer="sgd", augmenter_optimizer="adam")
+    x, y = tiny_batch()
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    student_step = distiller.train_function
+    distiller.phase = "augmenter"
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    augmenter_step = distiller.train_function
+    distiller.phase = "student"
+    assert distiller.train_function is student_step
+    distiller.phase = "augmenter"
+    assert distiller.train_function is augmenter_step
+    assert student_step is not augmenter_step
+
+
+def test_phase_errors():
+    distiller = make()
+    with pytest.raises(ValueError, match="no augmenter phase"):
+        distiller.phase = "augmenter"
+    with pytest.raises(ValueError, match="phase must be one of"):
+        make(LearnableOffset()).phase = "teacher"
+    with pytest.raises(ValueError, match="augmenter has no trainable weights"):
+        distiller.compile(optimizer="sgd", augmenter_optimizer="adam")
+
+
+def test_jit_compile_auto_is_off_on_cpu_only_machines():
+    distiller = make()
+    distiller.compile(optimizer="sgd")
+    has_accelerator = any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+    assert distiller.jit_compile == has_accelerator
+
+
+def test_jit_compiled_step_matches_eager_free_step():
+    x, y = tiny_batch()
+    results = []
+    for jit in (False, True):
+        distiller = make()
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        results.append(weights_of(distiller.student))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_incompatible_models_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="outputs 4 classes and the student 3"):
+        kd_keras.Distiller(tiny_teacher(), tiny_student(num_classes=3))
+    with pytest.raises(ValueError, match=r"student \(6, 6, 1\)"):
+        kd_keras.Distiller(tiny_teacher(), tiny_student(input_shape=(6, 6, 1)))
+    with pytest.raises(TypeError, match="not a distillation loss"):
+        kd_keras.Distiller(tiny_teacher(), tiny_student(), distillation_losses=["kl"])
+    with pytest.raises(ValueError, match="one weight per loss"):
+        kd_keras.Distiller(tiny_teacher(), tiny_student(), distillation_loss_weights=[1, 2])
+
+
+def test_softmax_teacher_is_detected_and_strip_softmax_fixes_it():
+    logits_teacher = tiny_teacher()
+    probabilities = keras.layers.Softmax()(logits_teacher.outputs[0])
+    softmax_teacher = keras.Model(logits_teacher.inputs, probabilities)
+    with pytest.raises(ValueError, match="ends in a softmax.*strip_softmax"):
+        kd_keras.Distiller(softmax_teacher, tiny_student())
+    fixed = kd_keras.models.strip_softmax(softmax_teacher)
+    x, _ = tiny_batch(count=4)
+    np.testing.assert_allclose(
+        softmax(np.array(fixed(x))), np.array(softmax_teacher(x)), rtol=1e-5, atol=1e-6
+    )
+    kd_keras.Distiller(fixed, tiny_student())
+
+
+def test_dense_softmax_head_is_stripped():
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    assert kd_keras.models.ends_in_softmax(model)
+    fixed = kd_keras.models.strip_softmax(model)
+    assert not kd_keras.models.ends_in_softmax(fixed)
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    np.testing.assert_allclose(softmax(np.array(fixed(x))), np.array(model(x)), rtol=1e-5)

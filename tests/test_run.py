@@ -1,0 +1,63 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import kd_keras
+from kd_keras import run
+
+
+def test_corrupt_teacher_file_is_reported(tmp_path):
+    corrupt = tmp_path / "teacher.keras"
+    corrupt.write_bytes(b"not a zip archive")
+    with pytest.raises(run.RunError, match="corrupt or not a .keras file"):
+        run.load_model(corrupt)
+    with pytest.raises(run.RunError, match="does not exist"):
+        run.load_model(tmp_path / "absent.keras")
+
+
+def test_teacher_of_another_data_set_is_refused(digits, tmp_path):
+    other = kd_keras.models.get("small_cnn", (32, 32, 3), 10)
+    other.save(tmp_path / "cifar_teacher.keras")
+    with pytest.raises(run.RunError, match=r"shape \(32, 32, 3\) but digits has \(28, 28, 1\)"):
+        run.resolve_teacher(str(tmp_path / "cifar_teacher.keras"), digits)
+    wrong_classes = kd_keras.models.get("small_cnn", (28, 28, 1), 7)
+    wrong_classes.save(tmp_path / "seven.keras")
+    with pytest.raises(run.RunError, match="outputs 7 classes but digits has 10"):
+        run.resolve_teacher(str(tmp_path / "seven.keras"), digits)
+    with pytest.raises(run.RunError, match="Unknown teacher 'gpt'"):
+        run.resolve_teacher("gpt", digits)
+
+
+def test_failed_run_leaves_no_partial_directory(tmp_path, monkeypatch):
+    def failing_export(*args, **kwargs):
+        raise kd_keras.export.ParityError("tflite: max |diff| 1.0 above 1e-3")
+
+    monkeypatch.setattr(kd_keras.export, "export_student", failing_export)
+    out = tmp_path / "run"
+    with pytest.raises(kd_keras.export.ParityError):
+        run.distill_job(epochs=1, out=out, verbose=0)
+    assert not out.exists()
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path):
+    with pytest.raises(run.RunError, match="Unknown export format onnx"):
+        run.distill_job(out=tmp_path / "a", export_formats=("onnx",))
+    with pytest.raises(run.RunError, match="Unknown student 'bert'"):
+        run.distill_job(out=tmp_path / "b", student="bert")
+    assert not any(tmp_path.iterdir())
+
+
+def test_finished_run_is_never_overwritten(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"recipe": "kd"}))
+    with pytest.raises(run.RunError, match="already holds a finished run"):
+        run.distill_job(epochs=1, out=tmp_path, verbose=0)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"recipe": "kd"}
+
+
+def test_zoo_teacher_is_trained_before_distilling(digits):
+    teacher = run.resolve_teacher("mlp", digits, epochs=2, verbose=0)
+    x, y = digits.test
+    accuracy = np.mean(teacher.predict(x, verbose=0).argmax(1) == y)
+    assert accuracy > 0.2  # far above chance after one epoch; an untrained one is ~0.1
