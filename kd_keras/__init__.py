@@ -1,10 +1,20 @@
 """kd_keras: knowledge distillation for Keras 3 where the data is part of the model."""
 
+import os
+
+# TensorFlow's C++ INFO lines (SavedModel loader, TFLite converter) drown the
+# progress bar and summary; warnings and errors still show. A user's own
+# setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 from kd_keras import augment
 from kd_keras import data
+from kd_keras import export
 from kd_keras import losses
 from kd_keras import models
 from kd_keras import recipes
+from kd_keras import run
+from kd_keras import shipped
 from kd_keras.distill import distill
 from kd_keras.distiller import Distiller
 from kd_keras.teacher import train_teacher

@@ -1,14 +1,11 @@
 """The `kd-keras` command: distill, train-teacher, export. Thin: the jobs live in `kd_keras.run`."""
 
-import os
 import shlex
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
+from absl import app
+from absl import flags
+from absl import logging
 
 COMMANDS = ("distill", "train-teacher", "export")
 

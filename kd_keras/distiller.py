@@ -126,7 +126,7 @@ class Distiller(keras.Model):
         """`"student"` or `"augmenter"`: which optimiser the next step uses."""
         # The variable, not the Python mirror, is the truth: it is what a
         # .keras file or a BackupAndRestore checkpoint restores.
-        return PHASES[int(ops.convert_to_numpy(self._phase_index))]
+        return PHASES[int(ops.convert_to_numpy(self._phase_index.value))]
 
     @phase.setter
     def phase(self, value):
