@@ -30,8 +30,13 @@ class Distiller(keras.Model):
     `export` of `distiller.student` serve the student alone.
 
     Distillation losses are objects with `compute_loss(teacher_logits,
-    student_logits)`: `kd_keras.losses.TemperatureKL`, or any
-    `keras.distillation.DistillationLoss` such as `LogitsDistillation`.
+    student_logits)` returning the mean over the (per-replica) batch:
+    `kd_keras.losses.TemperatureKL`, or any `keras.distillation.DistillationLoss`
+    such as `LogitsDistillation`. Under a multi-replica `tf.distribute`
+    strategy the Distiller divides the total loss by the number of replicas
+    once; a loss that already divides (Keras' `LogitsDistillation` with a
+    `keras.losses.Loss` instance does) would be counted at a fraction of its
+    weight there, so prefer `TemperatureKL`.
 
     Args:
         teacher: a `keras.Model` that outputs logits; frozen here.
@@ -224,6 +229,14 @@ class Distiller(keras.Model):
             self._train_functions[self._phase] = self.train_function
         self.train_function = self._train_functions[self._phase]
         return self.train_function
+
+    def load_own_variables(self, store):
+        # BackupAndRestore loads weights in on_train_begin, after fit() has
+        # already chosen the compiled step for the phase it saw: re-select the
+        # step so a restored `_phase_index` takes effect (kd_keras.callbacks).
+        super().load_own_variables(store)
+        if getattr(self, "train_function", None) is not None:
+            self.make_train_function()
 
     def _teacher_fn(self, x):
         return self.teacher(x, training=False)

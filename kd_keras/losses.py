@@ -54,7 +54,14 @@ class TemperatureKL(keras.losses.Loss):
         return kl_per_sample(y_true, y_pred, self.temperature) * self.temperature**2
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
-        return self(teacher_outputs, student_outputs)
+        """Return the batch mean, as the distillation-loss contract asks.
+
+        Unlike `__call__`, which (like every Keras loss) divides by the number
+        of replicas when called inside a `tf.distribute` replica, this is the
+        plain mean over the replica's batch: the Distiller scales the total
+        loss once, itself.
+        """
+        return ops.mean(self.call(teacher_outputs, student_outputs))
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         if teacher_outputs.shape[-1] != student_outputs.shape[-1]:
