@@ -1,4 +1,12 @@
 """Augmenters: how each method makes the views a distillation step trains on."""
 
+from kd_keras.augment import warp
+from kd_keras.augment.adversarial import SpatialAugmenter
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
+from kd_keras.augment.mixing import CutMix
+from kd_keras.augment.mixing import CutMixPick
+from kd_keras.augment.mixing import FunctionMatching
+from kd_keras.augment.mixing import MixUp
+from kd_keras.augment.warp import affine_matrix
+from kd_keras.augment.warp import affine_warp

@@ -1,0 +1,710 @@
+"""Mixing augmenters: MixUp, CutMix, CutMixPick and function matching's view.
+
+Each one shows the student a mixed batch `x'` on top of the standard batch `x`
+(METHODS.md §1 and §2). By default the teacher labels `x'` ("TL"): its mixed
+labels are thrown away and the label term sees the clean half only.
+
+Every random draw uses `keras.random` with a `keras.random.SeedGenerator`
+stored on the layer, and every op compiles under XLA on CPU. Keras's own
+`keras.random.beta` does not (its StatelessRandomGammaV3 kernel is missing),
+so `sample_beta` draws Beta(alpha, alpha) from normals and uniforms.
+"""
+
+import math
+import random
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from kd_keras.augment.base import Augmenter
+from kd_keras.augment.base import Views
+from kd_keras.losses import kl_per_sample
+
+CRITERIA = ("kl", "teacher_entropy", "student_entropy")
+
+
+def sample_beta(shape, alpha, seed=None, attempts=8):
+    """Draw Beta(alpha, alpha) samples with ops that compile under XLA on CPU.
+
+    `alpha == 1` is Uniform(0, 1) and is drawn directly. Otherwise
+    `lambda = X / (X + Y) = sigmoid(log X - log Y)` with `X, Y ~ Gamma(alpha)`,
+    each drawn by Marsaglia and Tsang's method from normals and uniforms,
+    vectorised as a fixed number of rejection `attempts` per sample (the first
+    accepted one is kept). Shapes below 1 use the boost
+    `Gamma(a) = Gamma(a + 1) * U^(1/a)`, so every attempt is accepted with
+    probability above 0.95 and all 8 attempts fail with probability below
+    `0.05**8`, about 4e-11 (the sample then falls back to the Gamma's mean).
+    Working in log space keeps small shapes (`U^(1/a)` underflowing) finite.
+
+    References:
+        Marsaglia, Tsang. A Simple Method for Generating Gamma Variables,
+        ACM TOMS 26(3), 2000.
+
+    Args:
+        shape: output shape (may hold a dynamic batch size).
+        alpha: the Beta's concentration (> 0).
+        seed: an int, a `keras.random.SeedGenerator` or None.
+        attempts: rejection attempts per Gamma sample.
+
+    Returns:
+        A float32 tensor of `shape` with values in [0, 1].
+
+    Example:
+    ```python
+    lam = kd_keras.augment.mixing.sample_beta((64,), 0.4, seed=seed_generator)
+    ```
+    """
+    alpha = float(alpha)
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}: use e.g. 1.0.")
+    if alpha == 1.0:
+        return keras.random.uniform(shape, dtype="float32", seed=seed)
+    log_x = _log_gamma(shape, alpha, seed, attempts)
+    log_y = _log_gamma(shape, alpha, seed, attempts)
+    return ops.sigmoid(log_x - log_y)
+
+
+def _log_gamma(shape, alpha, seed, attempts):
+    boosted = alpha < 1.0
+    shape_parameter = alpha + 1.0 if boosted else alpha
+    d = shape_parameter - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    tries = (*shape, attempts)
+    z = keras.random.normal(tries, dtype="float32", seed=seed)
+    u = keras.random.uniform(tries, dtype="float32", seed=seed)
+    v = (1.0 + c * z) ** 3
+    positive = v > 0
+    log_v = ops.log(ops.where(positive, v, 1.0))
+    accepted = positive & (
+        ops.log(ops.maximum(u, 1e-37)) < 0.5 * z**2 + d - d * v + d * log_v
+    )
+    first = ops.argmax(ops.cast(accepted, "int32"), axis=-1)
+    log_v = ops.squeeze(ops.take_along_axis(log_v, first[..., None], axis=-1), -1)
+    log_v = ops.where(ops.any(accepted, axis=-1), log_v, 0.0)
+    log_g = math.log(d) + log_v
+    if boosted:
+        boost = keras.random.uniform(shape, dtype="float32", seed=seed)
+        log_g = log_g + ops.log(ops.maximum(boost, 1e-37)) / alpha
+    return log_g
+
+
+def derangement(batch_size, seed=None):
+    """Return a random pairing of a batch in which no index is paired with itself.
+
+    A uniformly random order of the batch is rolled by a random non-zero
+    offset: `partner[order[i]] = order[(i + offset) % batch_size]`. A batch of
+    one can only be paired with itself.
+
+    Args:
+        batch_size: int or scalar tensor.
+        seed: an int, a `keras.random.SeedGenerator` or None.
+
+    Returns:
+        An int32 tensor `partner` of shape `(batch_size,)`.
+
+    Example:
+    ```python
+    partner = kd_keras.augment.mixing.derangement(64, seed=7)
+    ```
+    """
+    keys = keras.random.uniform((batch_size,), dtype="float32", seed=seed)
+    order = ops.cast(ops.argsort(keys), "int32")
+    position = ops.cast(ops.argsort(order), "int32")
+    size = ops.cast(batch_size, "int32")
+    draw = keras.random.uniform((), dtype="float32", seed=seed)
+    offset = 1 + ops.cast(ops.floor(draw * ops.cast(size - 1, "float32")), "int32")
+    # float32 rounding can turn u * (n - 1) into n - 1, i.e. an offset of n.
+    offset = ops.clip(offset, 1, ops.maximum(size - 1, 1))
+    return ops.take(order, (position + offset) % size)
+
+
+def mix_labels(y, partner, lam, num_classes=None):
+    """Mix labels like their images: `lam * y + (1 - lam) * y[partner]`.
+
+    Integer labels become one-hot first, so the result always sums to 1.
+
+    Args:
+        y: integer labels `(batch,)` or per-class probabilities `(batch, classes)`.
+        partner: int indices `(batch,)` of each sample's mixing partner.
+        lam: `(batch,)` fraction of each mixed sample taken from itself.
+        num_classes: needed for integer labels.
+
+    Returns:
+        Float32 soft labels `(batch, classes)`.
+
+    Example:
+    ```python
+    y_mixed = kd_keras.augment.mixing.mix_labels(y, partner, lam, num_classes=10)
+    ```
+    """
+    return _blend_labels(y, ops.take(y, partner, axis=0), lam, num_classes)
+
+
+def _blend_labels(y_a, y_b, lam, num_classes):
+    y_a = _soft(y_a, num_classes)
+    y_b = _soft(y_b, num_classes)
+    lam = ops.reshape(ops.cast(lam, "float32"), (-1, 1))
+    return lam * y_a + (1.0 - lam) * y_b
+
+
+def _soft(y, num_classes):
+    if not _is_sparse(y):
+        return ops.cast(y, "float32")
+    if num_classes is None:
+        raise ValueError(
+            "Integer labels need num_classes to be mixed: pass num_classes=... "
+            "to the augmenter, or one-hot labels."
+        )
+    return ops.one_hot(ops.reshape(ops.cast(y, "int32"), (-1,)), int(num_classes))
+
+
+def _is_sparse(y):
+    rank = len(y.shape)
+    integer = "int" in keras.backend.standardize_dtype(y.dtype)
+    return rank == 1 or (rank == 2 and y.shape[-1] == 1 and integer)
+
+
+def _dominant(y_a, y_b, lam):
+    # The label of whichever image covers more of the mix: only the training
+    # accuracy metric reads it (its label weight is zero).
+    keep = ops.reshape(lam >= 0.5, (-1,) + (1,) * (len(y_a.shape) - 1))
+    return ops.where(keep, y_a, y_b)
+
+
+def _broadcast(lam, x):
+    return ops.reshape(lam, (-1,) + (1,) * (len(x.shape) - 1))
+
+
+class _Mixing(Augmenter):
+    """Shared machinery of the mixing augmenters: pairing, labels, views."""
+
+    def __init__(
+        self,
+        alpha=1.0,
+        relabel=True,
+        include_clean=True,
+        num_classes=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not float(alpha) > 0:
+            raise ValueError(f"alpha must be positive, got {alpha}: use e.g. 1.0.")
+        self.alpha = float(alpha)
+        self.relabel = bool(relabel)
+        self.include_clean = bool(include_clean)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        # Recipes construct augmenters before kd_keras.distill seeds the run;
+        # an unseeded layer takes its seed when the Distiller builds it, so
+        # keras.utils.set_random_seed makes the run reproducible. Only eagerly:
+        # an assign traced into a tf.data function would reset every batch.
+        if self.seed is None and tf.executing_eagerly():
+            state = self.seed_generator.state
+            state.assign(ops.cast([random.randint(1, int(1e9)), 0], state.dtype))
+        super().build(input_shape)
+
+    def mix_images(self, x):
+        """Mix a batch of images; returns `(x_mixed, partner, lam)`."""
+        raise NotImplementedError
+
+    def mix_labels(self, y, partner, lam):
+        """Mix labels as `mix_images` mixed their images (soft labels summing to 1).
+
+        Args:
+            y: integer labels (needs the layer's `num_classes`) or soft labels.
+            partner: the `partner` returned by `mix_images`.
+            lam: the `lam` returned by `mix_images`.
+
+        Returns:
+            Float32 soft labels `(batch, classes)`.
+        """
+        return mix_labels(y, partner, lam, self.num_classes)
+
+    def mix(self, x, y=None):
+        """Mix a batch without any network, e.g. in `tf.data`: `(x_mixed, y_mixed)`.
+
+        Args:
+            x: a batch of images.
+            y: its labels, or None.
+
+        Returns:
+            `(x_mixed, y_mixed)`; `y_mixed` is None when `y` is.
+        """
+        x_mixed, partner, lam = self.mix_images(x)
+        if y is None:
+            return x_mixed, None
+        return x_mixed, self.mix_labels(y, partner, lam)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        if isinstance(inputs, (tuple, list)):
+            return self.mix(*inputs)
+        return self.mix_images(inputs)[0]
+
+    def views(self, x, y, teacher_fn, student_fn, training=True):
+        if not training:
+            return Views(x, y)
+        x_mixed, partner, lam = self.mix_images(x)
+        batch = ops.arange(ops.shape(x)[0], dtype="int32")
+        return self._assemble(x, y, x_mixed, batch, partner, lam, None, teacher_fn)
+
+    def _assemble(self, x, y, x_new, source, partner, lam, teacher_logits, teacher_fn):
+        """Views of `[x, x_new]`; `x_new[i]` mixes `x[source[i]]` with `x[partner[i]]`."""
+        y = ops.convert_to_tensor(y)
+        inputs = ops.concatenate([x, x_new], axis=0) if self.include_clean else x_new
+        count = ops.shape(x_new)[0]
+        y_source = ops.take(y, source, axis=0)
+        y_partner = ops.take(y, partner, axis=0)
+        if self.relabel:
+            y_new = _dominant(y_source, y_partner, lam)
+            weight_new = ops.zeros((count,), dtype="float32")
+            if not self.include_clean:
+                return Views(inputs, y_new, teacher_logits, weight_new)
+            weight = ops.concatenate(
+                [ops.ones((ops.shape(x)[0],), dtype="float32"), weight_new], axis=0
+            )
+            return Views(inputs, ops.concatenate([y, y_new], axis=0), teacher_logits, weight)
+        num_classes = self.num_classes
+        if num_classes is None and _is_sparse(y):
+            # The teacher runs once either way: run it here to learn the
+            # number of classes the one-hot labels need.
+            if teacher_logits is None:
+                teacher_logits = teacher_fn(inputs)
+            num_classes = teacher_logits.shape[-1]
+        y_new = _blend_labels(y_source, y_partner, lam, num_classes)
+        if self.include_clean:
+            y_new = ops.concatenate([_soft(y, num_classes), y_new], axis=0)
+        return Views(inputs, y_new, teacher_logits, None)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "relabel": self.relabel,
+            "include_clean": self.include_clean,
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kd_keras")
+class MixUp(_Mixing):
+    """MixUp views: each image blended with a partner, `lam * x + (1 - lam) * x[partner]`.
+
+    Use it to distil on mixed images labelled by the teacher ("TL", Wang et
+    al.): the step trains on `[x, x']`, the cross-entropy sees the clean half
+    only (label weight 0 on `x'`), and the KD term sees both halves. With the
+    Distiller's KD term averaged over the `2B` samples, a distillation weight
+    of `1.8` gives the paper's `0.1 CE(x) + 0.9 [KD(x) + KD(x')]`
+    (`kd_keras.recipes.mixup`).
+
+    Each sample draws its own `lam ~ Beta(alpha, alpha)` (the official codes
+    draw one per batch) and its partner from a random pairing without fixed
+    points, so no image is mixed with itself.
+
+    `relabel=False` is the baseline without teacher relabelling: `x'` keeps
+    its mixed labels `lam * y + (1 - lam) * y[partner]` with label weight 1,
+    so the step minimises `w_ce * mean over 2B of CE` (clean labels on `x`,
+    mixed labels on `x'`) plus the KD term on both halves. The paper's
+    baseline has no KD term on `x'`; the Distiller's KD term covers every
+    sample, so this is our formalisation.
+
+    Outside a Distiller, `mix(x, y)` (or calling the layer on `(x, y)` with
+    `training=True`) mixes a batch in `tf.data`.
+
+    References:
+        Zhang et al. mixup: Beyond Empirical Risk Minimization, ICLR 2018;
+        Wang et al. What Makes a "Good" Data Augmentation in Knowledge
+        Distillation, arXiv:2012.02909 (seed 001).
+
+    Args:
+        alpha: concentration of the Beta(alpha, alpha) mixing ratio.
+        relabel: True (default) lets the teacher label `x'`; False keeps the
+            mixed one-hot labels (the no-relabelling baseline).
+        include_clean: True (default) trains on `[x, x']`; False on `x'` only.
+        num_classes: number of classes, needed to mix integer labels outside
+            a Distiller (inside one, the teacher's logits tell).
+        seed: int seed of the layer's `SeedGenerator`; None seeds it when the
+            layer is built (so `keras.utils.set_random_seed` controls it).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Returns:
+        An augmenter; `views(...)` returns `kd_keras.augment.Views`.
+
+    Example:
+    ```python
+    augmenter = kd_keras.augment.MixUp(alpha=1.0)
+    distiller = kd_keras.Distiller(teacher, student, augmenter=augmenter,
+                                   distillation_loss_weights=[1.8])
+    ```
+    """
+
+    def mix_images(self, x):
+        """Return `(x_mixed, partner, lam)`: the mixed batch, pairing and ratios."""
+        batch = ops.shape(x)[0]
+        lam = sample_beta((batch,), self.alpha, seed=self.seed_generator)
+        partner = derangement(batch, seed=self.seed_generator)
+        if not _is_float(x):
+            x = ops.cast(x, "float32")
+        weight = ops.cast(_broadcast(lam, x), x.dtype)
+        return weight * x + (1 - weight) * ops.take(x, partner, axis=0), partner, lam
+
+
+def _is_float(x):
+    return "float" in str(ops.dtype(x))
+
+
+@keras.saving.register_keras_serializable(package="kd_keras")
+class CutMix(_Mixing):
+    """CutMix views: a random box of each image replaced by its partner's pixels.
+
+    Use it like `MixUp` (teacher-labelled `x'`, the paper's "TL-CutMix"). Each
+    sample draws `lam ~ Beta(alpha, alpha)`; its box has sides
+    `floor(sqrt(1 - lam) * size)` and a centre drawn uniformly over the
+    image's pixels, is clipped to the image, and `lam` is then recomputed from
+    the box's real area, so `1 - lam` is exactly the fraction of pixels taken
+    from the partner. Pairing never matches an image with itself. Inputs are
+    `(batch, height, width, channels)` images.
+
+    `relabel=False` keeps the mixed labels instead of the teacher's (see
+    `MixUp`); `mix_labels` mixes labels with the real-area `lam`.
+
+    References:
+        Yun et al. CutMix: Regularization Strategy to Train Strong Classifiers
+        with Localizable Features, ICCV 2019; Wang et al. arXiv:2012.02909.
+
+    Args:
+        alpha: concentration of the Beta(alpha, alpha) mixing ratio.
+        relabel: True (default) lets the teacher label `x'`; False keeps the
+            mixed one-hot labels.
+        include_clean: True (default) trains on `[x, x']`; False on `x'` only.
+        num_classes: number of classes, needed to mix integer labels outside
+            a Distiller.
+        seed: int seed of the layer's `SeedGenerator`, or None (seeded at build).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Returns:
+        An augmenter; `views(...)` returns `kd_keras.augment.Views`.
+
+    Example:
+    ```python
+    augmenter = kd_keras.augment.CutMix()
+    x_mixed, y_mixed = kd_keras.augment.CutMix(num_classes=10).mix(x, y)
+    ```
+    """
+
+    def mix_images(self, x):
+        """Return `(x_mixed, partner, lam)` with `lam` recomputed from the box area."""
+        if len(x.shape) != 4:
+            raise ValueError(
+                f"CutMix mixes images of shape (batch, height, width, channels), "
+                f"got shape {x.shape}: use MixUp for other inputs."
+            )
+        shape = ops.shape(x)
+        batch, height, width = shape[0], shape[1], shape[2]
+        lam = sample_beta((batch,), self.alpha, seed=self.seed_generator)
+        partner = derangement(batch, seed=self.seed_generator)
+        side = ops.sqrt(1.0 - lam)
+        rows, row_count = self._span(batch, height, side)
+        cols, col_count = self._span(batch, width, side)
+        inside = rows[:, :, None, None] & cols[:, None, :, None]
+        area = ops.cast(height, "float32") * ops.cast(width, "float32")
+        lam = 1.0 - row_count * col_count / area
+        return ops.where(inside, ops.take(x, partner, axis=0), x), partner, lam
+
+    def _span(self, batch, size, side):
+        """Per-sample `[start, start + length)` mask along one axis, clipped."""
+        size_f = ops.cast(size, "float32")
+        length = ops.floor(side * size_f)
+        draw = keras.random.uniform((batch,), dtype="float32", seed=self.seed_generator)
+        centre = ops.minimum(ops.floor(draw * size_f), size_f - 1.0)
+        start = ops.clip(centre - ops.floor(length / 2.0), 0.0, size_f)
+        stop = ops.clip(centre - ops.floor(length / 2.0) + length, 0.0, size_f)
+        index = ops.cast(ops.arange(size), "float32")[None, :]
+        mask = (index >= start[:, None]) & (index < stop[:, None])
+        return mask, stop - start
+
+
+@keras.saving.register_keras_serializable(package="kd_keras")
+class CutMixPick(CutMix):
+    """CutMixPick: keep the CutMix samples the student learns most from (active DA).
+
+    Makes `n_run` CutMix batches of the clean batch (`n_run * B` candidates),
+    scores every candidate without gradients and keeps the top `B`:
+    `"kl"` (default) `KL(p_t^T || p_s^T)` at `temperature`, `"teacher_entropy"`
+    or `"student_entropy"` (entropies of the softmax at temperature 1, as in
+    the official code). The step trains on `[x, picked]` with the teacher's
+    labels on `picked`.
+
+    Forward passes per step, in samples (`B` the batch size): the teacher runs
+    once over `[x, candidates]` (`B + n_run*B`) and its logits go to the
+    Distiller in `Views.teacher_logits`, so it is not run again; the student
+    runs one inference pass over the `n_run*B` candidates to score them (none
+    for `"teacher_entropy"`) and its training pass over the `2B` views. The
+    official code runs the teacher on `x`, on the candidates and again on the
+    picked samples (`B + n_run*B + B` in three calls) and the student on `x`,
+    on the candidates and on the picked samples.
+
+    References:
+        Wang et al. What Makes a "Good" Data Augmentation in Knowledge
+        Distillation - A Statistical Perspective, arXiv:2012.02909 (seed 001).
+
+    Args:
+        n_run: CutMix batches made per step (candidates: `n_run * B`).
+        criterion: `"kl"`, `"teacher_entropy"` or `"student_entropy"`.
+        temperature: softmax temperature of the `"kl"` score (the KD one).
+        alpha: concentration of the Beta(alpha, alpha) mixing ratio.
+        relabel: True (default) lets the teacher label the picked samples;
+            False keeps their mixed one-hot labels.
+        include_clean: True (default) trains on `[x, picked]`; False on
+            `picked` only.
+        num_classes: number of classes, for mixing integer labels outside a
+            Distiller.
+        seed: int seed of the layer's `SeedGenerator`, or None (seeded at build).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Returns:
+        An augmenter; `views(...)` returns `kd_keras.augment.Views` with
+        `teacher_logits` set.
+
+    Example:
+    ```python
+    augmenter = kd_keras.augment.CutMixPick(n_run=2, criterion="kl")
+    ```
+    """
+
+    def __init__(
+        self,
+        n_run=2,
+        criterion="kl",
+        temperature=4.0,
+        alpha=1.0,
+        relabel=True,
+        include_clean=True,
+        num_classes=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            alpha=alpha,
+            relabel=relabel,
+            include_clean=include_clean,
+            num_classes=num_classes,
+            seed=seed,
+            **kwargs,
+        )
+        if int(n_run) < 1:
+            raise ValueError(f"n_run must be at least 1, got {n_run}: use e.g. 2.")
+        if criterion not in CRITERIA:
+            raise ValueError(
+                f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}."
+            )
+        if not float(temperature) > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.n_run = int(n_run)
+        self.criterion = criterion
+        self.temperature = float(temperature)
+
+    def candidates(self, x):
+        """Return `(candidates, source, partner, lam)` of `n_run` CutMix batches.
+
+        `candidates[i]` mixes `x[source[i]]` (fraction `lam[i]`) with
+        `x[partner[i]]`. `views` draws its candidates with this method first,
+        so a layer with the same seed reproduces them.
+        """
+        batch = ops.arange(ops.shape(x)[0], dtype="int32")
+        runs = [self.mix_images(x) for _ in range(self.n_run)]
+        return (
+            ops.concatenate([run[0] for run in runs], axis=0),
+            ops.concatenate([batch] * self.n_run, axis=0),
+            ops.concatenate([run[1] for run in runs], axis=0),
+            ops.concatenate([run[2] for run in runs], axis=0),
+        )
+
+    def score(self, teacher_logits, student_logits):
+        """Per-candidate score (higher is picked first) under the layer's criterion."""
+        if self.criterion == "kl":
+            return kl_per_sample(teacher_logits, student_logits, self.temperature)
+        logits = teacher_logits if self.criterion == "teacher_entropy" else student_logits
+        log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
+
+    def views(self, x, y, teacher_fn, student_fn, training=True):
+        if not training:
+            return Views(x, y)
+        batch = ops.shape(x)[0]
+        candidates, source, partner, lam = self.candidates(x)
+        if self.include_clean:
+            teacher_all = teacher_fn(ops.concatenate([x, candidates], axis=0))
+            teacher_clean, teacher_candidates = teacher_all[:batch], teacher_all[batch:]
+        else:
+            teacher_candidates = teacher_fn(candidates)
+        student_candidates = None
+        if self.criterion != "teacher_entropy":
+            student_candidates = student_fn(candidates)
+        scores = ops.stop_gradient(self.score(teacher_candidates, student_candidates))
+        # top_k, not a sort-and-slice: XLA has a kernel for it and k = B is
+        # a compile-time constant of each traced batch shape.
+        picked = tf.math.top_k(scores, k=batch).indices
+        teacher_logits = ops.take(teacher_candidates, picked, axis=0)
+        if self.include_clean:
+            teacher_logits = ops.concatenate([teacher_clean, teacher_logits], axis=0)
+        return self._assemble(
+            x,
+            y,
+            ops.take(candidates, picked, axis=0),
+            ops.take(source, picked),
+            ops.take(partner, picked),
+            ops.take(lam, picked),
+            ops.stop_gradient(teacher_logits),
+            teacher_fn,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "n_run": self.n_run,
+            "criterion": self.criterion,
+            "temperature": self.temperature,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kd_keras")
+class FunctionMatching(MixUp):
+    """Function matching's view: inception crop, flip and mixup, the same for both networks.
+
+    Use it for "consistent and patient" distillation: every step shows teacher
+    and student one aggressive view of the batch (the Distiller runs both on
+    `Views.x`), trained with the KD term alone (label weight 0 everywhere,
+    `kd_keras.recipes.funmatch`). The view is a random resized crop of each
+    image (area fraction uniform in `crop_area`, aspect ratio log-uniform in
+    `aspect_ratio`, the box clipped to the image rather than re-drawn),
+    resized back to the input size with bilinear interpolation written as two
+    small matrix products (XLA-friendly, no ImageProjectiveTransform), an
+    optional horizontal flip with probability 0.5 (turn it off for digits),
+    then MixUp with `alpha` (the paper's `p=1`: every view is mixed) and a
+    pairing without fixed points.
+
+    References:
+        Beyer et al. Knowledge distillation: A good teacher is patient and
+        consistent, CVPR 2022.
+
+    Args:
+        alpha: concentration of mixup's Beta(alpha, alpha) ratio.
+        flip: flip each view horizontally with probability 0.5.
+        crop_area: `(min, max)` fraction of the image area a crop covers.
+        aspect_ratio: `(min, max)` width/height ratio of the crops.
+        relabel: True (default) keeps the teacher as the only label source.
+        include_clean: False (default) trains on the aggressive view only.
+        num_classes: number of classes, for mixing integer labels outside a
+            Distiller.
+        seed: int seed of the layer's `SeedGenerator`, or None (seeded at build).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Returns:
+        An augmenter; `views(...)` returns `kd_keras.augment.Views`.
+
+    Example:
+    ```python
+    augmenter = kd_keras.augment.FunctionMatching(flip=False)
+    ```
+    """
+
+    def __init__(
+        self,
+        alpha=1.0,
+        flip=True,
+        crop_area=(0.05, 1.0),
+        aspect_ratio=(3 / 4, 4 / 3),
+        relabel=True,
+        include_clean=False,
+        num_classes=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            alpha=alpha,
+            relabel=relabel,
+            include_clean=include_clean,
+            num_classes=num_classes,
+            seed=seed,
+            **kwargs,
+        )
+        crop_area = tuple(float(a) for a in crop_area)
+        aspect_ratio = tuple(float(r) for r in aspect_ratio)
+        if not (len(crop_area) == 2 and 0 < crop_area[0] <= crop_area[1] <= 1):
+            raise ValueError(
+                f"crop_area must be (min, max) with 0 < min <= max <= 1, got {crop_area}."
+            )
+        if not (len(aspect_ratio) == 2 and 0 < aspect_ratio[0] <= aspect_ratio[1]):
+            raise ValueError(
+                f"aspect_ratio must be (min, max) with 0 < min <= max, got {aspect_ratio}."
+            )
+        self.flip = bool(flip)
+        self.crop_area = crop_area
+        self.aspect_ratio = aspect_ratio
+
+    def crop_and_flip(self, x):
+        """Return the randomly cropped, resized (and flipped) batch, before mixup."""
+        if len(x.shape) != 4:
+            raise ValueError(
+                "FunctionMatching crops images of shape (batch, height, width, "
+                f"channels), got shape {x.shape}."
+            )
+        if not _is_float(x):
+            x = ops.cast(x, "float32")
+        shape = ops.shape(x)
+        batch, height, width = shape[0], shape[1], shape[2]
+
+        def draw(low, high):
+            return keras.random.uniform(
+                (batch,), low, high, dtype="float32", seed=self.seed_generator
+            )
+
+        area = draw(*self.crop_area)
+        ratio = ops.exp(draw(math.log(self.aspect_ratio[0]), math.log(self.aspect_ratio[1])))
+        crop_h = ops.minimum(ops.sqrt(area / ratio), 1.0)
+        crop_w = ops.minimum(ops.sqrt(area * ratio), 1.0)
+        top = draw(0.0, 1.0) * (1.0 - crop_h)
+        left = draw(0.0, 1.0) * (1.0 - crop_w)
+        flipped = draw(0.0, 1.0) < 0.5 if self.flip else None
+        rows = _resampler(top, crop_h, height, None)
+        cols = _resampler(left, crop_w, width, flipped)
+        dtype = x.dtype
+        out = ops.einsum("bik,bkwc->biwc", ops.cast(rows, dtype), x)
+        return ops.einsum("bjw,biwc->bijc", ops.cast(cols, dtype), out)
+
+    def mix_images(self, x):
+        """Return `(x_view, partner, lam)`: crop, flip, then MixUp."""
+        return super().mix_images(self.crop_and_flip(x))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "flip": self.flip,
+            "crop_area": list(self.crop_area),
+            "aspect_ratio": list(self.aspect_ratio),
+        }
+
+
+def _resampler(start, length, size, flipped):
+    """`(batch, size, size)` bilinear weights reading `[start, start+length)` of an axis.
+
+    Output pixel `i` reads source coordinate `u` (pixel centres, in pixels);
+    the triangle kernel `max(0, 1 - |u - k|)` is exactly bilinear
+    interpolation, so resizing is a batched matrix product.
+    """
+    size_f = ops.cast(size, "float32")
+    index = ops.cast(ops.arange(size), "float32")[None, :]
+    if flipped is not None:
+        index = ops.where(flipped[:, None], size_f - 1.0 - index, index)
+    u = (start[:, None] + (index + 0.5) / size_f * length[:, None]) * size_f - 0.5
+    u = ops.clip(u, 0.0, size_f - 1.0)
+    source = ops.cast(ops.arange(size), "float32")[None, None, :]
+    return ops.relu(1.0 - ops.abs(u[:, :, None] - source))
