@@ -289,13 +289,7 @@ class Distiller(keras.Model):
 
     def _loss_terms(self, views, teacher_logits, student_logits):
         cross_entropy = kd_losses.cross_entropy_per_sample(views.y, student_logits)
-        if views.label_weight is None:
-            student_loss = ops.mean(cross_entropy)
-        else:
-            weight = ops.cast(views.label_weight, "float32")
-            student_loss = ops.sum(cross_entropy * weight) / ops.maximum(
-                ops.sum(weight), 1e-8
-            )
+        student_loss = _weighted_mean(cross_entropy, views.label_weight)
         terms = {"student_loss": student_loss}
         loss = self.student_loss_weight * student_loss
         for name, distillation_loss, weight in zip(
@@ -303,12 +297,15 @@ class Distiller(keras.Model):
             self.distillation_losses,
             self.distillation_loss_weights,
         ):
-            value = ops.cast(
-                distillation_loss.compute_loss(teacher_logits, student_logits),
-                "float32",
-            )
-            terms[name] = value
-            loss = loss + weight * value
+            if views.distill_weight is None:
+                value = distillation_loss.compute_loss(teacher_logits, student_logits)
+            else:
+                value = _weighted_mean(
+                    _per_sample(distillation_loss, teacher_logits, student_logits),
+                    views.distill_weight,
+                )
+            terms[name] = ops.cast(value, "float32")
+            loss = loss + weight * terms[name]
         terms["loss"] = loss
         return terms
 
@@ -408,6 +405,24 @@ def _shape(model, attribute):
     if isinstance(shape, list) or not isinstance(shape, tuple):
         return None
     return shape
+
+
+def _weighted_mean(values, weight):
+    if weight is None:
+        return ops.mean(values)
+    weight = ops.cast(weight, "float32")
+    return ops.sum(ops.cast(values, "float32") * weight) / ops.maximum(ops.sum(weight), 1e-8)
+
+
+def _per_sample(distillation_loss, teacher_logits, student_logits):
+    per_sample = getattr(distillation_loss, "call", None)
+    if per_sample is None:
+        raise TypeError(
+            f"{type(distillation_loss).__name__} gives no per-sample values, which "
+            "this augmenter's per-sample distillation weights need: use "
+            "kd_keras.losses.TemperatureKL."
+        )
+    return per_sample(teacher_logits, student_logits)
 
 
 def _unique_names(distillation_losses):

@@ -179,6 +179,15 @@ def _mixing_recipe(
 ):
     if epochs is None:
         epochs = PATIENT_EPOCHS if patient else 240
+    if not augmenter.relabel:
+        # The no-relabelling baseline, a * CE(y, x) + b * CE(y_mixed, x') +
+        # b * KD(x), with a = student_loss_weight and b the per-half KD weight:
+        # a weighted label mean with weights 1 and b / a, scaled by a + b, and
+        # KD on x alone with weight b.
+        per_half = distillation_loss_weight / 2
+        augmenter.mixed_label_weight = per_half / student_loss_weight
+        student_loss_weight = student_loss_weight + per_half
+        distillation_loss_weight = per_half
     return Recipe(
         name=name,
         student_loss_weight=student_loss_weight,
@@ -216,8 +225,9 @@ def mixup(
     at 150/180/210). The Distiller averages the KD term over the `2B`
     samples of `[x, x']`, i.e. `(KD(x) + KD(x')) / 2`, so the paper's 0.9 on
     each half is a weight of 1.8; the cross-entropy sees `x` only (label
-    weight 0 on `x'`). `relabel=False` is the baseline with mixed one-hot
-    labels on `x'` (see `kd_keras.augment.MixUp`); `patient=True` trains
+    weight 0 on `x'`). `relabel=False` is the paper's baseline with mixed
+    one-hot labels on `x'` and no KD there, `0.1 CE(y, x) + 0.9 CE(y_mixed,
+    x') + 0.9 KD(x)` (see `kd_keras.augment.MixUp`); `patient=True` trains
     960 epochs, decaying at the same fractions.
 
     References:
@@ -284,8 +294,8 @@ def cutmix(
     self-pairs) and the CRD CIFAR-100 schedule (SGD 0.05, batch 64, 240
     epochs, rate /10 at 150/180/210). The KD weight is 1.8 because the
     Distiller averages KD over the `2B` samples of `[x, x']`.
-    `relabel=False` keeps the mixed one-hot labels on `x'` (the paper's
-    "no relabelling" baseline, as formalised in `kd_keras.augment.CutMix`);
+    `relabel=False` is the paper's "no relabelling" baseline, `0.1 CE(y, x)
+    + 0.9 CE(y_mixed, x') + 0.9 KD(x)` (see `kd_keras.augment.CutMix`);
     `patient=True` trains 960 epochs.
 
     References:

@@ -272,3 +272,35 @@ def test_mirrored_strategy_matches_one_device():
     assert report["offset"] != 0.0  # the augmenter phase really trained
     assert report["loss_diff"] < 1e-5
     assert report["weight_diff"] < 1e-5
+
+
+@keras.saving.register_keras_serializable(package="kd_keras_tests")
+class DistilFirstHalf(Augmenter):
+    """Duplicates the batch and distils on the first copy only."""
+
+    def views(self, x, y, teacher_fn, student_fn, training=True):
+        count = keras.ops.shape(x)[0]
+        ones = keras.ops.ones((count,))
+        return Views(
+            keras.ops.concatenate([x, -x]),
+            keras.ops.concatenate([y, y]),
+            distill_weight=keras.ops.concatenate([ones, 0.0 * ones]),
+        )
+
+
+def test_per_sample_distillation_weights():
+    distiller = make(DistilFirstHalf(), student_loss_weight=0.0, distillation_loss_weights=[1.0])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = tiny_batch(count=8)
+    t = np.array(distiller.teacher(x, training=False))
+    s = np.array(distiller.student(x, training=False))
+    p, q = softmax(t / 4), softmax(s / 4)
+    expected = 16 * np.mean(np.sum(p * np.log(p / q), axis=-1))
+    logs = distiller.train_on_batch(x, y, return_dict=True)
+    np.testing.assert_allclose(logs["kd"], expected, rtol=1e-4)
+
+    keras_loss = keras.distillation.LogitsDistillation(4.0, loss=keras.losses.KLDivergence())
+    distiller = make(DistilFirstHalf(), distillation_losses=[keras_loss])
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(TypeError, match="gives no per-sample values"):
+        distiller.train_on_batch(x, y)

@@ -21,14 +21,18 @@ class Views:
             run the teacher a second time; `None` otherwise.
         label_weight: per-sample weights of the label (cross-entropy) term,
             `None` for all ones. A zero removes the label from a sample, e.g. a
-            teacher-relabelled mixed view. The distillation terms always see
-            every sample.
+            teacher-relabelled mixed view.
+        distill_weight: per-sample weights of the distillation terms, `None`
+            (the usual case) for all ones. Non-uniform weights need losses
+            that give per-sample values (`call(teacher, student)`, as every
+            `keras.losses.Loss` such as `kd_keras.losses.TemperatureKL` does).
     """
 
     x: Any
     y: Any
     teacher_logits: Any = None
     label_weight: Any = None
+    distill_weight: Any = None
 
 
 @keras.saving.register_keras_serializable(package="kd_keras")

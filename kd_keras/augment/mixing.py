@@ -186,6 +186,7 @@ class _Mixing(Augmenter):
         include_clean=True,
         num_classes=None,
         seed=None,
+        mixed_label_weight=9.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -194,6 +195,7 @@ class _Mixing(Augmenter):
         self.alpha = float(alpha)
         self.relabel = bool(relabel)
         self.include_clean = bool(include_clean)
+        self.mixed_label_weight = float(mixed_label_weight)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -210,7 +212,7 @@ class _Mixing(Augmenter):
 
     def mix_images(self, x):
         """Mix a batch of images; returns `(x_mixed, partner, lam)`."""
-        raise NotImplementedError
+        raise NotImplementedError("abstract: MixUp and CutMix define how images mix")
 
     def mix_labels(self, y, partner, lam):
         """Mix labels as `mix_images` mixed their images (soft labels summing to 1).
@@ -278,9 +280,20 @@ class _Mixing(Augmenter):
                 teacher_logits = teacher_fn(inputs)
             num_classes = teacher_logits.shape[-1]
         y_new = _blend_labels(y_source, y_partner, lam, num_classes)
-        if self.include_clean:
-            y_new = ops.concatenate([_soft(y, num_classes), y_new], axis=0)
-        return Views(inputs, y_new, teacher_logits, None)
+        if not self.include_clean:
+            return Views(inputs, y_new, teacher_logits)
+        # The paper's no-relabelling baseline: 0.1 CE(y, x) + 0.9 CE(y_mixed, x')
+        # + 0.9 KD(x). With the label term a weighted mean, weights 1 and
+        # mixed_label_weight (9) give those proportions; KD sees x only.
+        clean = ops.ones((ops.shape(x)[0],), dtype="float32")
+        mixed = ops.ones((count,), dtype="float32")
+        return Views(
+            inputs,
+            ops.concatenate([_soft(y, num_classes), y_new], axis=0),
+            teacher_logits,
+            label_weight=ops.concatenate([clean, self.mixed_label_weight * mixed], axis=0),
+            distill_weight=ops.concatenate([clean, 0.0 * mixed], axis=0),
+        )
 
     def get_config(self):
         return {
@@ -288,6 +301,7 @@ class _Mixing(Augmenter):
             "alpha": self.alpha,
             "relabel": self.relabel,
             "include_clean": self.include_clean,
+            "mixed_label_weight": self.mixed_label_weight,
             "num_classes": self.num_classes,
             "seed": self.seed,
         }
@@ -308,12 +322,13 @@ class MixUp(_Mixing):
     draw one per batch) and its partner from a random pairing without fixed
     points, so no image is mixed with itself.
 
-    `relabel=False` is the baseline without teacher relabelling: `x'` keeps
-    its mixed labels `lam * y + (1 - lam) * y[partner]` with label weight 1,
-    so the step minimises `w_ce * mean over 2B of CE` (clean labels on `x`,
-    mixed labels on `x'`) plus the KD term on both halves. The paper's
-    baseline has no KD term on `x'`; the Distiller's KD term covers every
-    sample, so this is our formalisation.
+    `relabel=False` is the paper's baseline without teacher relabelling:
+    `x'` keeps its mixed labels `lam * y + (1 - lam) * y[partner]` and gets
+    no KD term. Its views weight the labels 1 on `x` and
+    `mixed_label_weight` on `x'` and the distillation 1 on `x`, 0 on `x'`;
+    with `student_loss_weight=1` and a KD weight of 0.9 (what
+    `kd_keras.recipes.mixup(relabel=False)` sets) the step minimises
+    `0.1 CE(y, x) + 0.9 CE(y_mixed, x') + 0.9 KD(x)`.
 
     Outside a Distiller, `mix(x, y)` (or calling the layer on `(x, y)` with
     `training=True`) mixes a batch in `tf.data`.
@@ -328,6 +343,8 @@ class MixUp(_Mixing):
         relabel: True (default) lets the teacher label `x'`; False keeps the
             mixed one-hot labels (the no-relabelling baseline).
         include_clean: True (default) trains on `[x, x']`; False on `x'` only.
+        mixed_label_weight: with `relabel=False`, the weight of the mixed
+            labels relative to the clean ones (0.9 / 0.1 in the paper).
         num_classes: number of classes, needed to mix integer labels outside
             a Distiller (inside one, the teacher's logits tell).
         seed: int seed of the layer's `SeedGenerator`; None seeds it when the
