@@ -32,6 +32,7 @@ flags.DEFINE_integer("epochs", None, "Epochs (default: 30 on digits, else the re
 flags.DEFINE_integer("batch_size", None, "Batch size (default: the recipe's).")
 flags.DEFINE_float("learning_rate", None, "Learning rate (default: the recipe's).")
 flags.DEFINE_integer("seed", 0, "Seed of everything random.")
+flags.DEFINE_integer("teacher_epochs", 30, "distill: epochs of a --teacher given as a zoo name.")
 flags.DEFINE_string("out", None, "Run directory (distill, export) or .keras path (train-teacher).")
 flags.DEFINE_list(
     "export", ["keras", "saved_model", "tflite"],
@@ -72,7 +73,8 @@ def main(argv):
                 recipe=FLAGS.recipe, dataset=FLAGS.dataset, teacher=FLAGS.teacher,
                 student=FLAGS.student, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                 seed=FLAGS.seed, out=FLAGS.out, export_formats=tuple(FLAGS.export),
-                data_dir=FLAGS.data_dir, download=download, verbose=verbose, **overrides,
+                data_dir=FLAGS.data_dir, download=download, teacher_epochs=FLAGS.teacher_epochs,
+                verbose=verbose, **overrides,
             )
             print(summary(metrics))
         elif argv[1] == "train-teacher":

@@ -319,6 +319,38 @@ def pipeline(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def standard_augmentation(padding=4, flip=True):
+    """The CIFAR recipes' host-side augmentation: pad-and-crop, then horizontal flip.
+
+    `RandomCrop(size, padding=4)` and `RandomHorizontalFlip()` of the CRD /
+    RepDistiller training scripts, as a tf.data map function on one
+    `(image, label)` pair. It is the "standard augmentation" that produces
+    the batch `x` the mixing recipes mix further.
+
+    Args:
+        padding: zero padding on each side before the random crop, in pixels.
+        flip: also flip left-right with probability 1/2 (not for digits).
+
+    Returns:
+        A function `(image, label) -> (image, label)` for `Dataset.map`.
+
+    Example:
+    ```python
+    train = kd_keras.data.pipeline(data.train, 64, augment=kd_keras.data.standard_augmentation())
+    ```
+    """
+
+    def augment(image, label):
+        shape = tf.shape(image)
+        padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+        image = tf.image.random_crop(padded, shape)
+        if flip:
+            image = tf.image.random_flip_left_right(image)
+        return image, label
+
+    return augment
+
+
 def _as_pair_function(augment):
     import keras
 

@@ -158,6 +158,7 @@ def distill_job(
     export_formats=("keras", "saved_model", "tflite"),
     data_dir=None,
     download="auto",
+    teacher_epochs=30,
     verbose="auto",
     **overrides,
 ):
@@ -179,6 +180,7 @@ def distill_job(
         export_formats: formats of `kd_keras.export.FORMATS`.
         data_dir: TFDS data directory.
         download: TFDS download policy (see `kd_keras.data.load_tfds`).
+        teacher_epochs: epochs of the teacher when `teacher` is a zoo name.
         verbose: Keras verbosity.
         **overrides: recipe overrides.
 
@@ -201,9 +203,15 @@ def distill_job(
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     if epochs is None and dataset == kd_data.DIGITS:
         epochs = DIGITS_EPOCHS
+    if dataset != kd_data.DIGITS and chosen.host_augment is None:
+        # Natural-image sets get the papers' standard pad-crop-flip; digits
+        # stay centred, which is what the shifted test measures.
+        chosen.host_augment = kd_data.standard_augmentation()
     epochs = int(epochs or chosen.epochs)
     out = pathlib.Path(out or default_out("distill", recipe, dataset))
-    teacher_model = resolve_teacher(teacher, bundle, seed, verbose=verbose)
+    teacher_model = resolve_teacher(
+        teacher, bundle, seed, epochs=teacher_epochs, verbose=verbose
+    )
     if student not in kd_models.names():
         raise RunError(
             f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
