@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from kd_keras import augment
+from kd_keras import callbacks
 from kd_keras import data
 from kd_keras import export
 from kd_keras import losses

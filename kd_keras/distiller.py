@@ -131,7 +131,7 @@ class Distiller(keras.Model):
         """`"student"` or `"augmenter"`: which optimiser the next step uses."""
         # The variable, not the Python mirror, is the truth: it is what a
         # .keras file or a BackupAndRestore checkpoint restores.
-        return PHASES[int(ops.convert_to_numpy(self._phase_index.value))]
+        return PHASES[int(self._phase_index.numpy())]
 
     @phase.setter
     def phase(self, value):
