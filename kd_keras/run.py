@@ -15,6 +15,7 @@ import time
 import keras
 import numpy as np
 
+from kd_keras import callbacks as kd_callbacks
 from kd_keras import data as kd_data
 from kd_keras import export as kd_export
 from kd_keras import models as kd_models
@@ -164,9 +165,10 @@ def distill_job(
 ):
     """Run a whole distillation job and write its run directory; return its metrics.
 
-    The run directory holds `metrics.json`, TensorBoard logs in `logs/`, and
-    the student exported in each of `export_formats` (each checked for parity
-    with the Keras student).
+    The run directory holds `metrics.json`, TensorBoard logs in `logs/`, the
+    student exported in each of `export_formats` (each checked for parity
+    with the Keras student), and for recipes with an augmenter `views.png`,
+    the last grid of original vs augmented test images.
 
     Args:
         recipe: recipe name.
@@ -218,6 +220,15 @@ def distill_job(
         )
     student_model = kd_models.get(student, bundle.input_shape, bundle.num_classes)
     with _run_directory(out):
+        callbacks = [keras.callbacks.TensorBoard(str(out / "logs"))]
+        snapshots = None
+        if chosen.augmenter is not None and len(bundle.input_shape) == 3:
+            # People want to see what the augmenter makes: a grid of original
+            # vs augmented test images in TensorBoard, the last one as a PNG.
+            snapshots = kd_callbacks.ViewSnapshots(
+                out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10)
+            )
+            callbacks.append(snapshots)
         distiller = distill(
             teacher_model,
             student_model,
@@ -227,9 +238,11 @@ def distill_job(
             batch_size=batch_size,
             validation_data=bundle.test,
             seed=seed,
-            callbacks=[keras.callbacks.TensorBoard(str(out / "logs"))],
+            callbacks=callbacks,
             verbose=verbose,
         )
+        if snapshots is not None:
+            snapshots.save_png(out / "views.png")
         train_seconds = time.perf_counter() - started
         metrics = {
             "recipe": recipe,

@@ -95,3 +95,14 @@ def test_standard_augmentation_crops_and_flips():
         windows = [padded[r:r + 4, c:c + 4] for r in range(3) for c in range(3)]
         windows += [w[:, ::-1] for w in windows]
         assert any(np.array_equal(out[..., 0], w) for w in windows)
+
+
+def test_augmenter_runs_save_the_views_grid(tmp_path):
+    metrics = run.distill_job(
+        recipe="mixup", epochs=1, out=tmp_path / "run", export_formats=("keras",), verbose=0
+    )
+    image = keras.utils.load_img(tmp_path / "run" / "views.png")
+    assert image.size == (8 * 29 - 1, 2 * 28 + 1)
+    assert metrics["recipe"] == "mixup"
+    plain = run.distill_job(epochs=1, out=tmp_path / "plain", export_formats=("keras",), verbose=0)
+    assert not (tmp_path / "plain" / "views.png").exists() and plain["recipe"] == "kd"
