@@ -3,8 +3,9 @@
 The floor is what any KD step must do: one student train step (Keras' own
 compiled step, cross-entropy) plus one teacher forward pass on the same batch,
 each measured alone. All candidates are timed in interleaved rounds in one
-process, so machine noise hits them alike; the table reports the median time
-per step and ratios.
+process, so machine noise hits them alike. Ratios are paired: computed within
+each round, then the median (and the 25-75% range) over rounds, which is far
+steadier on a noisy machine than a ratio of medians.
 
     python benchmarks/step_time.py                  # digits CNN -> MLP, batch 64
     python benchmarks/step_time.py --student=small_cnn --batch_size=128
@@ -27,7 +28,7 @@ import kd_keras  # noqa: E402
 flags.DEFINE_string("student", "mlp", "Student zoo name.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("steps", 30, "Steps per round.")
-flags.DEFINE_integer("rounds", 7, "Interleaved rounds.")
+flags.DEFINE_integer("rounds", 15, "Interleaved rounds.")
 flags.DEFINE_list("jit", ["off", "on"], "XLA settings to measure.")
 FLAGS = flags.FLAGS
 
@@ -98,7 +99,7 @@ def main(_):
     x = data.train[0][: FLAGS.batch_size]
     y = data.train[1][: FLAGS.batch_size]
     teacher = kd_keras.run.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
-    rows = []
+    rows, ratios, per_jit = [], {}, {}
     for jit_flag in FLAGS.jit:
         jit = jit_flag == "on"
         steps = _candidates(teacher, FLAGS.student, x, y, jit)
@@ -109,10 +110,18 @@ def main(_):
             for name, step in steps.items():
                 times[name].append(_time(step, FLAGS.steps))
         median = {name: statistics.median(values) for name, values in times.items()}
-        floor = median["student train step"] + median["teacher forward"]
-        for name, value in median.items():
-            rows.append((jit_flag, name, value * 1e3, value / floor))
-        rows.append((jit_flag, "floor (student step + teacher forward)", floor * 1e3, 1.0))
+        floors = [
+            student + forward
+            for student, forward in zip(times["student train step"], times["teacher forward"])
+        ]
+        for name, values in times.items():
+            rows.append((jit_flag, name, median[name] * 1e3, _paired(values, floors)))
+        rows.append(
+            (jit_flag, "floor (student step + teacher forward)",
+             statistics.median(floors) * 1e3, "1")
+        )
+        ratios[jit_flag] = _paired(times["kd_keras.Distiller"], times["keras.distillation"])
+        per_jit[jit_flag] = times["kd_keras.Distiller"]
 
     print(
         f"\nKD step time, shipped digits CNN teacher -> {FLAGS.student}, batch "
@@ -120,20 +129,21 @@ def main(_):
         f"TF {tf.__version__}, Keras {keras.__version__}, "
         f"{os.cpu_count()} CPUs\n"
     )
-    print(f"| XLA | step | ms/step (median) | x floor |")
+    print("| XLA | step | ms/step (median) | x floor (paired median [25%, 75%]) |")
     print("|---|---|---|---|")
     for jit_flag, name, milliseconds, ratio in rows:
-        print(f"| {jit_flag} | {name} | {milliseconds:.2f} | {ratio:.3f} |")
-    by_key = {(r[0], r[1]): r[2] for r in rows}
-    for jit_flag in FLAGS.jit:
-        ours = by_key[(jit_flag, "kd_keras.Distiller")]
-        theirs = by_key[(jit_flag, "keras.distillation")]
-        print(f"\nXLA {jit_flag}: kd_keras / keras.distillation = {ours / theirs:.3f}")
-    if len(FLAGS.jit) == 2:
-        on = by_key[("on", "kd_keras.Distiller")]
-        off = by_key[("off", "kd_keras.Distiller")]
-        print(f"kd_keras.Distiller XLA on / off = {on / off:.3f}")
+        print(f"| {jit_flag} | {name} | {milliseconds:.2f} | {ratio} |")
+    print()
+    for jit_flag, ratio in ratios.items():
+        print(f"XLA {jit_flag}: kd_keras.Distiller / keras.distillation = {ratio}")
+    if len(per_jit) == 2:
+        print(f"kd_keras.Distiller XLA on / off = {_paired(per_jit['on'], per_jit['off'])}")
 
+
+def _paired(values, references):
+    ratios = sorted(v / r for v, r in zip(values, references))
+    quartiles = statistics.quantiles(ratios, n=4)
+    return f"{statistics.median(ratios):.3f} [{quartiles[0]:.3f}, {quartiles[2]:.3f}]"
 
 if __name__ == "__main__":
     app.run(main)
