@@ -28,6 +28,8 @@ class DataBundle:
         num_classes: number of classes.
         input_shape: shape of one input.
         test_shifted: `(x, y)` out-of-domain test copy (digits only), or None.
+        model_kwargs: extra arguments zoo models need for this data, e.g. a
+            text set's `vocabulary_size`.
     """
 
     name: str
@@ -36,6 +38,7 @@ class DataBundle:
     num_classes: int
     input_shape: tuple
     test_shifted: Any = None
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def sample(self, split="train", count=256):
         """Return up to `count` real inputs of a split as a float32 NumPy array."""

@@ -73,7 +73,7 @@ def resolve_teacher(spec, bundle, seed=0, epochs=30, batch_size=64, verbose="aut
     elif spec.endswith(".keras") or os.sep in spec:
         teacher = load_model(spec)
     elif spec in kd_models.names():
-        teacher = kd_models.get(spec, bundle.input_shape, bundle.num_classes)
+        teacher = kd_models.get(spec, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs)
         train_teacher(
             teacher, bundle.train, epochs=epochs, batch_size=batch_size,
             validation_data=bundle.test, seed=seed, verbose=verbose,
@@ -218,7 +218,9 @@ def distill_job(
         raise RunError(
             f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
         )
-    student_model = kd_models.get(student, bundle.input_shape, bundle.num_classes)
+    student_model = kd_models.get(
+        student, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs
+    )
     with _run_directory(out):
         callbacks = [keras.callbacks.TensorBoard(str(out / "logs"))]
         snapshots = None
@@ -329,7 +331,7 @@ def train_teacher_job(
     out = pathlib.Path(out or default_out("teacher", model, dataset).with_suffix(".keras"))
     if out.suffix != ".keras":
         raise RunError(f"--out must end in .keras, got {out}.")
-    teacher = kd_models.get(model, bundle.input_shape, bundle.num_classes)
+    teacher = kd_models.get(model, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs)
     train_teacher(
         teacher, bundle.train, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, validation_data=bundle.test, seed=seed,
