@@ -1,6 +1,7 @@
 """Augmenters: how each method makes the views a distillation step trains on."""
 
 from kd_keras.augment import warp
+from kd_keras.augment.adversarial import GenerativeAugmenter
 from kd_keras.augment.adversarial import SpatialAugmenter
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
