@@ -7,7 +7,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-COMMANDS = ("distill", "train-teacher", "export")
+COMMANDS = ("distill", "train-teacher", "train-vae", "export")
 
 USAGE = f"""kd-keras COMMAND [--flags]
 
@@ -15,6 +15,7 @@ Commands:
   distill        distil a teacher into a student with a recipe (default: the
                  shipped digits teacher -> MLP, recipe kd, offline)
   train-teacher  train a teacher with cross-entropy and save it with a card
+  train-vae      train the VAE of the generative HARD augmenter, save it with a card
   export         export a saved student to SavedModel / TFLite with parity checks
 
 Run `kd-keras --helpfull` for every flag. Commands: {', '.join(COMMANDS)}.
@@ -43,6 +44,7 @@ flags.DEFINE_enum(
     "download", "auto", ["auto", "yes", "no"],
     "TFDS download: auto = only when the servers are reachable.",
 )
+flags.DEFINE_integer("latent_dim", 16, "train-vae: size of the latent code.")
 flags.DEFINE_multi_string("set", [], "Recipe override KEY=VALUE (repeatable), e.g. temperature=2.")
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress output.")
 
@@ -82,7 +84,16 @@ def main(argv):
                 model=FLAGS.model, dataset=FLAGS.dataset, epochs=FLAGS.epochs or 30,
                 batch_size=FLAGS.batch_size or 64, learning_rate=FLAGS.learning_rate or 1e-3,
                 seed=FLAGS.seed, out=FLAGS.out, data_dir=FLAGS.data_dir, download=download,
-                command=" ".join(["kd-keras", *map(shlex.quote, sys.argv[1:])]), verbose=verbose,
+                command=_command_line(), verbose=verbose,
+            )
+            print(_table([(key, card[key]) for key in sorted(card)]))
+        elif argv[1] == "train-vae":
+            card = run.train_vae_job(
+                dataset=FLAGS.dataset, epochs=FLAGS.epochs or 100,
+                batch_size=FLAGS.batch_size or 64, latent_dim=FLAGS.latent_dim,
+                learning_rate=FLAGS.learning_rate or 1e-3, seed=FLAGS.seed,
+                out=FLAGS.out or "runs/vae.keras", data_dir=FLAGS.data_dir, download=download,
+                command=_command_line(), verbose=verbose,
             )
             print(_table([(key, card[key]) for key in sorted(card)]))
         else:
@@ -95,6 +106,10 @@ def main(argv):
             print(_export_table(report))
     except (run.RunError, kd_data.DataError, ValueError, TypeError) as error:
         _fail(str(error).splitlines()[0])
+
+
+def _command_line():
+    return " ".join(["kd-keras", *map(shlex.quote, sys.argv[1:])])
 
 
 def _overrides(pairs):

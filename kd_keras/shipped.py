@@ -3,6 +3,7 @@
 import pathlib
 
 DIGITS_TEACHER = "digits_cnn_teacher.keras"
+DIGITS_VAE = "digits_vae.keras"
 
 
 def path(filename):

@@ -91,3 +91,15 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, message):
     errors = [line for line in result.stderr.splitlines() if line.startswith("kd-keras: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_train_vae_writes_model_and_card(tmp_path):
+    result = kd_keras_command(
+        "train-vae", "--epochs=1", "--latent_dim=4", "--out=vae.keras", "--verbose=0",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.loads((tmp_path / "vae.json").read_text())
+    assert card["command"] == "kd-keras train-vae --epochs=1 --latent_dim=4 --out=vae.keras --verbose=0"
+    assert card["latent_dim"] == 4 and card["test_mse"] > 0
+    assert (tmp_path / "vae.keras").exists()

@@ -22,7 +22,7 @@ def batch(digits):
 
 def _vae():
     # Loaded afresh for each augmenter: the augmenter freezes it in place.
-    return keras.saving.load_model(shipped.path("digits_vae.keras"), safe_mode=True)
+    return keras.saving.load_model(shipped.path(shipped.DIGITS_VAE), safe_mode=True)
 
 
 def _networks(seed=0):

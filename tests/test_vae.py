@@ -12,7 +12,8 @@ from kd_keras.models import VAE
 from kd_keras.models import train_vae
 from kd_keras.models.vae import binary_crossentropy_per_image
 from kd_keras.models.vae import evaluate_vae
-from kd_keras.vae_job import train_vae_job
+from kd_keras.run import RunError
+from kd_keras.run import train_vae_job
 
 SHIPPED_VAE = "digits_vae.keras"
 
@@ -131,5 +132,5 @@ def test_train_vae_job_writes_model_and_card(tmp_path):
     assert not vae.compiled  # shipped without optimiser state
     scores = evaluate_vae(vae, kd_keras.data.load_digits().test[0])
     np.testing.assert_allclose(scores["mse"], card["test_mse"], rtol=1e-5)
-    with pytest.raises(ValueError, match=".keras"):
+    with pytest.raises(RunError, match="must end in .keras"):
         train_vae_job(epochs=1, out=tmp_path / "vae.h5")
