@@ -15,7 +15,6 @@ from kd_keras.models.vae import evaluate_vae
 from kd_keras.run import RunError
 from kd_keras.run import train_vae_job
 
-SHIPPED_VAE = "digits_vae.keras"
 
 
 def _small_vae(seed=0, **kwargs):
@@ -97,7 +96,7 @@ def test_train_vae_rejects_bad_images():
 
 
 def test_shipped_vae_matches_its_card(digits):
-    path = shipped.path(SHIPPED_VAE)
+    path = shipped.path(shipped.DIGITS_VAE)
     card = json.loads(path.with_suffix(".json").read_text())
     vae = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(vae, VAE)
