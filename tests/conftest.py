@@ -10,6 +10,8 @@ import pytest  # noqa: E402
 
 import kd_keras  # noqa: E402
 from kd_keras import shipped  # noqa: E402
+from kd_keras.augment import Augmenter  # noqa: E402
+from kd_keras.augment import Views  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +59,28 @@ def weights_of(model):
 
 def same_weights(before, model):
     return all(np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(before, model.weights))
+
+
+@keras.saving.register_keras_serializable(package="kd_keras_tests")
+class LearnableOffset(Augmenter):
+    """Adds a learned scalar to the inputs; its objective seeks disagreement."""
+
+    def build(self, input_shape):
+        self.offset = self.add_weight(shape=(), initializer="zeros", name="offset")
+
+    def views(self, x, y, teacher_fn, student_fn, training=True):
+        if not training:
+            return Views(x, y)
+        return Views(keras.ops.concatenate([x, x + self.offset]), keras.ops.concatenate([y, y]))
+
+    def objective(self, x, y, teacher_fn, student_fn):
+        shifted = x + self.offset
+        return -keras.ops.mean(
+            kd_keras.losses.kl_per_sample(teacher_fn(shifted), student_fn(shifted))
+        )
+
+    def log_scalars(self):
+        return {
+            "offset": self.offset,
+            "pair": keras.ops.stack([self.offset.value, 2.0 * self.offset.value]),
+        }

@@ -14,10 +14,10 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from conftest import LearnableOffset  # noqa: E402
 from conftest import tiny_batch  # noqa: E402
 from conftest import tiny_student  # noqa: E402
 from conftest import tiny_teacher  # noqa: E402
-from test_distiller import LearnableOffset  # noqa: E402
 
 import kd_keras  # noqa: E402
 

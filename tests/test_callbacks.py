@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import LearnableOffset
 from conftest import tiny_batch
 from conftest import tiny_student
 from conftest import tiny_teacher
@@ -11,29 +12,8 @@ from conftest import weights_of
 from PIL import Image
 
 import kd_keras
-from kd_keras.augment import Augmenter
-from kd_keras.augment import Views
 from kd_keras.callbacks import PhaseSchedule
 from kd_keras.callbacks import ViewSnapshots
-
-
-class Shift(Augmenter):
-    """Adds a learned scalar to the inputs; its objective seeks disagreement."""
-
-    def build(self, input_shape):
-        self.offset = self.add_weight(shape=(), initializer="zeros", name="offset")
-
-    def views(self, x, y, teacher_fn, student_fn, training=True):
-        if not training:
-            return Views(x, y)
-        return Views(keras.ops.concatenate([x, x + self.offset]), keras.ops.concatenate([y, y]))
-
-    def objective(self, x, y, teacher_fn, student_fn):
-        shifted = x + self.offset
-        return -keras.ops.mean(kd_keras.losses.kl_per_sample(teacher_fn(shifted), student_fn(shifted)))
-
-    def log_scalars(self):
-        return {"offset": self.offset, "pair": keras.ops.stack([self.offset.value, 2.0 * self.offset.value])}
 
 
 class Record(keras.callbacks.Callback):
@@ -84,7 +64,7 @@ def iterations(distiller):
 
 
 def test_step_mode_flips_at_the_configured_steps_and_resumes_the_cycle():
-    distiller = make(Shift())
+    distiller = make(LearnableOffset())
     record = Record()
     fit(distiller, [PhaseSchedule(student_steps=3, augmenter_steps=2), record], steps=6, epochs=2)
     assert "".join(record.phases) == "SSSAASSSAASS"
@@ -104,7 +84,7 @@ def test_step_mode_flips_at_the_configured_steps_and_resumes_the_cycle():
     ],
 )
 def test_epoch_mode_flips_at_the_configured_epochs(schedule, expected):
-    distiller = make(Shift())
+    distiller = make(LearnableOffset())
     record = Record()
     fit(distiller, [PhaseSchedule(**schedule), record], steps=2, epochs=5)
     assert "".join(record.phases) == "".join(phase * 2 for phase in expected)
@@ -133,7 +113,7 @@ def test_error_without_a_learnable_augmenter():
 
 
 def test_reset_augmenter_optimizer_at_each_augmenter_phase_start():
-    distiller = make(Shift(), augmenter_optimizer=keras.optimizers.Adam(0.01))
+    distiller = make(LearnableOffset(), augmenter_optimizer=keras.optimizers.Adam(0.01))
     record = Record()
     schedule = PhaseSchedule(student_steps=2, augmenter_steps=2, reset_augmenter_optimizer=True)
     fit(distiller, [schedule, record], steps=12)
@@ -149,7 +129,7 @@ def test_reset_augmenter_optimizer_at_each_augmenter_phase_start():
             np.testing.assert_allclose(value, expected, rtol=1e-6)
     assert iterations(distiller) == (6, 2)
     # Resuming mid-phase keeps the state (no reset) and the cycle position.
-    distiller = make(Shift())
+    distiller = make(LearnableOffset())
     def schedule():
         return PhaseSchedule(student_steps=2, augmenter_steps=2, reset_augmenter_optimizer=True)
 
@@ -160,7 +140,7 @@ def test_reset_augmenter_optimizer_at_each_augmenter_phase_start():
     assert "".join(record.phases) == "ASSA"
     assert record.augmenter_iterations == [1, 2, 2, 0]
     # Epochs mode resets once per phase, at its first epoch.
-    distiller = make(Shift())
+    distiller = make(LearnableOffset())
     record = Record()
     schedule = PhaseSchedule(augmenter_epochs={0: 2, 3: 1}, reset_augmenter_optimizer=True)
     fit(distiller, [schedule, record], steps=1, epochs=4)
@@ -227,11 +207,11 @@ def test_phase_and_both_optimisers_survive_backup_and_restore(tmp_path):
 
 def test_backup_and_restore_alone_resumes_in_the_restored_phase(tmp_path):
     backup_dir = str(tmp_path / "backup")
-    distiller = make(Shift())
+    distiller = make(LearnableOffset())
     distiller.phase = "augmenter"
     with pytest.raises(RuntimeError):
         fit(distiller, [keras.callbacks.BackupAndRestore(backup_dir), Interrupt(1)], steps=2, epochs=2)
-    resumed = make(Shift())
+    resumed = make(LearnableOffset())
     fit(resumed, [keras.callbacks.BackupAndRestore(backup_dir)], steps=2, epochs=2)
     # fit() chose the student's step before the phase was restored; the
     # restored phase must still be the one that trains.
@@ -262,7 +242,7 @@ def read_events(log_dir):
 
 
 def test_view_snapshots_write_images_and_scalars(tmp_path):
-    distiller = make(Shift(), augmenter_optimizer=keras.optimizers.SGD(1.0))
+    distiller = make(LearnableOffset(), augmenter_optimizer=keras.optimizers.SGD(1.0))
     distiller.phase = "augmenter"
     x, _ = tiny_batch(count=16)
     snapshots = ViewSnapshots(tmp_path, x, every=2, count=4)

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import LearnableOffset
 from conftest import same_weights
 from conftest import tiny_batch
 from conftest import tiny_student
@@ -11,25 +12,6 @@ from conftest import weights_of
 import kd_keras
 from kd_keras.augment import Augmenter
 from kd_keras.augment import Views
-
-
-@keras.saving.register_keras_serializable(package="kd_keras_tests")
-class LearnableOffset(Augmenter):
-    """Adds a learned scalar to the inputs; its objective seeks disagreement."""
-
-    def build(self, input_shape):
-        self.offset = self.add_weight(shape=(), initializer="zeros", name="offset")
-
-    def views(self, x, y, teacher_fn, student_fn, training=True):
-        if not training:
-            return Views(x, y)
-        return Views(keras.ops.concatenate([x, x + self.offset]), keras.ops.concatenate([y, y]))
-
-    def objective(self, x, y, teacher_fn, student_fn):
-        shifted = x + self.offset
-        return -keras.ops.mean(
-            kd_keras.losses.kl_per_sample(teacher_fn(shifted), student_fn(shifted))
-        )
 
 
 def softmax(z):
