@@ -69,7 +69,7 @@ def distill(
         train,
         epochs=epochs,
         validation_data=validation,
-        callbacks=[*recipe.callbacks(), *(callbacks or [])],
+        callbacks=[*recipe.callbacks(epochs), *(callbacks or [])],
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles
     )

@@ -220,3 +220,36 @@ def test_jitted_steps_compile(digits):
     distiller.phase = "student"
     history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_noise_only_network_is_a_symmetric_distribution_of_transforms(digits):
+    x, y = digits
+    augmenter = _augmenter(image_conditioned=False)
+    # One bias-free linear map of the noise: no image features, no offset.
+    assert [tuple(w.shape) for w in augmenter.trainable_weights] == [(8, 6)]
+    np.testing.assert_array_equal(augmenter.augment(x).numpy(), x)
+
+    distiller = _distiller(augmenter)
+    distiller.phase = "augmenter"
+    distiller.fit(np.tile(x, (4, 1, 1, 1)), np.tile(y, 4), batch_size=16, verbose=0)
+    noise = np.random.default_rng(4).standard_normal((len(x), 8)).astype("float32")
+    parameters = {k: v.numpy() for k, v in augmenter.affine_parameters(x, noise).items()}
+    mirrored = {k: v.numpy() for k, v in augmenter.affine_parameters(x, -noise).items()}
+    assert np.abs(parameters["translate_x"]).max() > 0.01  # it has learned
+    identity = {name: 0.0 for name in parameters}
+    identity["scale"] = 1.0
+    for name, value in parameters.items():
+        # -z gives the opposite transform, so the distribution is centred.
+        np.testing.assert_allclose(
+            mirrored[name] - identity[name], identity[name] - value, atol=1e-6
+        )
+    # The image is ignored: the same noise moves every image alike.
+    other = augmenter.affine_parameters(x[::-1], noise)
+    for name, value in other.items():
+        np.testing.assert_allclose(value.numpy(), parameters[name], atol=1e-6)
+
+    config = augmenter.get_config()
+    assert config["image_conditioned"] is False
+    clone = SpatialAugmenter.from_config(config)
+    clone.build((None, *SHAPE))
+    assert [w.shape for w in clone.weights] == [w.shape for w in augmenter.weights]

@@ -1,5 +1,7 @@
 """Augmenters: how each method makes the views a distillation step trains on."""
 
+from kd_keras.augment import ops
+from kd_keras.augment import policy
 from kd_keras.augment import warp
 from kd_keras.augment.adversarial import GenerativeAugmenter
 from kd_keras.augment.adversarial import SpatialAugmenter
@@ -9,5 +11,7 @@ from kd_keras.augment.mixing import CutMix
 from kd_keras.augment.mixing import CutMixPick
 from kd_keras.augment.mixing import FunctionMatching
 from kd_keras.augment.mixing import MixUp
+from kd_keras.augment.policy import LearnedPolicy
+from kd_keras.augment.policy import PolicyTrajectory
 from kd_keras.augment.warp import affine_matrix
 from kd_keras.augment.warp import affine_warp

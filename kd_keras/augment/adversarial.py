@@ -49,6 +49,17 @@ class SpatialAugmenter(Augmenter):
     has and the student lacks, e.g. shift invariance from a CNN to an MLP
     trained on centred digits. Set a range to 0 to disable that parameter.
 
+    With `image_conditioned=False` the network ignores the image: the raw
+    parameters are `A z`, a linear, bias-free map of the noise, so the
+    augmenter learns a zero-mean *distribution* of transforms (how large
+    and how correlated), symmetric because `z` and `-z` are equally likely.
+    The objective above is an expectation over `z` whose optimum, for an
+    image-conditioned network, maps every noise draw to the single hardest
+    transform; on the digits toy that collapse is what happens (every view
+    of every image moved by the same few pixels in one direction, chasing
+    the student), and the noise-only network transferred more shift
+    invariance (see `kd_keras.recipes.hard`).
+
     References:
         Nix, Burg, Sinz 2023, "HARD: Hard Augmentations for Robust
         Distillation". The paper's text was not available: the objective,
@@ -74,6 +85,11 @@ class SpatialAugmenter(Augmenter):
         lambda_t: weight of the teacher-consistency term
             `KL(p_t^T(x) || p_t^T(x~))`, which keeps views recognisable.
         fill_value: value of pixels warped in from outside the image.
+        image_conditioned: `True` (the default) reads the image and the
+            noise through the network (`filters`, `units`); `False` maps
+            the noise alone linearly (no bias) to the parameters, a
+            symmetric distribution of transforms (`filters` and `units`
+            are then unused).
         seed: seed of the noise (an int), or `None`.
         **kwargs: passed to `keras.layers.Layer`.
 
@@ -84,6 +100,7 @@ class SpatialAugmenter(Augmenter):
     Example:
     ```python
     augmenter = kd_keras.augment.SpatialAugmenter(max_translation=0.3, seed=0)
+    noise_only = kd_keras.augment.SpatialAugmenter(image_conditioned=False)
     distiller = kd_keras.Distiller(teacher, student, augmenter=augmenter)
     distiller.compile(optimizer="adam", augmenter_optimizer=keras.optimizers.Adam(1e-3))
     ```
@@ -102,6 +119,7 @@ class SpatialAugmenter(Augmenter):
         temperature=1.0,
         lambda_t=1.0,
         fill_value=0.0,
+        image_conditioned=True,
         seed=None,
         **kwargs,
     ):
@@ -133,20 +151,28 @@ class SpatialAugmenter(Augmenter):
         self.temperature = float(temperature)
         self.lambda_t = float(lambda_t)
         self.fill_value = float(fill_value)
+        self.image_conditioned = bool(image_conditioned)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._convolutions = [
-            keras.layers.Conv2D(
-                self.filters, 3, strides=2, padding="same", activation="relu"
-            )
-            for _ in range(2)
-        ]
-        self._pool = keras.layers.GlobalAveragePooling2D()
-        self._hidden = keras.layers.Dense(self.units, activation="relu")
+        if self.image_conditioned:
+            self._convolutions = [
+                keras.layers.Conv2D(
+                    self.filters, 3, strides=2, padding="same", activation="relu"
+                )
+                for _ in range(2)
+            ]
+            self._pool = keras.layers.GlobalAveragePooling2D()
+            self._hidden = keras.layers.Dense(self.units, activation="relu")
         # Zero weights make every raw parameter 0, hence tanh(0) = 0 and the
-        # identity transform: training starts from the clean images.
+        # identity transform: training starts from the clean images. Without
+        # the image the head is linear and bias-free, so the raw parameters
+        # `A z` are an odd function of the symmetric noise: the transforms
+        # stay a zero-mean distribution and cannot all collapse onto one.
         self._head = keras.layers.Dense(
-            len(_PARAMETERS), kernel_initializer="zeros", bias_initializer="zeros"
+            len(_PARAMETERS),
+            use_bias=self.image_conditioned,
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
         )
 
     def build(self, input_shape):
@@ -156,6 +182,9 @@ class SpatialAugmenter(Augmenter):
                 f"channels), got input shape {input_shape}: call "
                 "augmenter.build((None, height, width, channels))."
             )
+        if not self.image_conditioned:
+            self._head.build((input_shape[0], self.noise_dim))
+            return
         # Two coordinate channels let the globally pooled features say where
         # the content is, which the translation head needs.
         shape = (*input_shape[:-1], input_shape[-1] + 2)
@@ -195,20 +224,14 @@ class SpatialAugmenter(Augmenter):
             noise = self.sample_noise(x)
         x = ops.cast(x, self.compute_dtype)
         shape = ops.shape(x)
-        rows = ops.linspace(-1.0, 1.0, shape[1])
-        cols = ops.linspace(-1.0, 1.0, shape[2])
-        grid = ops.stack(ops.meshgrid(rows, cols, indexing="ij"), axis=-1)
-        grid = ops.broadcast_to(
-            ops.cast(grid, x.dtype)[None], (shape[0], shape[1], shape[2], 2)
-        )
-        features = ops.concatenate([x, grid], axis=-1)
-        for convolution in self._convolutions:
-            features = convolution(features)
-        features = self._pool(features)
-        features = ops.concatenate(
-            [features, ops.cast(noise, features.dtype)], axis=-1
-        )
-        raw = ops.tanh(ops.cast(self._head(self._hidden(features)), "float32"))
+        if self.image_conditioned:
+            features = ops.concatenate(
+                [self._image_features(x), ops.cast(noise, x.dtype)], axis=-1
+            )
+            raw = self._head(self._hidden(features))
+        else:
+            raw = self._head(ops.cast(noise, self.compute_dtype))
+        raw = ops.tanh(ops.cast(raw, "float32"))
         rotation, scale, shear_x, shear_y, translate_x, translate_y = ops.unstack(
             raw, axis=-1
         )
@@ -222,6 +245,19 @@ class SpatialAugmenter(Augmenter):
             "translate_x": translate_x * (self.max_translation * width),
             "translate_y": translate_y * (self.max_translation * height),
         }
+
+    def _image_features(self, x):
+        shape = ops.shape(x)
+        rows = ops.linspace(-1.0, 1.0, shape[1])
+        cols = ops.linspace(-1.0, 1.0, shape[2])
+        grid = ops.stack(ops.meshgrid(rows, cols, indexing="ij"), axis=-1)
+        grid = ops.broadcast_to(
+            ops.cast(grid, x.dtype)[None], (shape[0], shape[1], shape[2], 2)
+        )
+        features = ops.concatenate([x, grid], axis=-1)
+        for convolution in self._convolutions:
+            features = convolution(features)
+        return self._pool(features)
 
     def augment(self, x, noise=None):
         """Return the warped view `x~` of a batch (differentiable w.r.t. the weights).
@@ -278,6 +314,7 @@ class SpatialAugmenter(Augmenter):
             "temperature": self.temperature,
             "lambda_t": self.lambda_t,
             "fill_value": self.fill_value,
+            "image_conditioned": self.image_conditioned,
             "seed": self.seed,
         }
 

@@ -1,0 +1,494 @@
+"""TST: a learned augmentation policy, op magnitudes and probabilities, for what the student misses."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from kd_keras import losses as kd_losses
+from kd_keras.augment import ops as image_ops
+from kd_keras.augment.base import Augmenter
+from kd_keras.augment.base import Views
+
+# Added inside -log(1 - p_s(y | x~) + eps): the paper's 1e-8.
+_EPSILON = 1e-8
+# Keeps the logistic noise of the relaxed Bernoulli finite.
+_UNIFORM_CLIP = 1e-7
+
+
+def relaxed_bernoulli(logits, uniform, temperature):
+    """Return relaxed Bernoulli (binary Concrete) gates from their logits and uniform noise.
+
+    `b = sigmoid((logits + log(u) - log(1 - u)) / temperature)`: a value in
+    `[0, 1]`, differentiable with respect to the logits, that tends to the
+    hard gate `1[u > 1 - p]` (a Bernoulli(p) draw, `p = sigmoid(logits)`) as
+    the temperature tends to 0.
+
+    References:
+        Maddison, Mnih, Teh. The Concrete Distribution, ICLR 2017; Jang, Gu,
+        Poole. Categorical Reparameterization with Gumbel-Softmax, ICLR 2017.
+
+    Args:
+        logits: `log(p / (1 - p))`, any shape.
+        uniform: `U(0, 1)` noise broadcastable to `logits`.
+        temperature: relaxation temperature (> 0).
+
+    Returns:
+        float32 gates of the broadcast shape, in `[0, 1]`.
+
+    Example:
+    ```python
+    u = keras.random.uniform((batch, ops_count))
+    gates = kd_keras.augment.policy.relaxed_bernoulli(theta_p, u, 0.05)
+    ```
+    """
+    uniform = ops.clip(ops.cast(uniform, "float32"), _UNIFORM_CLIP, 1.0 - _UNIFORM_CLIP)
+    noise = ops.log(uniform) - ops.log(1.0 - uniform)
+    return ops.sigmoid((ops.cast(logits, "float32") + noise) / temperature)
+
+
+def _prior(value, names, what):
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(
+                f"initial_{what} names ops the policy does not use: "
+                f"{', '.join(unknown)} (its ops: {', '.join(names)})."
+            )
+        values = [float(value.get(name, 0.5)) for name in names]
+    else:
+        values = [float(value)] * len(names)
+    for name, v in zip(names, values):
+        if not 0.0 < v < 1.0:
+            raise ValueError(
+                f"initial_{what} of {name} must be in (0, 1) (it is a sigmoid), "
+                f"got {v}."
+            )
+    return values
+
+
+@keras.saving.register_keras_serializable(package="kd_keras")
+class LearnedPolicy(Augmenter):
+    """TST's augmentation policy: image ops with learned magnitudes and probabilities.
+
+    Each op `i` of the library (`kd_keras.augment.ops`) has a magnitude
+    `m_i = sigmoid(theta_m_i)` and a probability `p_i = sigmoid(theta_p_i)`.
+    For each image the policy picks `num_ops` distinct ops at random and a
+    relaxed Bernoulli gate `b_i ~ RelaxedBernoulli(p_i, temperature)` for
+    each, and makes the view
+
+        x~ = clip(x + sum_i b_i * (op_i(x; +-m_i) - x), 0, 1)
+
+    (the ops act on `x` side by side, not in sequence; signed ops take a
+    random direction). In the Distiller's augmenter phase (teacher and
+    student frozen, inference mode) its optimiser minimises
+
+        mean[-log p_t(y | x~)] + mean[-log(1 - p_s(y | x~) + 1e-8)],
+
+    views the teacher still gets right and the student gets wrong, with
+    gradients flowing through both networks and the differentiable ops into
+    `theta`. Magnitudes are learned for the ops with `Op.learnable`; the
+    others (Equalize, Invert and Cutout in TST's library) keep their prior
+    magnitude (Cutout's sets its size; the other two have none) and learn
+    only their probability.
+    In the student phase the student trains on `[x, x~]` with the labels
+    kept on both halves, so a Distiller with `student_loss_weight=1` and a
+    `KD_4` weight of 1 minimises TST's
+    `0.5 [CE + KD_4](x~) + 0.5 [CE + KD_4](x)` (`kd_keras.recipes.tst`).
+
+    The official code applies neural surrogates of the ops and draws one op
+    set and one gate per batch; here the ops are exact (Posterize and
+    Solarize with straight-through gradients), and ops, gates and signs are
+    drawn per image, which has the same expectation and less variance. It
+    also feeds probabilities where the relaxed Bernoulli expects logits;
+    here the logits are `theta_p`. The final clip to `[0, 1]` is ours.
+
+    References:
+        Shao et al., "Teaching What You Should Teach: A Data-Based
+        Distillation Method", IJCAI 2023 (METHODS.md section 4). The per-image
+        sampling and the clip are our formalisation.
+
+    Args:
+        ops: op names from `kd_keras.augment.ops.OPS`; defaults to TST's 14
+            (`kd_keras.augment.ops.TST_OPS`).
+        num_ops: ops drawn per image (`k`, at most `len(ops)`).
+        temperature: relaxed Bernoulli temperature; towards 0 the gates
+            become hard 0/1 draws (and their gradients rarer and larger).
+        initial_magnitude: the prior magnitude in `(0, 1)`, one number for
+            every op or `{op name: value}` (others 0.5). 0.5 is the official
+            initialisation (`theta = 0`).
+        initial_probability: the prior probability, likewise.
+        fill_value: value of pixels the geometric ops and Cutout bring in.
+        seed: seed of the draws (an int), or `None`.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Returns:
+        An `Augmenter` with trainable weights `magnitude_logits` and
+        `probability_logits`; pass it to `kd_keras.Distiller(augmenter=...)`.
+
+    Example:
+    ```python
+    policy = kd_keras.augment.LearnedPolicy(num_ops=4, seed=0)
+    distiller = kd_keras.Distiller(teacher, student, augmenter=policy,
+                                   student_loss_weight=1.0,
+                                   distillation_loss_weights=[1.0])
+    distiller.compile(optimizer="sgd",
+                      augmenter_optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    ```
+    """
+
+    def __init__(
+        self,
+        ops=None,
+        num_ops=4,
+        temperature=0.05,
+        initial_magnitude=0.5,
+        initial_probability=0.5,
+        fill_value=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        names = list(image_ops.TST_OPS if ops is None else ops)
+        if not names:
+            raise ValueError("ops is empty: give at least one op name.")
+        if len(set(names)) != len(names):
+            raise ValueError(f"ops lists an op twice: {names}.")
+        self._ops = [image_ops.get(name) for name in names]
+        if not 1 <= int(num_ops) <= len(names):
+            raise ValueError(
+                f"num_ops must be in 1..{len(names)} (the number of ops), "
+                f"got {num_ops}."
+            )
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.ops = names
+        self.num_ops = int(num_ops)
+        self.temperature = float(temperature)
+        self.initial_magnitude = initial_magnitude
+        self.initial_probability = initial_probability
+        self._initial_magnitudes = _prior(initial_magnitude, names, "magnitude")
+        self._initial_probabilities = _prior(initial_probability, names, "probability")
+        self.fill_value = float(fill_value)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        if (
+            input_shape is None
+            or len(input_shape) != 4
+            or input_shape[-1] not in (1, 3)
+        ):
+            raise ValueError(
+                "LearnedPolicy augments images of shape (batch, height, width, "
+                f"channels) with 1 or 3 channels, got input shape {input_shape}."
+            )
+
+        def logits(probabilities):
+            values = [math.log(p / (1.0 - p)) for p in probabilities]
+            return keras.initializers.Constant(np.array(values, "float32"))
+
+        count = len(self._ops)
+        self.magnitude_logits = self.add_weight(
+            shape=(count,),
+            initializer=logits(self._initial_magnitudes),
+            dtype="float32",
+            name="magnitude_logits",
+        )
+        self.probability_logits = self.add_weight(
+            shape=(count,),
+            initializer=logits(self._initial_probabilities),
+            dtype="float32",
+            name="probability_logits",
+        )
+
+    def magnitudes(self):
+        """Return the ops' magnitudes `sigmoid(theta_m)`, a float32 `(len(ops),)` tensor.
+
+        Only the learnable ops' entries carry a gradient.
+        """
+        learnable = ops.array([op.learnable for op in self._ops])
+        logits = ops.where(
+            learnable, self.magnitude_logits, ops.stop_gradient(self.magnitude_logits)
+        )
+        return ops.sigmoid(logits)
+
+    def probabilities(self):
+        """Return the ops' probabilities `sigmoid(theta_p)`, a float32 `(len(ops),)` tensor."""
+        return ops.sigmoid(self.probability_logits)
+
+    def augment(self, x, seed=None):
+        """Return the view `x~` of a batch, differentiable w.r.t. the policy's weights.
+
+        Args:
+            x: `(batch, height, width, channels)` images in `[0, 1]`.
+            seed: a `keras.random.SeedGenerator` for the draws (ops, gates,
+                signs, Cutout's squares), or `None` for the layer's own; a
+                fresh generator with a fixed seed makes the view
+                reproducible.
+
+        Returns:
+            float32 images of `x`'s shape in `[0, 1]`.
+        """
+        seed = self.seed_generator if seed is None else seed
+        x = ops.cast(x, "float32")
+        count = len(self._ops)
+        batch = ops.shape(x)[0]
+        # k distinct ops per image: the k largest of n uniform keys.
+        keys = keras.random.uniform((batch, count), seed=seed)
+        kth = ops.top_k(keys, self.num_ops, sorted=True)[0][:, -1:]
+        chosen = ops.cast(keys >= kth, "float32")
+        gates = relaxed_bernoulli(
+            self.probability_logits[None, :],
+            keras.random.uniform((batch, count), seed=seed),
+            self.temperature,
+        )
+        flips = keras.random.uniform((batch, count), seed=seed) < 0.5
+        signs = ops.where(flips, -1.0, 1.0)
+        magnitudes = self.magnitudes()
+        total = ops.zeros_like(x)
+        for index, op in enumerate(self._ops):
+            magnitude = magnitudes[index] * ops.ones((batch,))
+            if op.signed:
+                magnitude = magnitude * signs[:, index]
+            options = {}
+            if op.takes_fill_value:
+                options["fill_value"] = self.fill_value
+            if op.takes_seed:
+                options["seed"] = seed
+            change = op.function(x, magnitude, **options) - x
+            weight = chosen[:, index] * gates[:, index]
+            total = total + weight[:, None, None, None] * change
+        return ops.clip(x + total, 0.0, 1.0)
+
+    def views(self, x, y, teacher_fn, student_fn, training=True):
+        if not training:
+            return Views(x, y)
+        # The student phase trains the student only; cutting the graph here
+        # keeps an outer tape from differentiating through the policy. The
+        # clean half comes first, so kd_keras.callbacks.ViewSnapshots shows
+        # the second half, the views.
+        x_tilde = ops.stop_gradient(self.augment(x))
+        x = ops.cast(x, x_tilde.dtype)
+        return Views(
+            x=ops.concatenate([x, x_tilde], axis=0),
+            y=ops.concatenate([y, y], axis=0),
+        )
+
+    def objective(self, x, y, teacher_fn, student_fn, seed=None):
+        """Return TST's policy loss: teacher right, student wrong, on `x~`.
+
+        `mean[-log p_t(y | x~)] + mean[-log(1 - p_s(y | x~) + 1e-8)]`, in
+        float32, differentiable w.r.t. the policy's weights through both
+        networks.
+
+        Args:
+            x: a batch of images in `[0, 1]`.
+            y: its labels (integer ids or per-class probabilities).
+            teacher_fn: `inputs -> teacher logits`.
+            student_fn: `inputs -> student logits`.
+            seed: a `keras.random.SeedGenerator` for the view's draws, or
+                `None` for the layer's own (see `augment`).
+
+        Returns:
+            A float32 scalar tensor.
+        """
+        x_tilde = self.augment(x, seed=seed)
+        teacher_logits = ops.cast(teacher_fn(x_tilde), "float32")
+        student_logits = ops.cast(student_fn(x_tilde), "float32")
+        teacher_wrong = kd_losses.cross_entropy_per_sample(y, teacher_logits)
+        student_right = _label_probability(y, student_logits)
+        student_right_loss = -ops.log(1.0 - student_right + _EPSILON)
+        return ops.mean(teacher_wrong) + ops.mean(student_right_loss)
+
+    def log_scalars(self):
+        """Return the current policy for logging: `{"magnitude/<op>": m, "probability/<op>": p}`.
+
+        Ops without a magnitude (Equalize, Invert, AutoContrast) have no
+        magnitude entry. `kd_keras.callbacks.ViewSnapshots` writes these to
+        TensorBoard each epoch and `PolicyTrajectory` records them.
+
+        Returns:
+            A dict of Python floats.
+        """
+        magnitudes = ops.convert_to_numpy(self.magnitudes())
+        probabilities = ops.convert_to_numpy(self.probabilities())
+        scalars = {}
+        for op, magnitude in zip(self._ops, magnitudes):
+            if op.has_magnitude:
+                scalars[f"magnitude/{op.name}"] = float(magnitude)
+        for op, probability in zip(self._ops, probabilities):
+            scalars[f"probability/{op.name}"] = float(probability)
+        return scalars
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        return self.augment(inputs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "ops": list(self.ops),
+            "num_ops": self.num_ops,
+            "temperature": self.temperature,
+            "initial_magnitude": self.initial_magnitude,
+            "initial_probability": self.initial_probability,
+            "fill_value": self.fill_value,
+            "seed": self.seed,
+        }
+
+
+def _label_probability(y, logits):
+    probabilities = ops.softmax(logits, axis=-1)
+    if len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1):
+        labels = ops.reshape(ops.cast(y, "int32"), (-1, 1))
+        return ops.squeeze(ops.take_along_axis(probabilities, labels, axis=-1), -1)
+    return ops.sum(ops.cast(y, "float32") * probabilities, axis=-1)
+
+
+class PolicyTrajectory(keras.callbacks.Callback):
+    """Records a learned policy's magnitudes and probabilities per epoch; writes JSON and a PNG.
+
+    At the start of training and after every epoch it stores the
+    Distiller's `augmenter.log_scalars()` (e.g. a
+    `kd_keras.augment.LearnedPolicy`), and at the end of training writes
+    `policy.json` (a list of `{"epoch": e, "magnitude/<op>": m, ...}`, epoch
+    0 being the prior) and `policy.png` (the trajectories, drawn by
+    `plot_policy_trajectory`) to `directory`.
+
+    Args:
+        directory: where to write `policy.json` and `policy.png`.
+
+    Returns:
+        A `keras.callbacks.Callback`; `history` holds the records.
+
+    Example:
+    ```python
+    trajectory = kd_keras.augment.PolicyTrajectory("runs/tst")
+    distiller.fit(train_ds, epochs=30, callbacks=[schedule, trajectory])
+    ```
+    """
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = os.fspath(directory)
+        self.history = []
+
+    def _record(self, epoch):
+        self.history.append({"epoch": int(epoch), **self.model.augmenter.log_scalars()})
+
+    def on_train_begin(self, logs=None):
+        augmenter = getattr(self.model, "augmenter", None)
+        if not callable(getattr(augmenter, "log_scalars", None)):
+            raise ValueError(
+                "PolicyTrajectory records a Distiller's augmenter.log_scalars(): "
+                "use it with an augmenter that has one, e.g. "
+                "kd_keras.augment.LearnedPolicy."
+            )
+        if not self.history:
+            self._record(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        self.write()
+
+    def write(self):
+        """Write `policy.json` and `policy.png` now; return their paths."""
+        os.makedirs(self.directory, exist_ok=True)
+        json_path = os.path.join(self.directory, "policy.json")
+        with open(json_path, "w") as handle:
+            json.dump(self.history, handle, indent=2)
+        png_path = plot_policy_trajectory(
+            self.history, os.path.join(self.directory, "policy.png")
+        )
+        return json_path, png_path
+
+
+# Distinct line colours (Tableau 20's strong half, then its light half).
+_PALETTE = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+)
+
+
+def plot_policy_trajectory(history, path):
+    """Draw the magnitude and probability of each op over the epochs as a PNG.
+
+    Two panels (magnitude, probability; both on a `[0, 1]` axis) with one
+    line per op and a legend, drawn with Pillow so no plotting library is
+    needed.
+
+    Args:
+        history: records `{"epoch": e, "magnitude/<op>": m,
+            "probability/<op>": p, ...}`, as `PolicyTrajectory.history`.
+        path: the PNG file to write.
+
+    Returns:
+        `path`.
+
+    Example:
+    ```python
+    kd_keras.augment.policy.plot_policy_trajectory(trajectory.history, "policy.png")
+    ```
+    """
+    from PIL import Image
+    from PIL import ImageDraw
+
+    if not history:
+        raise ValueError("history is empty: record at least one epoch.")
+    names = []
+    for record in history:
+        for key in record:
+            if "/" in key and key.split("/", 1)[1] not in names:
+                names.append(key.split("/", 1)[1])
+    colours = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
+    epochs = [record["epoch"] for record in history]
+    first, last = min(epochs), max(epochs)
+    span = max(last - first, 1)
+
+    panel_width, panel_height, margin, legend_width = 420, 260, 40, 130
+    width = 2 * (panel_width + margin) + margin + legend_width
+    height = panel_height + 2 * margin
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for column, kind in enumerate(("magnitude", "probability")):
+        left = margin + column * (panel_width + margin)
+        top, bottom, right = margin, margin + panel_height, left + panel_width
+        draw.text((left, top - 16), kind, fill="black")
+        for value in (0.0, 0.5, 1.0):
+            y = bottom - value * panel_height
+            draw.line([left, y, right, y], fill=(220, 220, 220))
+            draw.text((left - 24, y - 6), f"{value:.1f}", fill="black")
+        draw.rectangle([left, top, right, bottom], outline="black")
+        draw.text((left, bottom + 4), f"epoch {first}", fill="black")
+        draw.text((right - 40, bottom + 4), f"epoch {last}", fill="black")
+        for name in names:
+            key = f"{kind}/{name}"
+            points = [
+                (
+                    left + (record["epoch"] - first) / span * panel_width,
+                    bottom - min(max(record[key], 0.0), 1.0) * panel_height,
+                )
+                for record in history
+                if key in record
+            ]
+            if len(points) > 1:
+                draw.line(points, fill=colours[name], width=2)
+            for x, y in points[-1:]:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colours[name])
+    legend_left = width - legend_width
+    for row, name in enumerate(names):
+        y = margin + 14 * row
+        swatch = [legend_left, y + 2, legend_left + 10, y + 10]
+        draw.rectangle(swatch, fill=colours[name])
+        draw.text((legend_left + 14, y), name, fill="black")
+    image.save(path, format="PNG")
+    return path

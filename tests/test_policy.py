@@ -1,0 +1,300 @@
+"""TST's LearnedPolicy: gates, views, objective, phases, recipe, logging, XLA."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_student
+from conftest import tiny_teacher
+from PIL import Image
+from sklearn.datasets import load_digits
+
+import kd_keras
+from kd_keras.augment import LearnedPolicy
+from kd_keras.augment import PolicyTrajectory
+from kd_keras.augment import ops as image_ops
+from kd_keras.augment.policy import relaxed_bernoulli
+from kd_keras.models import small
+
+SHAPE = (8, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    x = (data.images[:, :, :, None] / 16.0).astype("float32")
+    return x, data.target.astype("int32")
+
+
+def _policy(**kwargs):
+    policy = LearnedPolicy(seed=1, **kwargs)
+    policy.build((None, *SHAPE))
+    return policy
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def test_relaxed_gates_are_in_unit_interval_and_harden_as_temperature_falls():
+    rng = np.random.default_rng(0)
+    probabilities = rng.uniform(0.05, 0.95, size=(2000,)).astype("float32")
+    logits = np.log(probabilities / (1 - probabilities))
+    uniform = rng.uniform(size=(2000,)).astype("float32")
+    hard = (uniform > 1 - probabilities).astype("float32")
+    clear = np.abs(uniform - (1 - probabilities)) > 0.01
+    distances = []
+    for temperature in (1.0, 0.05, 1e-4):
+        gates = relaxed_bernoulli(logits, uniform, temperature).numpy()
+        assert gates.min() >= 0.0 and gates.max() <= 1.0
+        distances.append(np.abs(gates - hard)[clear].mean())
+    assert distances[0] > distances[1] > distances[2]
+    assert distances[2] < 1e-6
+    # As a Bernoulli(p) draw: the mean gate over many draws is p.
+    many = rng.uniform(size=(20000, 1)).astype("float32")
+    means = relaxed_bernoulli(np.float32([-1.0, 0.0, 2.0]), many, 0.05).numpy().mean(0)
+    np.testing.assert_allclose(means, 1 / (1 + np.exp([1.0, 0.0, -2.0])), atol=0.02)
+
+
+def test_prior_and_log_scalars():
+    policy = _policy(initial_magnitude={"Rotate": 0.2}, initial_probability=0.3)
+    scalars = policy.log_scalars()
+    assert scalars["magnitude/Rotate"] == pytest.approx(0.2)
+    assert scalars["magnitude/ShearX"] == pytest.approx(0.5)
+    assert all(
+        scalars[f"probability/{name}"] == pytest.approx(0.3) for name in image_ops.TST_OPS
+    )
+    assert "magnitude/Invert" not in scalars and "magnitude/Equalize" not in scalars
+    assert len(scalars) == 2 * len(image_ops.TST_OPS) - 2
+    with pytest.raises(ValueError, match="does not use"):
+        LearnedPolicy(initial_magnitude={"AutoContrast": 0.5})
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        LearnedPolicy(initial_probability=1.0)
+    with pytest.raises(ValueError, match="num_ops"):
+        LearnedPolicy(ops=["Invert", "Rotate"], num_ops=3)
+
+
+def test_views_training_false_is_identity(digits):
+    x, y = digits[0][:16], digits[1][:16]
+    policy = _policy()
+    views = policy.views(x, y, None, None, training=False)
+    assert views.x is x and views.y is y
+    np.testing.assert_array_equal(policy(x, training=False), x)
+
+
+def test_views_are_clean_then_augmented_with_labels_kept(digits):
+    x, y = digits[0][:16], digits[1][:16]
+    views = _policy().views(x, y, None, None, training=True)
+    np.testing.assert_array_equal(views.x[:16].numpy(), x)
+    augmented = views.x[16:].numpy()
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0
+    assert not np.allclose(augmented, x)
+    np.testing.assert_array_equal(views.y.numpy(), np.concatenate([y, y]))
+    assert views.label_weight is None and views.distill_weight is None
+    # With every gate shut the view is the image itself.
+    shut = _policy(initial_probability=1e-6).views(x, y, None, None)
+    np.testing.assert_allclose(shut.x[16:].numpy(), x, atol=1e-6)
+
+
+def test_views_apply_num_ops_ops_per_image():
+    # On a flat 0.2 image with every gate open, each op moves the pixels by
+    # its own amount: Invert +0.6, Brightness +-0.18, Posterize to 4 bits
+    # -0.0118 (level 51 -> 48), so each value tells which two ops were drawn.
+    x = np.full((64, *SHAPE), 0.2, "float32")
+    policy = _policy(
+        ops=["Invert", "Brightness", "Posterize"],
+        num_ops=2,
+        initial_magnitude=1 - 1e-7,
+        initial_probability=1 - 1e-6,
+    )
+    values = policy.augment(x).numpy()[:, 0, 0, 0]
+    posterize = 48 / 255 - 0.2
+    pairs = [0.2 + 0.6 + 0.18, 0.2 + 0.6 - 0.18, 0.2 + 0.6 + posterize,
+             0.2 + 0.18 + posterize, 0.2 - 0.18 + posterize]
+    assert all(min(abs(v - p) for p in pairs) < 1e-4 for v in values), values
+    # Each image draws its own pair.
+    assert len({round(float(v), 3) for v in values}) >= 4
+
+
+def test_student_loss_is_tst_loss(digits):
+    x, y = digits[0][:32], (digits[1][:32] % 4)
+    teacher, student = tiny_teacher(), tiny_student()
+    recipe = kd_keras.recipes.tst()
+    # Invert alone, always on: x~ = 1 - x, so the loss can be computed by hand.
+    recipe.augmenter = LearnedPolicy(ops=["Invert"], num_ops=1, initial_probability=1 - 1e-6)
+    distiller = recipe.build(teacher, student)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = distiller.train_on_batch(x, y, return_dict=True)
+
+    def ce_plus_kd(inputs):
+        t = teacher(inputs, training=False).numpy().astype("float64")
+        s = student(inputs, training=True).numpy().astype("float64")
+
+        def log_softmax(z):
+            z = z - z.max(-1, keepdims=True)
+            return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+        ce = -log_softmax(s)[np.arange(len(y)), y]
+        p_t, log_p_t, log_p_s = np.exp(log_softmax(t / 4)), log_softmax(t / 4), log_softmax(s / 4)
+        kd = 16.0 * (p_t * (log_p_t - log_p_s)).sum(-1)
+        return (ce + kd).mean()
+
+    expected = 0.5 * ce_plus_kd(1.0 - x) + 0.5 * ce_plus_kd(x)
+    assert logs["loss"] == pytest.approx(expected, rel=1e-4)
+    assert distiller.student_loss_weight == 1.0
+    assert distiller.distillation_loss_weights == [1.0]
+
+
+def test_recipe_scales_policy_phases_to_the_run():
+    recipe = kd_keras.recipes.get("tst")
+    assert recipe.epochs == 240 and recipe.batch_size == 64 and recipe.learning_rate == 0.05
+    windows = {e: [c.augmenter_epochs for c in recipe.callbacks(e)] for e in (1, 4, 30, 240)}
+    assert windows == {1: [], 4: [{1: 1, 2: 1}], 30: [{4: 1, 11: 1}], 240: [{30: 5, 90: 5}]}
+    (schedule,) = recipe.callbacks(240)
+    assert schedule.reset_augmenter_optimizer
+    optimizer = recipe.augmenter_optimizer()
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.momentum == 0.9 and float(optimizer.learning_rate) == pytest.approx(0.01)
+    assert recipe.augmenter.num_ops == 4 and recipe.augmenter.temperature == 0.05
+    assert kd_keras.recipes.get("kd").callbacks(30) == []
+
+
+def test_policy_phase_changes_only_theta(digits, tmp_path):
+    x, y = digits[0][:128], digits[1][:128] % 4
+    teacher, student = tiny_teacher(), tiny_student()
+    snapshots = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            model = self.model
+            snapshots[epoch] = {
+                "teacher": _values(model.teacher.variables),
+                "student": _values(model.student.variables),
+                "magnitude": model.augmenter.magnitude_logits.numpy().copy(),
+                "probability": model.augmenter.probability_logits.numpy().copy(),
+                "phase": model.phase,
+            }
+
+    student_before = _values(student.variables)
+    teacher_before = _values(teacher.variables)
+    trajectory = PolicyTrajectory(tmp_path)
+    distiller = kd_keras.distill(
+        teacher, student, (x, y), recipe="tst", epochs=3, policy_epochs=[1],
+        policy_epoch_length=1, policy_learning_rate=0.5, verbose=0,
+        callbacks=[Snapshot(), trajectory],
+    )
+    policy = distiller.augmenter
+    prior_m = np.zeros(len(policy.ops), "float32")
+    assert [snapshots[e]["phase"] for e in range(3)] == ["student", "augmenter", "student"]
+    assert all(np.array_equal(a, b) for a, b in zip(teacher_before, snapshots[2]["teacher"]))
+    # Epoch 0: the student learns, the policy does not.
+    assert not all(np.array_equal(a, b) for a, b in zip(student_before, snapshots[0]["student"]))
+    np.testing.assert_array_equal(snapshots[0]["magnitude"], prior_m)
+    np.testing.assert_array_equal(snapshots[0]["probability"], prior_m)
+    # Epoch 1: only theta moves, and only the learnable ops' magnitudes.
+    assert all(
+        np.array_equal(a, b) for a, b in zip(snapshots[0]["student"], snapshots[1]["student"])
+    )
+    learnable = np.array([image_ops.OPS[name].learnable for name in policy.ops])
+    moved = snapshots[1]["magnitude"] != prior_m
+    assert moved[learnable].any() and not moved[~learnable].any()
+    assert (snapshots[1]["probability"] != prior_m).any()
+    # Epoch 2: the policy is frozen again.
+    np.testing.assert_array_equal(snapshots[2]["magnitude"], snapshots[1]["magnitude"])
+    np.testing.assert_array_equal(snapshots[2]["probability"], snapshots[1]["probability"])
+
+    records = json.loads((tmp_path / "policy.json").read_text())
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    assert records[0]["magnitude/Rotate"] == pytest.approx(0.5)
+    assert records[-1] == pytest.approx({"epoch": 3, **policy.log_scalars()})
+    with Image.open(tmp_path / "policy.png") as image:
+        assert image.format == "PNG" and image.size[0] > 2 * image.size[1]
+
+
+def test_objective_decreases_over_a_policy_phase_on_fixed_networks(digits):
+    x = np.zeros((len(digits[0]), 12, 12, 1), "float32")
+    x[:, 2:10, 2:10] = digits[0]
+    y = digits[1]
+    keras.utils.set_random_seed(0)
+    teacher = small.cnn((12, 12, 1), 10, width=8)
+    student = small.mlp((12, 12, 1), 10, width=16)
+    for model, epochs in ((teacher, 5), (student, 1)):
+        model.compile(
+            keras.optimizers.Adam(1e-2),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(x[:512], y[:512], epochs=epochs, batch_size=64, verbose=0)
+    x, y = x[:64], y[:64]
+    policy = LearnedPolicy(seed=0)
+    policy.build((None, 12, 12, 1))
+    distiller = kd_keras.Distiller(teacher, student, augmenter=policy)
+    distiller.compile(
+        optimizer="sgd", augmenter_optimizer=keras.optimizers.SGD(1.0, momentum=0.9)
+    )
+    networks_before = _values([*teacher.variables, *student.variables])
+
+    def objective():
+        # The same 8 draws before and after: the expected objective.
+        return np.mean([
+            float(policy.objective(
+                x, y, distiller._teacher_fn, distiller._student_fn,
+                seed=keras.random.SeedGenerator(100 + s),
+            ))
+            for s in range(8)
+        ])
+
+    before = objective()
+    distiller.phase = "augmenter"
+    distiller.fit(np.tile(x, (40, 1, 1, 1)), np.tile(y, 40), batch_size=64, verbose=0)
+    after = objective()
+    assert after < before - 0.1, (before, after)
+    networks_after = _values([*teacher.variables, *student.variables])
+    assert all(np.array_equal(a, b) for a, b in zip(networks_before, networks_after))
+
+
+def test_get_config_round_trip():
+    policy = LearnedPolicy(
+        ops=["Rotate", "Invert", "Cutout"],
+        num_ops=2,
+        temperature=0.1,
+        initial_magnitude={"Rotate": 0.3},
+        initial_probability=0.7,
+        fill_value=0.5,
+        seed=4,
+        name="tst_policy",
+    )
+    config = policy.get_config()
+    assert LearnedPolicy.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(policy)
+    )
+    assert isinstance(restored, LearnedPolicy) and restored.get_config() == config
+    restored.build((None, *SHAPE))
+    assert restored.log_scalars()["magnitude/Rotate"] == pytest.approx(0.3)
+    assert restored.log_scalars()["probability/Cutout"] == pytest.approx(0.7)
+
+
+def test_jitted_steps_compile(digits):
+    x, y = digits[0][:32], digits[1][:32] % 4
+    # One op of each kind (test_ops compiles every op on its own): a warp, a
+    # blend, a convolution, both straight-through ops, a histogram, a random op.
+    policy = _policy(
+        ops=["Rotate", "Contrast", "Sharpness", "Posterize", "Solarize", "Equalize", "Cutout"]
+    )
+    distiller = kd_keras.Distiller(
+        tiny_teacher(), tiny_student(), augmenter=policy,
+        student_loss_weight=1.0, distillation_loss_weights=[1.0],
+    )
+    distiller.compile(
+        optimizer="sgd", augmenter_optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        jit_compile=True,
+    )
+    distiller.phase = "augmenter"
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert distiller.jit_compile  # Keras did not fall back to jit_compile=False
+    assert np.isfinite(history.history["augmenter_objective"]).all()
+    distiller.phase = "student"
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert distiller.jit_compile
+    assert np.isfinite(history.history["loss"]).all()
