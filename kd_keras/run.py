@@ -21,6 +21,7 @@ from kd_keras import export as kd_export
 from kd_keras import models as kd_models
 from kd_keras import recipes
 from kd_keras import shipped
+from kd_keras.augment.policy import PolicyTrajectory
 from kd_keras.distill import distill
 from kd_keras.teacher import train_teacher
 
@@ -167,8 +168,9 @@ def distill_job(
 
     The run directory holds `metrics.json`, TensorBoard logs in `logs/`, the
     student exported in each of `export_formats` (each checked for parity
-    with the Keras student), and for recipes with an augmenter `views.png`,
-    the last grid of original vs augmented test images.
+    with the Keras student), for recipes with an augmenter `views.png`, the
+    last grid of original vs augmented test images, and for a learned policy
+    `policy.json` and `policy.png`, its trajectory.
 
     Args:
         recipe: recipe name.
@@ -231,6 +233,9 @@ def distill_job(
                 out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10)
             )
             callbacks.append(snapshots)
+        if callable(getattr(chosen.augmenter, "log_scalars", None)):
+            # A learned policy's magnitudes and probabilities, epoch by epoch.
+            callbacks.append(PolicyTrajectory(out))
         distiller = distill(
             teacher_model,
             student_model,

@@ -106,3 +106,10 @@ def test_augmenter_runs_save_the_views_grid(tmp_path):
     assert metrics["recipe"] == "mixup"
     plain = run.distill_job(epochs=1, out=tmp_path / "plain", export_formats=("keras",), verbose=0)
     assert not (tmp_path / "plain" / "views.png").exists() and plain["recipe"] == "kd"
+
+
+def test_learned_policy_runs_save_the_trajectory(tmp_path):
+    run.distill_job(recipe="tst", epochs=2, out=tmp_path / "run", export_formats=("keras",), verbose=0)
+    trajectory = json.loads((tmp_path / "run" / "policy.json").read_text())
+    assert trajectory and (tmp_path / "run" / "policy.png").exists()
+    assert (tmp_path / "run" / "views.png").exists()
