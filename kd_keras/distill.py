@@ -51,8 +51,9 @@ def distill(
                                  validation_data=data.test)
     ```
     """
-    recipe = recipes.get(recipe, **overrides)
+    # Seeded first: a recipe built here draws its augmenter's seed.
     keras.utils.set_random_seed(seed)
+    recipe = recipes.get(recipe, **overrides)
     epochs = int(epochs or recipe.epochs)
     batch_size = int(batch_size or recipe.batch_size)
     distiller = recipe.build(teacher, student)
