@@ -14,23 +14,67 @@ from kd_keras.augment.base import Views
 _PARAMETERS = ("rotation", "scale", "shear_x", "shear_y", "translate_x", "translate_y")
 
 
-def _hard_objective(x, x_tilde, teacher_fn, student_fn, temperature, lambda_t):
-    # HARD's augmenter loss, shared by every augmenter family so they optimise
-    # the same thing: disagreement on x~, minus drift of the teacher from x.
-    teacher_tilde = teacher_fn(x_tilde)
-    disagreement = kd_losses.kl_per_sample(
-        teacher_tilde, student_fn(x_tilde), temperature
-    )
-    consistency = kd_losses.kl_per_sample(
-        ops.stop_gradient(teacher_fn(ops.cast(x, x_tilde.dtype))),
-        teacher_tilde,
-        temperature,
-    )
-    return ops.mean(-disagreement + lambda_t * consistency)
+class _HardAugmenter(Augmenter):
+    """What HARD's augmenter families share: noise, views, objective.
+
+    A subclass defines `augment(x, noise=None)`, the differentiable view, and
+    sets `noise_dim`, `label_views`, `temperature`, `lambda_t` and
+    `seed_generator`.
+    """
+
+    def sample_noise(self, x):
+        """Draw the per-sample noise `z ~ N(0, 1)` of shape `(batch, noise_dim)`.
+
+        Args:
+            x: the image batch the noise is for.
+
+        Returns:
+            A float32 tensor of shape `(batch, noise_dim)`.
+        """
+        return keras.random.normal(
+            (ops.shape(x)[0], self.noise_dim), seed=self.seed_generator
+        )
+
+    def views(self, x, y, teacher_fn, student_fn, training=True):
+        if not training:
+            return Views(x, y)
+        x_tilde = self.augment(x)
+        x = ops.cast(x, x_tilde.dtype)
+        batch = ops.shape(x)[0]
+        label_weight = ops.concatenate(
+            [ops.ones((batch,)), ops.full((batch,), self.label_views)], axis=0
+        )
+        # The student phase trains the student only; cutting the graph here
+        # keeps an outer tape from differentiating through the augmenter.
+        return Views(
+            x=ops.concatenate([x, ops.stop_gradient(x_tilde)], axis=0),
+            y=ops.concatenate([y, y], axis=0),
+            label_weight=label_weight,
+        )
+
+    def objective(self, x, y, teacher_fn, student_fn):
+        # Disagreement on x~, minus the teacher's drift from x: the same loss
+        # for every family, so they optimise the same thing.
+        x_tilde = self.augment(x)
+        teacher_tilde = teacher_fn(x_tilde)
+        disagreement = kd_losses.kl_per_sample(
+            teacher_tilde, student_fn(x_tilde), self.temperature
+        )
+        consistency = kd_losses.kl_per_sample(
+            ops.stop_gradient(teacher_fn(ops.cast(x, x_tilde.dtype))),
+            teacher_tilde,
+            self.temperature,
+        )
+        return ops.mean(-disagreement + self.lambda_t * consistency)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        return self.augment(inputs)
 
 
 @keras.saving.register_keras_serializable(package="kd_keras")
-class SpatialAugmenter(Augmenter):
+class SpatialAugmenter(_HardAugmenter):
     """HARD's spatial augmenter: learned affine warps on which the networks disagree.
 
     A small network reads each image and a fresh noise vector and outputs an
@@ -194,19 +238,6 @@ class SpatialAugmenter(Augmenter):
         self._hidden.build((input_shape[0], self.filters + self.noise_dim))
         self._head.build((input_shape[0], self.units))
 
-    def sample_noise(self, x):
-        """Draw the per-sample noise `z ~ N(0, 1)` of shape `(batch, noise_dim)`.
-
-        Args:
-            x: the image batch the noise is for.
-
-        Returns:
-            A float32 tensor of shape `(batch, noise_dim)`.
-        """
-        return keras.random.normal(
-            (ops.shape(x)[0], self.noise_dim), seed=self.seed_generator
-        )
-
     def affine_parameters(self, x, noise=None):
         """Return the per-sample transform parameters the network chooses.
 
@@ -273,33 +304,6 @@ class SpatialAugmenter(Augmenter):
         matrices = warp.affine_matrix(**self.affine_parameters(x, noise))
         return warp.affine_warp(x, matrices, fill_value=self.fill_value)
 
-    def views(self, x, y, teacher_fn, student_fn, training=True):
-        if not training:
-            return Views(x, y)
-        x_tilde = self.augment(x)
-        x = ops.cast(x, x_tilde.dtype)
-        batch = ops.shape(x)[0]
-        label_weight = ops.concatenate(
-            [ops.ones((batch,)), ops.full((batch,), self.label_views)], axis=0
-        )
-        # The student phase trains the student only; cutting the graph here
-        # keeps an outer tape from differentiating through the augmenter.
-        return Views(
-            x=ops.concatenate([x, ops.stop_gradient(x_tilde)], axis=0),
-            y=ops.concatenate([y, y], axis=0),
-            label_weight=label_weight,
-        )
-
-    def objective(self, x, y, teacher_fn, student_fn):
-        return _hard_objective(
-            x, self.augment(x), teacher_fn, student_fn, self.temperature, self.lambda_t
-        )
-
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
-        return self.augment(inputs)
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -320,7 +324,7 @@ class SpatialAugmenter(Augmenter):
 
 
 @keras.saving.register_keras_serializable(package="kd_keras")
-class GenerativeAugmenter(Augmenter):
+class GenerativeAugmenter(_HardAugmenter):
     """HARD's generative augmenter: learned moves in a frozen VAE's latent space.
 
     A pretrained VAE (`kd_keras.models.VAE`) encodes each image to its mean
@@ -438,19 +442,6 @@ class GenerativeAugmenter(Augmenter):
         self._hidden.build((input_shape[0], self.noise_dim + self.vae.latent_dim))
         self._head.build((input_shape[0], self.units))
 
-    def sample_noise(self, x):
-        """Draw the per-sample noise `z ~ N(0, 1)` of shape `(batch, noise_dim)`.
-
-        Args:
-            x: the image batch the noise is for.
-
-        Returns:
-            A float32 tensor of shape `(batch, noise_dim)`.
-        """
-        return keras.random.normal(
-            (ops.shape(x)[0], self.noise_dim), seed=self.seed_generator
-        )
-
     def latent_perturbation(self, x, noise=None):
         """Return each image's mean code and the perturbation the network chooses.
 
@@ -488,33 +479,6 @@ class GenerativeAugmenter(Augmenter):
         """
         mean, delta = self.latent_perturbation(x, noise)
         return self.vae.decode(ops.cast(mean + delta, self.vae.compute_dtype))
-
-    def views(self, x, y, teacher_fn, student_fn, training=True):
-        if not training:
-            return Views(x, y)
-        x_tilde = self.augment(x)
-        x = ops.cast(x, x_tilde.dtype)
-        batch = ops.shape(x)[0]
-        label_weight = ops.concatenate(
-            [ops.ones((batch,)), ops.full((batch,), self.label_views)], axis=0
-        )
-        # The student phase trains the student only; cutting the graph here
-        # keeps an outer tape from differentiating through the augmenter.
-        return Views(
-            x=ops.concatenate([x, ops.stop_gradient(x_tilde)], axis=0),
-            y=ops.concatenate([y, y], axis=0),
-            label_weight=label_weight,
-        )
-
-    def objective(self, x, y, teacher_fn, student_fn):
-        return _hard_objective(
-            x, self.augment(x), teacher_fn, student_fn, self.temperature, self.lambda_t
-        )
-
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
-        return self.augment(inputs)
 
     def get_config(self):
         return {
