@@ -11,11 +11,13 @@ from kd_keras import augment
 from kd_keras import callbacks
 from kd_keras import data
 from kd_keras import export
+from kd_keras import layers
 from kd_keras import losses
 from kd_keras import models
 from kd_keras import recipes
 from kd_keras import run
 from kd_keras import shipped
+from kd_keras import text_data
 from kd_keras.distill import distill
 from kd_keras.distiller import Distiller
 from kd_keras.teacher import train_teacher

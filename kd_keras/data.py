@@ -205,10 +205,14 @@ def _tfds_reachable(host="storage.googleapis.com", port=443, timeout=3.0):
 
 
 def load(name, data_dir=None, download="auto", **digits_kwargs):
-    """Load a data set by name: `"digits"` (embedded, offline) or `"tfds:NAME"`.
+    """Load a data set by name: `"digits"`, `"text-default"` (both offline) or `"tfds:NAME"`.
+
+    Text sets (`"text-default"`, the synthetic reviews task, and TFDS sets
+    with text features such as `"tfds:imdb_reviews"`) load as token ids
+    through `kd_keras.text_data`.
 
     Args:
-        name: `"digits"` or `"tfds:<tfds name>"`.
+        name: `"digits"`, `"text-default"` or `"tfds:<tfds name>"`.
         data_dir: TFDS data directory.
         download: see `load_tfds`.
         **digits_kwargs: passed to `load_digits` (e.g. `train_fraction`).
@@ -223,6 +227,10 @@ def load(name, data_dir=None, download="auto", **digits_kwargs):
     """
     if name == DIGITS:
         return load_digits(**digits_kwargs)
+    from kd_keras import text_data  # it imports this module
+
+    if name == text_data.TEXT_DEFAULT or text_data.is_tfds_text(name, data_dir):
+        return text_data.load(name, data_dir=data_dir, download=download)
     if name.startswith(TFDS_PREFIX):
         tfds_name = name[len(TFDS_PREFIX):]
         train, info = load_tfds(tfds_name, "train", data_dir, download)
@@ -236,7 +244,8 @@ def load(name, data_dir=None, download="auto", **digits_kwargs):
             input_shape=tuple(info.features["image"].shape),
         )
     raise DataError(
-        f"Unknown data set {name!r}: use 'digits' or 'tfds:NAME' (e.g. tfds:cifar10)."
+        f"Unknown data set {name!r}: use 'digits', 'text-default' or 'tfds:NAME' "
+        "(e.g. tfds:cifar10)."
     )
 
 

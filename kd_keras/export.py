@@ -23,7 +23,8 @@ TFLite models are converted from a SavedModel, which is what
 `tf.lite.TFLiteConverter.from_keras_model` does with Keras 3 anyway; going
 through the SavedModel directly keeps the conversion source explicit.
 
-The student must have one float input and one output (the logits).
+The student must have one input (float, or int token ids) and one output
+(the logits).
 """
 
 import os
@@ -115,7 +116,7 @@ def export_student(
     formats = _validate(formats, check_data, representative_data)
     thresholds = _merge_tolerances(tolerances)
     _prepare_out_dir(out_dir, formats)
-    check_data = np.asarray(check_data, dtype="float32")
+    check_data = _as_inputs(check_data)
     reference = student.predict(check_data, batch_size=_BATCH_SIZE, verbose=0)
     report = {}
     # The TFLite converter reads a SavedModel; a scratch copy keeps out_dir
@@ -140,7 +141,7 @@ def tflite_predict(path, x, batch_size=_BATCH_SIZE):
 
     Args:
         path: path to a `.tflite` file with one input and one output.
-        x: NumPy array of float inputs, batch dimension first.
+        x: NumPy array of float inputs (or int token ids), batch dimension first.
         batch_size: samples per interpreter invocation.
 
     Returns:
@@ -154,7 +155,7 @@ def tflite_predict(path, x, batch_size=_BATCH_SIZE):
     interpreter = Interpreter(model_path=os.fspath(path))
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    x = np.asarray(x, dtype="float32")
+    x = _as_inputs(x)
     chunks = []
     for start in range(0, len(x), batch_size):
         chunk = _quantize(x[start : start + batch_size], input_detail)
@@ -166,6 +167,13 @@ def tflite_predict(path, x, batch_size=_BATCH_SIZE):
             _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
         )
     return np.concatenate(chunks)
+
+
+def _as_inputs(x):
+    # Token ids stay integers, as int32 (what the exported signatures take);
+    # everything else is float32.
+    x = np.asarray(x)
+    return x.astype("int32") if np.issubdtype(x.dtype, np.integer) else x.astype("float32")
 
 
 def _validate(formats, check_data, representative_data):
@@ -189,6 +197,11 @@ def _validate(formats, check_data, representative_data):
         raise ValueError(
             "check_data is required: pass a few hundred real inputs; every "
             "exported artefact is checked against the Keras student on them."
+        )
+    if "tflite_int8" in formats and np.issubdtype(np.asarray(check_data).dtype, np.integer):
+        raise ValueError(
+            "'tflite_int8' quantises float inputs, but this student reads "
+            "integer token ids: export it as 'tflite' or 'tflite_float16'."
         )
     return formats
 
@@ -330,7 +343,9 @@ def _check(fmt, entry, thresholds):
 
 def _quantize(x, detail):
     scale, zero_point = detail["quantization"]
-    if not np.issubdtype(detail["dtype"], np.integer):
+    # Float inputs, and integer inputs that are not quantised (token ids,
+    # scale 0), are passed as they are.
+    if not np.issubdtype(detail["dtype"], np.integer) or scale == 0:
         return x.astype(detail["dtype"])
     info = np.iinfo(detail["dtype"])
     q = np.round(x / scale + zero_point)

@@ -19,6 +19,7 @@ import keras
 from kd_keras import callbacks as kd_callbacks
 from kd_keras import shipped
 from kd_keras.augment import adversarial
+from kd_keras.augment import gradient
 from kd_keras.augment import mixing
 from kd_keras.augment import policy
 from kd_keras.distiller import Distiller
@@ -918,6 +919,97 @@ def hard_vae(
     )
 
 
+def backward(
+    temperature=4.0,
+    student_loss_weight=0.1,
+    distillation_loss_weight=1.8,
+    steps=3,
+    step_size=None,
+    epsilon=None,
+    norm="l2",
+    fraction=1.0,
+    pool_size=0,
+    pool_fraction=0.5,
+    vocabulary_size=None,
+    epochs=240,
+    learning_rate=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    batch_size=64,
+    jit_compile="auto",
+):
+    """Backward-pass KD: KD on the batch and on its teacher-labelled gradient-ascent copy.
+
+    `L = 0.1 * CE(y, s(x)) + 0.9 * [KD_4(t(x), s(x)) + KD_4(t(x_k), s(x_k))]`
+    with `x_k` made from `x` by `steps = 3` normalised ascent steps on
+    `KL(p_t^4 || p_s^4)`, projected to an eps-ball around `x` and to the
+    valid inputs (`kd_keras.augment.BackwardPerturbation`). The Distiller
+    averages KD over the `2B` samples of `[x, x_k]`, so 0.9 per half is a
+    weight of 1.8, as in the mixing recipes; the cross-entropy sees `x`
+    only. Default radii: l2 1.0 (linf 0.1) for images in [0, 1], l2 0.5
+    (linf 0.5) for token distributions, with step size `2.5 * epsilon /
+    steps` (`kd_keras.augment.gradient.IMAGE_EPSILON`, `TEXT_EPSILON`). Token-id data needs `vocabulary_size` (`kd_keras.run` sets it
+    from the data set). The CRD schedule of `kd` (SGD 0.05, batch 64, 240
+    epochs, rate /10 at 150/180/210).
+
+    References:
+        Jafari, Rezagholizadeh, Ghodsi 2023, "Improved knowledge
+        distillation by utilizing backward pass knowledge in neural
+        networks" (seed 004); the step rule, radii and weights are our
+        formalisation (METHODS.md §5).
+
+    Args:
+        temperature: softmax temperature of the KD term and of the ascended KL.
+        student_loss_weight: weight of the cross-entropy on the clean half.
+        distillation_loss_weight: weight of the KD term averaged over `[x, x_k]`.
+        steps: gradient-ascent steps `k`.
+        step_size: length of each normalised step (None: `2.5 * epsilon / steps`).
+        epsilon: radius of the ball around `x` (None: the defaults above).
+        norm: `"l2"` or `"linf"`.
+        fraction: fraction of each batch that is perturbed.
+        pool_size: capacity of the pool of auxiliary samples (0: no pool).
+        pool_fraction: fraction of the auxiliary samples drawn from the pool.
+        vocabulary_size: token vocabulary size, for token-id inputs.
+        epochs: epochs of the full schedule.
+        learning_rate: initial SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        batch_size: batch size (of `x`; each step trains on up to `2B` samples).
+        jit_compile: XLA for the step (`"auto"`: on GPU/TPU only).
+
+    Returns:
+        A `kd_keras.recipes.Recipe`.
+
+    Example:
+    ```python
+    recipe = kd_keras.recipes.backward(norm="linf", epochs=30)
+    ```
+    """
+    return Recipe(
+        name="backward",
+        student_loss_weight=student_loss_weight,
+        distillation_losses=[TemperatureKL(temperature)],
+        distillation_loss_weights=[distillation_loss_weight],
+        augmenter=gradient.BackwardPerturbation(
+            steps=steps,
+            step_size=step_size,
+            epsilon=epsilon,
+            norm=norm,
+            temperature=temperature,
+            fraction=fraction,
+            vocabulary_size=vocabulary_size,
+            pool_size=pool_size,
+            pool_fraction=pool_fraction,
+        ),
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        epochs=int(epochs),
+        batch_size=batch_size,
+        jit_compile=jit_compile,
+    )
+
+
 _RECIPES = {
     "kd": kd,
     "mixup": mixup,
@@ -927,6 +1019,7 @@ _RECIPES = {
     "tst": tst,
     "hard": hard,
     "hard_vae": hard_vae,
+    "backward": backward,
 }
 
 

@@ -21,6 +21,7 @@ from kd_keras import export as kd_export
 from kd_keras import models as kd_models
 from kd_keras import recipes
 from kd_keras import shipped
+from kd_keras import text_data
 from kd_keras.augment.policy import PolicyTrajectory
 from kd_keras.distill import distill
 from kd_keras.teacher import train_teacher
@@ -29,6 +30,12 @@ DEFAULT_TEACHER = "shipped:digits_cnn"
 # A digits run is small: 30 epochs of KD take about a minute on 2 cores and
 # reach the accuracy plateau; the recipes' own defaults are the papers'.
 DIGITS_EPOCHS = 30
+# Text runs default to the text zoo: the shipped transformer teacher on the
+# offline task (a zoo transformer, trained first, on a TFDS text set) and a
+# CNN student; the command's --teacher and --student defaults are digits'.
+DEFAULT_TEXT_TEACHER = "shipped:text_default"
+DEFAULT_TEXT_STUDENT = "text_cnn"
+TEXT_DEFAULT_EPOCHS = 10
 
 
 class RunError(RuntimeError):
@@ -174,10 +181,14 @@ def distill_job(
 
     Args:
         recipe: recipe name.
-        dataset: `"digits"` or `"tfds:NAME"`.
-        teacher: `"shipped:digits_cnn"`, a `.keras` path or a zoo name.
-        student: a zoo name.
-        epochs: epochs (default: 30 on digits, the recipe's elsewhere).
+        dataset: `"digits"`, `"text-default"` or `"tfds:NAME"`.
+        teacher: `"shipped:digits_cnn"`, a `.keras` path or a zoo name; on
+            text data the default becomes `"shipped:text_default"`
+            (text-default) or `"text_transformer"` (TFDS text sets).
+        student: a zoo name; on text data the default `"mlp"` becomes
+            `"text_cnn"`.
+        epochs: epochs (default: 30 on digits, 10 on text-default, the
+            recipe's elsewhere).
         batch_size: batch size (default: the recipe's).
         seed: seed of everything random.
         out: run directory (default: `runs/distill-<recipe>-<dataset>-<time>`).
@@ -205,9 +216,21 @@ def distill_job(
             f"{', '.join(kd_export.FORMATS)}."
         )
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    text = isinstance(bundle, text_data.TextDataBundle)
+    if text:
+        if teacher == DEFAULT_TEACHER:
+            teacher = DEFAULT_TEXT_TEACHER if dataset == text_data.TEXT_DEFAULT else "text_transformer"
+        if student == "mlp":
+            student = DEFAULT_TEXT_STUDENT
+        if getattr(chosen.augmenter, "vocabulary_size", 0) is None:
+            # An augmenter that one-hots token ids needs the vocabulary
+            # size, known only once the data is loaded.
+            chosen.augmenter.vocabulary_size = bundle.model_kwargs["vocabulary_size"]
     if epochs is None and dataset == kd_data.DIGITS:
         epochs = DIGITS_EPOCHS
-    if dataset != kd_data.DIGITS and chosen.host_augment is None:
+    if epochs is None and dataset == text_data.TEXT_DEFAULT:
+        epochs = TEXT_DEFAULT_EPOCHS
+    if dataset != kd_data.DIGITS and not text and chosen.host_augment is None:
         # Natural-image sets get the papers' standard pad-crop-flip; digits
         # stay centred, which is what the shifted test measures.
         chosen.host_augment = kd_data.standard_augmentation()
@@ -270,6 +293,10 @@ def distill_job(
             check_data=bundle.sample("test", 512),
             representative_data=bundle.sample("train", 200),
         )
+        if text:
+            # The ids mean nothing without it: serve the student on strings
+            # with text_data.serving_model(text_data.load_tokenizer(...), ...).
+            text_data.save_vocabulary(bundle.tokenizer, out / "vocabulary.txt")
         metrics["train_seconds"] = train_seconds
         metrics["wall_seconds"] = time.perf_counter() - started
         _write_json(out / "metrics.json", metrics)

@@ -1,5 +1,6 @@
 """Augmenters: how each method makes the views a distillation step trains on."""
 
+from kd_keras.augment import gradient
 from kd_keras.augment import ops
 from kd_keras.augment import policy
 from kd_keras.augment import warp
@@ -7,6 +8,7 @@ from kd_keras.augment.adversarial import GenerativeAugmenter
 from kd_keras.augment.adversarial import SpatialAugmenter
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
+from kd_keras.augment.gradient import BackwardPerturbation
 from kd_keras.augment.mixing import CutMix
 from kd_keras.augment.mixing import CutMixPick
 from kd_keras.augment.mixing import FunctionMatching

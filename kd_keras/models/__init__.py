@@ -6,6 +6,7 @@ Every zoo model outputs logits. Importing a zoo module registers its builders.
 from kd_keras.models import mobilenetv2_cifar
 from kd_keras.models import resnet_cifar
 from kd_keras.models import small
+from kd_keras.models import text
 from kd_keras.models import vae
 from kd_keras.models import vgg_cifar
 from kd_keras.models import wide_resnet
@@ -27,6 +28,9 @@ from kd_keras.models.small import mlp
 from kd_keras.models.small import small_cnn
 from kd_keras.models.strip_softmax import ends_in_softmax
 from kd_keras.models.strip_softmax import strip_softmax
+from kd_keras.models.text import TextClassifier
+from kd_keras.models.text import text_cnn
+from kd_keras.models.text import text_transformer
 from kd_keras.models.vae import VAE
 from kd_keras.models.vae import train_vae
 from kd_keras.models.vgg_cifar import vgg8
