@@ -47,10 +47,15 @@ def train_teacher(
         x, y = kd_data.check_arrays(*train_data, num_classes=model.output_shape[-1])
         train = kd_data.pipeline((x, y), batch_size, True, augment, seed)
     steps = int(train.cardinality()) * epochs
+    # A pipeline of unknown length has no schedule to decay over: keep the
+    # rate constant rather than decaying it to zero after one step.
+    rate = (
+        keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+        if steps > 0
+        else learning_rate
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
-        ),
+        optimizer=keras.optimizers.Adam(rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

@@ -110,6 +110,7 @@ def test_tfds_text_sets_load_as_token_ids(name, classes, tmp_path):
 def test_text_sets_are_told_apart_from_image_sets(tmp_path):
     assert text_data.is_tfds_text("tfds:ag_news_subset")
     assert not text_data.is_tfds_text("tfds:mnist")
+    assert not text_data.is_tfds_text("tfds:cifar10")  # its "id" feature is Text
     assert not text_data.is_tfds_text("tfds:no_such_data_set_xyz")
     assert not text_data.is_tfds_text("text-default")
     assert text_data.text_features(tfds.builder("ag_news_subset").info.features) == [

@@ -1,0 +1,27 @@
+import keras
+import numpy as np
+import tensorflow as tf
+from conftest import tiny_batch
+from conftest import tiny_teacher
+
+import kd_keras
+
+
+def test_train_teacher_decays_over_the_whole_run():
+    x, y = tiny_batch(count=32)
+    teacher = kd_keras.train_teacher(tiny_teacher(), (x, y), epochs=2, batch_size=8, verbose=0)
+    assert int(teacher.optimizer.iterations) == 8
+    # Cosine decay spans exactly the run's 8 steps: it ends at zero.
+    assert float(teacher.optimizer.learning_rate) == 0.0
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, 8)
+    np.testing.assert_allclose(float(schedule(4)), 5e-4, rtol=1e-6)
+
+
+def test_unknown_length_data_keeps_a_constant_rate():
+    x, y = tiny_batch(count=32)
+    # A filter hides the length: the cosine schedule has nothing to span.
+    data = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True)
+    assert int(data.cardinality()) < 0
+    teacher = kd_keras.train_teacher(tiny_teacher(), data, epochs=2, batch_size=8, verbose=0)
+    assert int(teacher.optimizer.iterations) >= 8
+    np.testing.assert_allclose(float(teacher.optimizer.learning_rate), 1e-3, rtol=1e-6)
