@@ -23,7 +23,7 @@ Run `kd-keras --helpfull` for every flag. Commands: {', '.join(COMMANDS)}.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("recipe", "kd", "Recipe name (see kd_keras.recipes.names()).")
-flags.DEFINE_string("dataset", "digits", "'digits' (embedded, offline) or 'tfds:NAME'.")
+flags.DEFINE_string("dataset", "digits", "'digits' or 'text-default' (embedded, offline) or 'tfds:NAME'.")
 flags.DEFINE_string(
     "teacher", "shipped:digits_cnn", "Teacher: a .keras path, 'shipped:digits_cnn' or a zoo name."
 )

@@ -4,6 +4,7 @@ import pathlib
 
 DIGITS_TEACHER = "digits_cnn_teacher.keras"
 DIGITS_VAE = "digits_vae.keras"
+TEXT_TEACHER = "text_default_teacher.keras"
 
 
 def path(filename):
