@@ -43,8 +43,11 @@ setup(
         "pillow>=9.0",
     ],
     extras_require={
-        "test": ["pytest>=7.0", "pytest-xdist>=3.0"],
+        # The search tests need Ray Tune: CI installs it rather than skipping them.
+        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "ray[tune]>=2.9", "hypothesis>=6"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # Population-based search of role-wise augmentation agents (kd_keras.search).
+        "search": ["ray[tune]>=2.9"],
     },
     entry_points={"console_scripts": ["kd-keras=kd_keras.cli:run"]},
 )

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kd_keras import atomic
 from kd_keras.distiller import AUGMENTER
 from kd_keras.distiller import STUDENT
 
@@ -369,7 +370,8 @@ class ViewSnapshots(keras.callbacks.Callback):
         """
         grid = self.last_grid if self.last_grid is not None else self.snapshot()
         pixels = np.round(grid * 255.0).astype("uint8")
-        keras.utils.save_img(path, pixels, file_format="png", scale=False)
+        with atomic.replacing(path) as temporary:
+            keras.utils.save_img(temporary, pixels, file_format="png", scale=False)
         return path
 
     def on_train_begin(self, logs=None):

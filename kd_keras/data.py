@@ -5,6 +5,7 @@ import os
 import socket
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -249,34 +250,167 @@ def load(name, data_dir=None, download="auto", **digits_kwargs):
     )
 
 
-def check_arrays(x, y, num_classes=None):
+def check_arrays(x, y, num_classes=None, batch_size=None):
     """Validate `(x, y)` arrays early, with the fix in the message.
 
     Args:
-        x: inputs, first axis the samples.
-        y: integer labels `(n,)` or per-class probabilities `(n, classes)`.
-        num_classes: when given, integer labels must lie in `[0, num_classes)`.
+        x: numeric inputs (float, int or bool), first axis the samples; no
+            NaN or Inf.
+        y: integer class ids `(n,)` (whole-valued floats are accepted) or
+            per-class probabilities `(n, classes)` (non-negative rows that sum
+            to 1).
+        num_classes: when given, class ids must lie in `[0, num_classes)` and
+            probability rows must have `num_classes` columns.
+        batch_size: when given, there must be at least one full batch.
 
     Returns:
         `(x, y)` as NumPy arrays.
+
+    Raises:
+        DataError: the arrays cannot be trained on; the message says why.
+
+    Example:
+    ```python
+    x, y = kd_keras.data.check_arrays(x, y, num_classes=10, batch_size=64)
+    ```
     """
-    x, y = np.asarray(x), np.asarray(y)
+    try:
+        x, y = np.asarray(x), np.asarray(y)
+    except ValueError as error:
+        raise DataError(
+            f"The inputs or labels are not rectangular arrays ({error}): pad or "
+            "crop every sample to one shape."
+        ) from error
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(
+            f"Got inputs of shape {x.shape} and labels of shape {y.shape}: both "
+            "need a first axis over the samples."
+        )
     if len(x) == 0:
         raise DataError("The training data is empty: pass at least one sample.")
     if len(x) != len(y):
         raise DataError(f"Got {len(x)} inputs but {len(y)} labels: they must match.")
-    if num_classes is not None and y.ndim == 1:
-        if y.min() < 0 or y.max() >= num_classes:
+    if not (_is_number(x.dtype) or x.dtype == bool):
+        raise DataError(
+            f"The inputs have dtype {x.dtype}, not numbers: convert them to "
+            "float32 (images) or integer token ids."
+        )
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        raise DataError(
+            f"{int(bad.sum())} inputs hold NaN or Inf (the first is sample "
+            f"{int(np.argmax(bad))}): drop or repair them before training."
+        )
+    if y.ndim == 1:
+        _check_class_ids(y, num_classes)
+    elif y.ndim == 2:
+        _check_probabilities(y, num_classes)
+    else:
+        raise DataError(
+            f"Labels have shape {y.shape}: pass class ids (n,) or per-class "
+            "probabilities (n, classes)."
+        )
+    if batch_size is not None and len(x) < batch_size:
+        raise DataError(
+            f"The training data has {len(x)} samples, fewer than one batch of "
+            f"{batch_size}: lower the batch size to at most {len(x)} or add data."
+        )
+    return x, y
+
+
+def _is_number(dtype):
+    return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+
+
+def _check_class_ids(y, num_classes):
+    if not _is_number(y.dtype):
+        raise DataError(
+            f"Labels have dtype {y.dtype}: pass integer class ids (e.g. "
+            "y.astype('int32')) or per-class probabilities (n, classes)."
+        )
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
             raise DataError(
-                f"Labels range over [{y.min()}, {y.max()}] but the models have "
-                f"{num_classes} classes: labels must be in [0, {num_classes - 1}]."
+                "Labels are floats that are not whole numbers: pass integer class "
+                "ids, or per-class probabilities of shape (n, classes)."
             )
-    if num_classes is not None and y.ndim == 2 and y.shape[1] != num_classes:
+    if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(
+            f"Labels range over [{y.min():g}, {y.max():g}] but the models have "
+            f"{num_classes} classes: labels must be in [0, {num_classes - 1}]."
+        )
+
+
+def _check_probabilities(y, num_classes):
+    if num_classes is not None and y.shape[1] != num_classes:
         raise DataError(
             f"One-hot labels have {y.shape[1]} columns but the models have "
             f"{num_classes} classes."
         )
-    return x, y
+    if not _is_number(y.dtype):
+        raise DataError(
+            f"Labels have dtype {y.dtype}: per-class probabilities must be floats."
+        )
+    rows = y.astype("float64")
+    if not np.all(np.isfinite(rows)) or np.any(rows < 0) or not np.allclose(
+        rows.sum(axis=1), 1.0, atol=1e-3
+    ):
+        raise DataError(
+            "Labels of shape (n, classes) must be per-class probabilities "
+            "(non-negative rows summing to 1): pass one-hot rows, or class ids "
+            "of shape (n,)."
+        )
+
+
+def check_dataset(dataset, num_classes=None, batch_size=None, count=256):
+    """Validate a `tf.data.Dataset` of `(x, y)` pairs early, on its spec and first samples.
+
+    Checks what `check_arrays` checks on the first `count` samples (batched
+    data sets: on their first batches), and that the data set holds at least
+    one full batch when its size is known. Samples after the first `count`
+    are not read.
+
+    Args:
+        dataset: an unbatched (or batched) `tf.data.Dataset` of `(x, y)`.
+        num_classes: the models' number of classes.
+        batch_size: when given and the data set is unbatched with a known
+            size, there must be at least one full batch.
+        count: how many samples to inspect.
+
+    Returns:
+        `dataset`, unchanged.
+
+    Raises:
+        DataError: the data set cannot be trained on; the message says why.
+
+    Example:
+    ```python
+    train = kd_keras.data.check_dataset(train, num_classes=10, batch_size=64)
+    ```
+    """
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise DataError(
+            f"The data set yields {spec}, not (inputs, labels) pairs: map it to "
+            "(x, y) tuples."
+        )
+    batched = spec[0].shape.rank is not None and spec[0].shape.rank > 0 and spec[0].shape[0] is None
+    size = int(dataset.cardinality())
+    if size == 0:
+        raise DataError("The training data is empty: pass at least one sample.")
+    if batch_size is not None and not batched and 0 < size < batch_size:
+        raise DataError(
+            f"The training data has {size} samples, fewer than one batch of "
+            f"{batch_size}: lower the batch size to at most {size} or add data."
+        )
+    seen = 0
+    for element in (dataset if batched else dataset.batch(count)):
+        # Batch by batch: padded batches may differ in shape.
+        x, _ = check_arrays(element[0].numpy(), element[1].numpy(), num_classes)
+        seen += len(x)
+        if seen >= count:
+            break
+    return dataset
 
 
 def pipeline(
@@ -287,22 +421,35 @@ def pipeline(
     seed=0,
     cache=True,
     drop_remainder=False,
+    epoch=None,
 ):
     """Build the tf.data input pipeline: cache, shuffle, host-side augment, batch, prefetch.
 
     Host-side augmentation keeps the device step jittable; it runs before
-    batching, with parallel calls, and after the cache so every epoch sees new
-    draws.
+    batching (after, on whole batches, for an `augment` whose `batched`
+    attribute is True), with parallel calls, and after the cache so every
+    epoch sees new draws.
+
+    With `epoch` (array data, training), each pass is ordered by a
+    permutation drawn from `(seed, epoch)` when the pass starts, so a run
+    resumed at epoch `e` sees the batches an uninterrupted run sees; keep the
+    variable current with `kd_keras.data.SetEpoch`. A `tf.data.Dataset` is
+    shuffled through a buffer instead, in an order that restarts with the
+    process.
 
     Args:
         data: `(x, y)` arrays or an unbatched `tf.data.Dataset` of pairs.
         batch_size: samples per batch.
         training: shuffle (and augment) when True.
         augment: optional `(image, label) -> (image, label)` function, or a
-            Keras preprocessing layer applied to the image.
+            Keras preprocessing layer applied to the image; a callable with
+            `batched = True` (e.g. `kd_keras.augment.pba.PBAAugment`) maps
+            `(images, labels)` batches instead.
         seed: shuffle seed.
         cache: cache decoded samples in memory.
         drop_remainder: drop the last partial batch.
+        epoch: optional int64 scalar `tf.Variable` holding the epoch
+            (`SetEpoch().epoch`); orders array data by `(seed, epoch)`.
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -312,23 +459,77 @@ def pipeline(
     train = kd_keras.data.pipeline(data.train, batch_size=64)
     ```
     """
-    if isinstance(data, tf.data.Dataset):
-        dataset = data
+    if training and epoch is not None and not isinstance(data, tf.data.Dataset):
+        dataset = _ordered_by_epoch(data, seed, epoch)
     else:
-        x, y = data
-        dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if cache:
-        dataset = dataset.cache()
-    if training:
-        size = dataset.cardinality()
-        buffer = 10_000 if size < 0 else int(min(size, 10_000))
-        if buffer == 0:
-            raise DataError("The training data is empty: pass at least one sample.")
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        if augment is not None:
-            dataset = dataset.map(_as_pair_function(augment), tf.data.AUTOTUNE)
+        if isinstance(data, tf.data.Dataset):
+            dataset = data
+        else:
+            x, y = data
+            dataset = tf.data.Dataset.from_tensor_slices((x, y))
+        if cache:
+            dataset = dataset.cache()
+        if training:
+            size = dataset.cardinality()
+            buffer = 10_000 if size < 0 else int(min(size, 10_000))
+            if buffer == 0:
+                raise DataError("The training data is empty: pass at least one sample.")
+            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    batched = training and getattr(augment, "batched", False)
+    if training and augment is not None and not batched:
+        dataset = dataset.map(_as_pair_function(augment), tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if batched:
+        dataset = dataset.map(augment, tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _ordered_by_epoch(data, seed, epoch):
+    x, y = data
+    count = len(x)
+    if count == 0:
+        raise DataError("The training data is empty: pass at least one sample.")
+    inputs, labels = tf.constant(x), tf.constant(y)
+    seed = tf.constant(int(seed), tf.int64)
+
+    def one_pass(_):
+        # Read once per pass, when the pass's iterator starts.
+        key = tf.stack([seed, tf.cast(epoch.read_value(), tf.int64)])
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=key
+        )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    dataset = tf.data.Dataset.range(1).flat_map(one_pass)
+    dataset = dataset.map(lambda i: (tf.gather(inputs, i), tf.gather(labels, i)))
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+class SetEpoch(keras.callbacks.Callback):
+    """Keeps a pipeline's epoch variable at the epoch `fit` is about to train.
+
+    Pass `SetEpoch().epoch` as `pipeline(..., epoch=...)` and the `SetEpoch`
+    itself to `fit(callbacks=...)`: each pass over array data is then
+    ordered by `(seed, epoch)`, so a resumed run (`kd_keras.backup.Backup`)
+    trains on the same batches as one that never stopped.
+
+    Returns:
+        A Keras callback with an int64 `epoch` variable.
+
+    Example:
+    ```python
+    order = kd_keras.data.SetEpoch()
+    train = kd_keras.data.pipeline(data.train, 64, seed=0, epoch=order.epoch)
+    distiller.fit(train, epochs=10, callbacks=[order])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
 
 
 def standard_augmentation(padding=4, flip=True):
@@ -364,8 +565,6 @@ def standard_augmentation(padding=4, flip=True):
 
 
 def _as_pair_function(augment):
-    import keras
-
     if isinstance(augment, keras.layers.Layer):
         return lambda image, label: (augment(image, training=True), label)
     return augment

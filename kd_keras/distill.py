@@ -1,11 +1,19 @@
 """`kd_keras.distill`: build a Distiller from a named recipe and fit it, in one call."""
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kd_keras import backup as kd_backup
 from kd_keras import data as kd_data
+from kd_keras import faults
+from kd_keras import precision as kd_precision
 from kd_keras import recipes
+from kd_keras import strategy as kd_strategy
+from kd_keras.models.cast import cast_model
+from kd_keras.models.strip_softmax import check_logits
 
 
 def distill(
@@ -19,9 +27,22 @@ def distill(
     seed=0,
     callbacks=None,
     verbose="auto",
+    backup=None,
+    deterministic=False,
+    strategy=None,
+    precision=None,
+    teacher_precision=None,
     **overrides,
 ):
     """Distil `teacher` into `student` with a named recipe and return the trained Distiller.
+
+    Bad input fails before training, with the fix in the message: labels out
+    of range or of the wrong type, NaN/Inf inputs, fewer samples than one
+    batch, a teacher that outputs probabilities. Training stops with
+    `kd_keras.faults.NumericalFault` at the first step whose loss terms turn
+    NaN/Inf. NumPy training data is shuffled in an order drawn from
+    `(seed, epoch)`, so with `backup` an interrupted call, repeated, resumes
+    on the batches it would have seen.
 
     Args:
         teacher: a trained `keras.Model` that outputs logits.
@@ -37,8 +58,34 @@ def distill(
         seed: seeds Python, NumPy, TensorFlow and the shuffle.
         callbacks: extra Keras callbacks.
         verbose: Keras `fit` verbosity (progress bar by default).
+        backup: a directory or a `kd_keras.backup.Backup`: checkpoint every
+            epoch there and, when it already holds a checkpoint, resume from
+            it (the same call, repeated after an interruption).
+        deterministic: enable TensorFlow's deterministic ops
+            (`tf.config.experimental.enable_op_determinism`, process-wide
+            and permanent), so the same call gives the same weights on GPU
+            too; ops without a deterministic kernel then raise.
+        strategy: a `tf.distribute.Strategy` or a name of
+            `kd_keras.strategy.STRATEGIES` (`"mirrored"`, `"multiworker"`);
+            None is one device. The recipe, the Distiller, its optimisers and
+            the models are created in `strategy.scope()`; `batch_size` is the
+            global batch.
+        precision: the student's Keras dtype policy (`"float32"`,
+            `"mixed_float16"`, `"mixed_bfloat16"`), or None to keep the
+            student as built. Losses and softmaxes stay float32; under
+            `mixed_float16` the optimisers scale the loss.
+        teacher_precision: `"bfloat16"` or `"float16"` runs the frozen
+            teacher's forward pass in that precision (a cast copy,
+            `kd_keras.models.cast_model`), `"float32"` in float32, None as built.
         **overrides: keyword overrides of the recipe's defaults, e.g.
             `temperature=2.0`.
+
+    Models and a strategy or precision: Keras 3 creates a model's variables
+    where and how it is built, so `teacher` and `student` may also be
+    zero-argument functions that build them (called in the strategy's scope,
+    the student under `precision`). A model built elsewhere, or in another
+    precision, is copied with its weights; the caller's object is never
+    modified, and the trained student is always `distiller.student`.
 
     Returns:
         The trained `kd_keras.Distiller`; `.student` is the trained student and
@@ -51,41 +98,125 @@ def distill(
                                  validation_data=data.test)
     ```
     """
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     # Seeded first: a recipe built here draws its augmenter's seed.
+    kd_precision.check(precision or "float32", teacher_precision or "float32")
+    strategy = kd_strategy.get(strategy or "default")
     keras.utils.set_random_seed(seed)
-    recipe = recipes.get(recipe, **overrides)
-    epochs = int(epochs or recipe.epochs)
-    batch_size = int(batch_size or recipe.batch_size)
-    distiller = recipe.build(teacher, student)
+    with strategy.scope():
+        recipe = recipes.get(recipe, **overrides)
+        teacher = _prepared(teacher, strategy, teacher_precision, building="float32")
+        student = _prepared(student, strategy, precision, building=precision)
+    epochs = _positive("epochs", recipe.epochs if epochs is None else epochs)
+    batch_size = _positive(
+        "batch_size", recipe.batch_size if batch_size is None else batch_size
+    )
+    with strategy.scope():
+        distiller = recipe.build(teacher, student)
+    _check_placed(distiller, strategy)
     num_classes = teacher.output_shape[-1]
-    train = _as_batches(train_data, batch_size, num_classes, True, seed, recipe)
+    order = kd_data.SetEpoch()
+    train = _as_batches(
+        train_data, batch_size, num_classes, True, seed, recipe, order.epoch
+    )
+    check_logits(teacher, _sample_inputs(train_data), "teacher")
     validation = None
     if validation_data is not None:
         validation = _as_batches(validation_data, batch_size, num_classes, False, seed)
     steps = int(train.cardinality())
     if steps == 0:
         raise kd_data.DataError("The training data is empty: pass at least one sample.")
-    recipe.compile(distiller, steps_per_epoch=max(steps, 1), epochs=epochs)
+    with strategy.scope():
+        recipe.compile(distiller, steps_per_epoch=max(steps, 1), epochs=epochs)
     distiller.fit(
         train,
         epochs=epochs,
         validation_data=validation,
-        callbacks=[*recipe.callbacks(epochs), *(callbacks or [])],
+        # NaN checks before any callback that saves; the backup last, so its
+        # checkpoint holds what every epoch-end callback left.
+        callbacks=[
+            order,
+            faults.StopOnNonFinite(),
+            *recipe.callbacks(epochs),
+            *(callbacks or []),
+            *([_as_backup(backup)] if backup is not None else []),
+        ],
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles
     )
     return distiller
 
 
-def _as_batches(data, batch_size, num_classes, training, seed, recipe=None):
+def _prepared(model, strategy, dtype, building):
+    if not isinstance(model, keras.Model) and callable(model):
+        policy = contextlib.nullcontext() if building is None else kd_precision.policy(building)
+        with policy:
+            model = kd_strategy.place(model, strategy)
+    if dtype is not None and not _uses_policy(model, dtype):
+        return cast_model(model, dtype)
+    return kd_strategy.place(model, strategy)
+
+
+def _uses_policy(model, dtype):
+    return all(
+        layer.dtype_policy.name == dtype
+        for layer in model._flatten_layers(include_self=False)
+        if layer.weights
+    )
+
+
+def _check_placed(distiller, strategy):
+    if strategy is tf.distribute.get_strategy():
+        return
+    if not kd_strategy.in_scope(distiller, strategy):
+        raise ValueError(
+            "The recipe was built outside the strategy's scope (its augmenter's "
+            "variables would not be mirrored): pass the recipe's name, or build "
+            "the Recipe inside strategy.scope()."
+        )
+
+
+def _as_batches(data, batch_size, num_classes, training, seed, recipe=None, epoch=None):
     augment = recipe.host_augment if recipe is not None else None
+    # Only training data must fill a batch; a small validation set is fine.
+    minimum = batch_size if training else None
     if isinstance(data, tf.data.Dataset):
+        kd_data.check_dataset(data, num_classes, minimum)
         if _is_batched(data):
             return data
         return kd_data.pipeline(data, batch_size, training, augment, seed)
-    x, y = kd_data.check_arrays(*data, num_classes=num_classes)
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise kd_data.DataError(
+            f"Expected (x, y) arrays or a tf.data.Dataset, got {type(data).__name__}: "
+            "pass the inputs and labels as a pair."
+        )
+    x, y = kd_data.check_arrays(*data, num_classes=num_classes, batch_size=minimum)
     x = x.astype("float32") if np.issubdtype(x.dtype, np.floating) else x
-    return kd_data.pipeline((x, y), batch_size, training, augment, seed)
+    return kd_data.pipeline((x, y), batch_size, training, augment, seed, epoch=epoch)
+
+
+def _sample_inputs(data, count=64):
+    if isinstance(data, tf.data.Dataset):
+        batch = data if _is_batched(data) else data.batch(count)
+        return next(iter(batch))[0][:count]
+    return np.asarray(data[0][:count])
+
+
+def _positive(name, value):
+    try:
+        valid = not isinstance(value, bool) and int(value) == value and value >= 1
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
+def _as_backup(backup):
+    if isinstance(backup, kd_backup.Backup):
+        return backup
+    return kd_backup.Backup(backup)
 
 
 def _is_batched(dataset):

@@ -5,6 +5,8 @@ import tensorflow as tf
 from keras import ops
 
 from kd_keras import losses as kd_losses
+from kd_keras import precision as kd_precision
+from kd_keras import strategy as kd_strategy
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
 from kd_keras.models.strip_softmax import ends_in_softmax
@@ -109,6 +111,8 @@ class Distiller(keras.Model):
         self.augmenter_optimizer = None
         self._phase = STUDENT
         self._train_functions = {}
+        self._replica_functions = {}
+        self.replica_jit_compile = False
         self._phase_index = self.add_weight(
             shape=(),
             dtype="int32",
@@ -162,7 +166,15 @@ class Distiller(keras.Model):
 
         `jit_compile="auto"` uses XLA on GPU/TPU and not on CPU, where it made
         small-CNN distillation steps about 30% slower on the 2-core machines
-        we measured (see the README's performance section).
+        we measured (see the README's performance section). Under a
+        multi-replica `tf.distribute` strategy XLA compiles each replica's
+        step (views, forward, losses, gradients) and the gradient all-reduce
+        and optimiser update run outside it (`replica_jit_compile`); Keras'
+        whole-step XLA fails there (variables live on other devices).
+
+        When the student computes in float16 (`mixed_float16`), the student's
+        optimiser is wrapped in a `keras.optimizers.LossScaleOptimizer`, and
+        so is the augmenter's when either network computes in float16.
 
         Args:
             optimizer: the student's optimiser (name or instance).
@@ -180,20 +192,30 @@ class Distiller(keras.Model):
             )
         if self.learnable_augmenter and augmenter_optimizer is None:
             augmenter_optimizer = keras.optimizers.Adam(1e-3)
+        student_float16 = kd_precision.computes_in(self.student, "float16")
+        optimizer = _loss_scaled(keras.optimizers.get(optimizer), student_float16)
+        if augmenter_optimizer is not None:
+            augmenter_optimizer = _loss_scaled(
+                keras.optimizers.get(augmenter_optimizer),
+                student_float16 or kd_precision.computes_in(self.teacher, "float16"),
+            )
+        replicated = self.distribute_strategy.num_replicas_in_sync > 1
         super().compile(
             optimizer=optimizer,
-            jit_compile=jit_compile,
+            jit_compile=False if replicated else jit_compile,
             steps_per_execution=steps_per_execution,
             run_eagerly=run_eagerly,
         )
-        self.augmenter_optimizer = (
-            keras.optimizers.get(augmenter_optimizer) if augmenter_optimizer else None
+        self.replica_jit_compile = replicated and not run_eagerly and (
+            self._resolve_replica_jit() if jit_compile == "auto" else bool(jit_compile)
         )
+        self.augmenter_optimizer = augmenter_optimizer
         self._compile_arguments = {
             "jit_compile": jit_compile,
             "steps_per_execution": steps_per_execution,
         }
         self._train_functions = {}
+        self._replica_functions = {}
         self._build_optimizers()
 
     def get_compile_config(self):
@@ -218,6 +240,27 @@ class Distiller(keras.Model):
             self.optimizer.build(self.student.trainable_variables)
             if self.augmenter_optimizer is not None:
                 self.augmenter_optimizer.build(self.augmenter.trainable_variables)
+
+    def _resolve_replica_jit(self):
+        accelerators = [
+            device for device in tf.config.list_physical_devices()
+            if device.device_type != "CPU"
+        ]
+        return bool(accelerators) and all(
+            layer.supports_jit for layer in self._flatten_layers()
+        )
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras fetches a batch and reduces it across replicas to build the
+        # model, which MultiWorkerMirroredStrategy cannot do for an (x, y)
+        # pair. The Distiller is built when constructed and its optimisers at
+        # compile, so the build needs no data.
+        distributed = self._distribute_strategy is not None
+        if distributed and all(layer.built for layer in self._flatten_layers()):
+            with self.distribute_strategy.scope():
+                self._symbolic_build(data_batch=None)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def make_train_function(self, force=False):
         # One compiled step per phase, each traced once: flipping the phase
@@ -250,9 +293,36 @@ class Distiller(keras.Model):
             self._augmenter_step(x, y)
         else:
             self._student_step(x, y)
-        return self.get_metrics_result()
+        return self._step_logs()
+
+    def _step_logs(self):
+        logs = self.get_metrics_result()
+        if kd_strategy.is_multi_worker(self.distribute_strategy):
+            # Keras averages step results across workers along a batch axis
+            # (strategy.reduce(..., axis=0)), which a scalar lacks.
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
+
+    def _replica_compiled(self, function):
+        # Per-replica XLA: the function is traced and compiled inside each
+        # replica; the optimiser's cross-replica update stays outside it.
+        if not self.replica_jit_compile:
+            return function
+        compiled = self._replica_functions.get(function.__name__)
+        if compiled is None:
+            compiled = tf.function(function, jit_compile=True)
+            self._replica_functions[function.__name__] = compiled
+        return compiled
 
     def _student_step(self, x, y):
+        variables = self.student.trainable_variables
+        gradients, terms, labels, teacher_logits, student_logits = self._replica_compiled(
+            self._student_gradients
+        )(x, y)
+        self.optimizer.apply(gradients, variables)
+        self._update_trackers(terms, labels, teacher_logits, student_logits)
+
+    def _student_gradients(self, x, y):
         views = self.augmenter.views(
             x, y, self._teacher_fn, self._student_fn, training=True
         )
@@ -268,14 +338,16 @@ class Distiller(keras.Model):
                 loss = loss + ops.cast(ops.sum(self.student.losses), "float32")
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss / replicas)
-        variables = self.student.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply(gradients, variables)
+        gradients = tape.gradient(scaled, self.student.trainable_variables)
         terms["loss"] = loss
-        self._update_trackers(terms, views.y, teacher_logits, student_logits)
+        return gradients, terms, views.y, teacher_logits, student_logits
 
     def _augmenter_step(self, x, y):
-        variables = self.augmenter.trainable_variables
+        gradients, objective = self._replica_compiled(self._augmenter_gradients)(x, y)
+        self.augmenter_optimizer.apply(gradients, self.augmenter.trainable_variables)
+        self._trackers["augmenter_objective"].update_state(objective)
+
+    def _augmenter_gradients(self, x, y):
         with tf.GradientTape() as tape:
             objective = ops.cast(
                 self.augmenter.objective(x, y, self._teacher_fn, self._student_fn),
@@ -283,9 +355,7 @@ class Distiller(keras.Model):
             )
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.augmenter_optimizer.scale_loss(objective / replicas)
-        gradients = tape.gradient(scaled, variables)
-        self.augmenter_optimizer.apply(gradients, variables)
-        self._trackers["augmenter_objective"].update_state(objective)
+        return tape.gradient(scaled, self.augmenter.trainable_variables), objective
 
     def _loss_terms(self, views, teacher_logits, student_logits):
         cross_entropy = kd_losses.cross_entropy_per_sample(views.y, student_logits)
@@ -315,7 +385,7 @@ class Distiller(keras.Model):
         student_logits = self.student(x, training=False)
         terms = self._loss_terms(Views(x, y), teacher_logits, student_logits)
         self._update_trackers(terms, y, teacher_logits, student_logits)
-        return self.get_metrics_result()
+        return self._step_logs()
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -365,6 +435,13 @@ class Distiller(keras.Model):
             deserialize(l) for l in config["distillation_losses"]
         ]
         return cls(**config)
+
+
+def _loss_scaled(optimizer, float16):
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+    if float16 and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def _check_compatible(teacher, student):

@@ -36,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from kd_keras import atomic
+
 FORMATS = ("keras", "saved_model", "tflite", "tflite_float16", "tflite_int8")
 
 _FILENAMES = {
@@ -70,6 +72,7 @@ def export_student(
     check_data=None,
     representative_data=None,
     tolerances=None,
+    overwrite=False,
 ):
     """Export a student in deployment formats and check each one's parity.
 
@@ -79,7 +82,8 @@ def export_student(
     The first artefact that fails its tolerance is deleted and `ParityError`
     is raised; artefacts already checked stay. Arguments are validated before
     anything is written, and an artefact already in `out_dir` is never
-    overwritten.
+    overwritten unless `overwrite=True`. Each artefact is written under a
+    temporary name and renamed, so none is ever half-written.
 
     Default tolerances: `keras` and `saved_model` need `max_abs_diff <= 1e-4`
     and `agreement == 1.0`; `tflite` needs `max_abs_diff <= 1e-3`;
@@ -100,6 +104,8 @@ def export_student(
             `{"tflite_int8": {"agreement": 0.9}}`. Keys per format are
             `"max_abs_diff"` (upper bound) and `"agreement"` (lower bound on
             the top-1 agreement rate); given keys replace the defaults.
+        overwrite: replace artefacts of `formats` already in `out_dir`
+            (e.g. left by an interrupted export of the same student).
 
     Returns:
         A dict mapping each format to `{"path": str, "bytes": int,
@@ -115,6 +121,9 @@ def export_student(
     """
     formats = _validate(formats, check_data, representative_data)
     thresholds = _merge_tolerances(tolerances)
+    if overwrite:
+        for fmt in formats:
+            _remove(os.path.join(out_dir, _FILENAMES[fmt]))
     _prepare_out_dir(out_dir, formats)
     check_data = _as_inputs(check_data)
     reference = student.predict(check_data, batch_size=_BATCH_SIZE, verbose=0)
@@ -256,14 +265,14 @@ def _export_checked(
 
 
 def _write(student, fmt, path, scratch, representative_data):
-    if fmt == "keras":
-        student.save(path)
-    elif fmt == "saved_model":
-        student.export(path, format="tf_saved_model", verbose=False)
-    else:
-        source = _scratch_saved_model(student, scratch)
-        with open(path, "wb") as f:
-            f.write(_convert(source, fmt, representative_data))
+    with atomic.replacing(path) as temporary:
+        if fmt == "keras":
+            student.save(temporary)
+        elif fmt == "saved_model":
+            student.export(str(temporary), format="tf_saved_model", verbose=False)
+        else:
+            source = _scratch_saved_model(student, scratch)
+            temporary.write_bytes(_convert(source, fmt, representative_data))
 
 
 def _scratch_saved_model(student, scratch):

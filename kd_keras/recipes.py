@@ -21,6 +21,7 @@ from kd_keras import shipped
 from kd_keras.augment import adversarial
 from kd_keras.augment import gradient
 from kd_keras.augment import mixing
+from kd_keras.augment import pba
 from kd_keras.augment import policy
 from kd_keras.distiller import Distiller
 from kd_keras.losses import TemperatureKL
@@ -1010,6 +1011,94 @@ def backward(
     )
 
 
+
+def _schedule_callbacks(augment, epochs):
+    # The run's length stretches a schedule searched over another length.
+    return [augment.callback(epochs)]
+
+
+def rolewise(
+    policy=None,
+    temperature=4.0,
+    student_loss_weight=0.1,
+    distillation_loss_weight=0.9,
+    augment_seed=None,
+    fill_value=0.0,
+    learning_rate=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    epochs=240,
+    batch_size=64,
+    jit_compile="auto",
+):
+    """Role-wise KD, the student's stage: vanilla KD on the views of the student's PBA agent.
+
+    `L = 0.1 * CE(y, s(x~)) + 0.9 * KD_4(t(x~), s(x~))` with the CRD
+    CIFAR-100 schedule of `kd` (SGD 0.05, batch 64, 240 epochs, rate /10 at
+    150/180/210), where `x~` is each training image after the student
+    agent's PBA schedule (`kd_keras.augment.pba.PBAAugment`, in tf.data):
+    teacher and student see the same view, as in the released code. The
+    teacher's own agent is used before, when training it
+    (`kd-keras train-teacher --policy=teacher_schedule.json`). The epoch
+    callback that moves the schedule along is in `callbacks(epochs)`; a
+    schedule searched over another number of epochs is stretched to the run.
+
+    Without a schedule, `policy=None` uses a hand-set constant policy, not
+    searched (`kd_keras.augment.pba.HAND_SET_POLICY`): first copies only;
+    TranslateX/Y at probability 0.6, magnitude level 5 (about 16% of the
+    side); Rotate (12 degrees), ShearX/Y (0.12) at 0.4, level 4; Contrast,
+    Brightness, Sharpness and Cutout at 0.3 and Color at 0.2, level 4; never
+    Invert, Solarize, Equalize, AutoContrast or Posterize.
+
+    References:
+        Fu et al. Role-Wise Data Augmentation for Knowledge Distillation,
+        arXiv:2004.08861 (seed 000, METHODS.md section 6); Ho et al.
+        Population Based Augmentation, ICML 2019.
+
+    Args:
+        policy: the student agent: the path of a schedule JSON (e.g. from
+            `kd-keras search --role=student`), a
+            `kd_keras.augment.pba.Schedule`, a `kd_keras.augment.pba.Policy`
+            (every epoch) or None for the hand-set policy.
+        temperature: softmax temperature of the KD term.
+        student_loss_weight: weight of the cross-entropy with the labels.
+        distillation_loss_weight: weight of the KD term.
+        augment_seed: seed of the augmentation draws (None: drawn from the
+            run's seed when the pipeline is built).
+        fill_value: value of pixels the geometric ops and Cutout bring in.
+        learning_rate: initial SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        epochs: epochs of the full schedule.
+        batch_size: batch size.
+        jit_compile: XLA for the step (`"auto"`: on GPU/TPU only).
+
+    Returns:
+        A `kd_keras.recipes.Recipe` whose `host_augment` is the PBA
+        augmentation and whose `callbacks(epochs)` returns its epoch callback.
+
+    Example:
+    ```python
+    recipe = kd_keras.recipes.rolewise(policy="student_schedule.json", epochs=30)
+    ```
+    """
+    schedule = pba.HAND_SET_POLICY if policy is None else policy
+    augment = pba.PBAAugment(schedule, seed=augment_seed, fill_value=fill_value)
+    return Recipe(
+        name="rolewise",
+        student_loss_weight=student_loss_weight,
+        distillation_losses=[TemperatureKL(temperature)],
+        distillation_loss_weights=[distillation_loss_weight],
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        epochs=int(epochs),
+        batch_size=batch_size,
+        callbacks=functools.partial(_schedule_callbacks, augment),
+        host_augment=augment,
+        jit_compile=jit_compile,
+    )
+
 _RECIPES = {
     "kd": kd,
     "mixup": mixup,
@@ -1020,12 +1109,20 @@ _RECIPES = {
     "hard": hard,
     "hard_vae": hard_vae,
     "backward": backward,
+    "rolewise": rolewise,
 }
 
 
 def names():
     """Return the names of every recipe."""
     return sorted(_RECIPES)
+
+
+def options(name):
+    """Return the names of a recipe's options: its function's keyword arguments."""
+    if name not in _RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}: choose one of {', '.join(names())}.")
+    return list(inspect.signature(_RECIPES[name]).parameters)
 
 
 def get(name, **overrides):
@@ -1058,7 +1155,46 @@ def get(name, **overrides):
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
         raise ValueError(
-            f"Recipe {name!r} has no option {', '.join(unknown)}: its options are "
+            f"Recipe {name!r} has no option "
+            f"{', '.join(k if k.isidentifier() else repr(k) for k in unknown)}: its options are "
             f"{', '.join(accepted)}."
         )
+    for key, value in overrides.items():
+        _check_override(name, key, value, accepted[key].default)
     return function(**overrides)
+
+
+# Options every recipe shares, with the smallest value that makes sense.
+_MINIMUM = {"epochs": 1, "batch_size": 1, "learning_rate": 0.0}
+
+
+def _check_override(recipe, key, value, default):
+    # A value of the default's kind, caught here rather than deep in a
+    # traced step (e.g. --set temperature=hot).
+    if isinstance(default, bool):
+        valid = isinstance(value, bool)
+        kind = "True or False"
+    elif isinstance(default, (int, float)):
+        valid = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (isinstance(value, int) or math.isfinite(value))
+            and (not isinstance(default, int) or value == int(value))
+            and value >= _MINIMUM.get(key, -math.inf)
+            and (key != "temperature" or value > 0)
+        )
+        kind = "a whole number" if isinstance(default, int) else "a finite number"
+        if key in _MINIMUM:
+            kind += f" >= {_MINIMUM[key]}"
+        elif key == "temperature":
+            kind += " > 0"
+    elif isinstance(default, (tuple, list)):
+        valid = isinstance(value, (tuple, list))
+        kind = "a list"
+    else:
+        return
+    if not valid:
+        raise ValueError(
+            f"Recipe {recipe!r} option {key} takes {kind} (default {default!r}), "
+            f"got {value!r}."
+        )

@@ -1,8 +1,11 @@
 """Whole jobs behind the `kd-keras` command: a distillation run, a teacher, an export.
 
 Each job loads data and models by name, trains, evaluates, exports and writes
-a run directory. A job that fails removes the directory it created, so no
-partial `metrics.json` is ever left behind.
+a run directory. Every file in it is written under a temporary name and
+renamed, so none is ever half-written. A distillation run checkpoints every
+epoch: interrupted (Ctrl-C, SIGTERM, SIGKILL) or stopped by a numerical
+fault, it keeps its directory, and the same command resumes it; a run that
+fails before its first checkpoint removes the directory it created.
 """
 
 import contextlib
@@ -10,20 +13,29 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 import time
 
 import keras
 import numpy as np
 
+from kd_keras import atomic
+from kd_keras import backup as kd_backup
 from kd_keras import callbacks as kd_callbacks
 from kd_keras import data as kd_data
 from kd_keras import export as kd_export
+from kd_keras import faults
 from kd_keras import models as kd_models
+from kd_keras import precision as kd_precision
 from kd_keras import recipes
 from kd_keras import shipped
+from kd_keras import strategy as kd_strategy
+from kd_keras import teacher as teacher_module
 from kd_keras import text_data
+from kd_keras.augment import pba
 from kd_keras.augment.policy import PolicyTrajectory
 from kd_keras.distill import distill
+from kd_keras.models.cast import cast_model
 from kd_keras.teacher import train_teacher
 
 DEFAULT_TEACHER = "shipped:digits_cnn"
@@ -36,17 +48,26 @@ DIGITS_EPOCHS = 30
 DEFAULT_TEXT_TEACHER = "shipped:text_default"
 DEFAULT_TEXT_STUDENT = "text_cnn"
 TEXT_DEFAULT_EPOCHS = 10
+# Inside a run directory: the command's settings (an unfinished run resumes
+# only under the same ones), the epoch checkpoint, a teacher trained by the run.
+RUN_FILE = "run.json"
+BACKUP_DIR = "backup"
+TEACHER_FILE = "teacher.keras"
 
 
 class RunError(RuntimeError):
     """A job that cannot run, with the fix in its one-line message."""
 
 
-def load_model(path):
-    """Load a `.keras` model with `safe_mode=True`, with a clear error if it fails.
+def load_model(path, safe_mode=True):
+    """Load a `.keras` model, by default in Keras' safe mode, with a clear error if it fails.
+
+    Safe mode refuses files that run Python code when loaded (a `Lambda`
+    layer's function); pass `safe_mode=False` only for files you trust.
 
     Args:
         path: path of a `.keras` file.
+        safe_mode: refuse Python code in the file (`Lambda` layers).
 
     Returns:
         The `keras.Model`.
@@ -60,8 +81,14 @@ def load_model(path):
     if not path.exists():
         raise RunError(f"Model file {path} does not exist: check the path.")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=safe_mode)
     except Exception as error:  # Keras raises many types for corrupt files.
+        if safe_mode and "safe_mode" in str(error):
+            raise RunError(
+                f"Model {path} contains Python code (a Lambda layer), which safe "
+                "mode refuses: if you trust the file, pass --unsafe_deserialization "
+                "(load_model(..., safe_mode=False))."
+            ) from error
         raise RunError(
             f"Could not load model {path} ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}): it is corrupt "
@@ -69,7 +96,9 @@ def load_model(path):
         ) from error
 
 
-def resolve_teacher(spec, bundle, seed=0, epochs=30, batch_size=64, verbose="auto"):
+def resolve_teacher(
+    spec, bundle, seed=0, epochs=30, batch_size=64, verbose="auto", safe_mode=True
+):
     """Return a trained teacher from a shipped name, a `.keras` path or a zoo name.
 
     A zoo name (e.g. `"resnet56"`) builds that model and trains it on the
@@ -79,7 +108,7 @@ def resolve_teacher(spec, bundle, seed=0, epochs=30, batch_size=64, verbose="aut
         filename = f"{spec[len('shipped:'):]}_teacher.keras"
         teacher = load_model(shipped.path(filename))
     elif spec.endswith(".keras") or os.sep in spec:
-        teacher = load_model(spec)
+        teacher = load_model(spec, safe_mode=safe_mode)
     elif spec in kd_models.names():
         teacher = kd_models.get(spec, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs)
         train_teacher(
@@ -129,25 +158,68 @@ def predict_split(model, split, batch_size=256):
 
 
 @contextlib.contextmanager
-def _run_directory(out):
+def _run_directory(out, signature=None):
     out = pathlib.Path(out)
-    if (out / "metrics.json").exists():
-        raise RunError(f"{out} already holds a finished run: choose another --out.")
+    _check_unfinished(out, signature)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    if signature is not None:
+        _write_json(out / RUN_FILE, signature)
     try:
         yield out
     except BaseException:
-        if created:
+        # An interrupted or diverged run keeps what it can resume from; one
+        # that failed earlier leaves nothing behind.
+        if created and not _resumable(out):
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
+def _check_unfinished(out, signature=None):
+    """Refuse a finished run, another command's unfinished run, or a directory we cannot write."""
+    if (out / "metrics.json").exists():
+        raise RunError(f"{out} already holds a finished run: choose another --out.")
+    _check_writable(out)
+    path = out / RUN_FILE
+    if signature is None or not path.is_file() or not _resumable(out):
+        return
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError:
+        stored = None
+    if stored != signature:
+        raise RunError(
+            f"{out} holds an unfinished run of another command ({path} differs): "
+            "rerun that command to resume it, or choose another --out."
+        )
+
+
+def _check_writable(out):
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(
+            f"Cannot create the run directory {out}: {existing} is a file; choose "
+            "another --out."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise RunError(
+            f"Cannot write the run directory {out} ({error.strerror or error}): "
+            "choose a writable --out."
+        ) from error
+
+
+def _resumable(out):
+    return (out / BACKUP_DIR / kd_backup.CHECKPOINT).exists() or (out / TEACHER_FILE).exists()
+
+
 def _write_json(path, content):
     # Written to a temporary name and renamed, so a reader never sees half a file.
-    temporary = pathlib.Path(f"{path}.partial")
-    temporary.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    atomic.write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def default_out(kind, recipe, dataset):
@@ -169,6 +241,12 @@ def distill_job(
     download="auto",
     teacher_epochs=30,
     verbose="auto",
+    student_bits=None,
+    strategy="default",
+    precision="float32",
+    teacher_precision="float32",
+    deterministic=False,
+    safe_mode=True,
     **overrides,
 ):
     """Run a whole distillation job and write its run directory; return its metrics.
@@ -177,7 +255,14 @@ def distill_job(
     student exported in each of `export_formats` (each checked for parity
     with the Keras student), for recipes with an augmenter `views.png`, the
     last grid of original vs augmented test images, and for a learned policy
-    `policy.json` and `policy.png`, its trajectory.
+    `policy.json` and `policy.png`, its trajectory. A teacher given as a zoo
+    name is trained first and kept as `teacher.keras`.
+
+    The job is resumable: it checkpoints every epoch in `backup/` and records
+    its settings in `run.json`; the same call on the same `out` after an
+    interruption (or a `kd_keras.faults.NumericalFault`) continues from the
+    last checkpoint and trains the steps an uninterrupted run would.
+    `metrics.json` marks a finished run, which is never overwritten.
 
     Args:
         recipe: recipe name.
@@ -197,10 +282,23 @@ def distill_job(
         download: TFDS download policy (see `kd_keras.data.load_tfds`).
         teacher_epochs: epochs of the teacher when `teacher` is a zoo name.
         verbose: Keras verbosity.
+        student_bits: bits of a low-bit (DoReFa) student, see
+            `kd_keras.quantize`; None keeps it full precision.
+        strategy: `"default"`, `"mirrored"` or `"multiworker"` (cluster from
+            `TF_CONFIG`; every worker runs the job, only the chief keeps a
+            run directory), see `kd_keras.strategy`.
+        precision: the student's dtype policy (`kd_keras.precision.PRECISIONS`);
+            it is exported in float32.
+        teacher_precision: the frozen teacher's forward precision
+            (`"float32"`, `"bfloat16"`, `"float16"`).
+        deterministic: TensorFlow's deterministic ops (see `kd_keras.distill`).
+        safe_mode: refuse a teacher `.keras` file holding Python code
+            (`Lambda` layers); `False` only for files you trust.
         **overrides: recipe overrides.
 
     Returns:
-        The metrics dictionary written to `metrics.json`.
+        The metrics dictionary written to `metrics.json`, with the
+        optimisers' step counts and the epoch the run resumed from.
 
     Example:
     ```python
@@ -208,13 +306,23 @@ def distill_job(
     ```
     """
     started = time.perf_counter()
-    chosen = recipes.get(recipe, **overrides)
+    # First of all: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
+    strategy = kd_strategy.get(strategy)
+    kd_precision.check(precision, teacher_precision)
+    # Before anything draws: the student's initial weights come from this seed.
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        chosen = recipes.get(recipe, **overrides)
     unknown = sorted(set(export_formats) - set(kd_export.FORMATS))
     if unknown:
         raise RunError(
             f"Unknown export format {', '.join(unknown)}: choose from "
             f"{', '.join(kd_export.FORMATS)}."
         )
+    if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
+        raise RunError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    if out is not None:
+        _check_writable(pathlib.Path(out))
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     text = isinstance(bundle, text_data.TextDataBundle)
     if text:
@@ -230,23 +338,53 @@ def distill_job(
         epochs = DIGITS_EPOCHS
     if epochs is None and dataset == text_data.TEXT_DEFAULT:
         epochs = TEXT_DEFAULT_EPOCHS
-    if dataset != kd_data.DIGITS and not text and chosen.host_augment is None:
-        # Natural-image sets get the papers' standard pad-crop-flip; digits
-        # stay centred, which is what the shifted test measures.
-        chosen.host_augment = kd_data.standard_augmentation()
-    epochs = int(epochs or chosen.epochs)
+    if dataset != kd_data.DIGITS and not text:
+        # Natural-image sets get the papers' standard pad-crop-flip (after a
+        # PBA policy, as PBA's CIFAR pipeline does); digits stay centred,
+        # which is what the shifted test measures.
+        if chosen.host_augment is None:
+            chosen.host_augment = kd_data.standard_augmentation()
+        elif getattr(chosen.host_augment, "then", False) is None:
+            chosen.host_augment.then = kd_data.standard_augmentation()
+    epochs = int(chosen.epochs if epochs is None else epochs)
     out = pathlib.Path(out or default_out("distill", recipe, dataset))
-    teacher_model = resolve_teacher(
-        teacher, bundle, seed, epochs=teacher_epochs, verbose=verbose
+    chief = kd_strategy.is_chief(strategy)
+    if not chief:
+        # Every worker trains; only the chief keeps a run directory.
+        out = pathlib.Path(tempfile.mkdtemp(prefix="kd-keras-worker-")) / "run"
+    signature = _signature(
+        recipe=recipe, dataset=dataset, teacher=teacher, student=student,
+        student_bits=student_bits, precision=precision,
+        teacher_precision=teacher_precision, epochs=epochs, batch_size=batch_size,
+        seed=seed,
+        # A run stopped by a NaN may resume from its last checkpoint at a lower rate.
+        overrides={k: v for k, v in overrides.items() if k != "learning_rate"},
     )
+    _check_unfinished(out, signature)
+    trained_teacher = out / TEACHER_FILE
+    reuse_teacher = teacher in kd_models.names() and trained_teacher.exists()
+    with strategy.scope():
+        teacher_model = resolve_teacher(
+            str(trained_teacher) if reuse_teacher else teacher, bundle, seed,
+            epochs=teacher_epochs, verbose=verbose, safe_mode=safe_mode,
+        )
     if student not in kd_models.names():
         raise RunError(
             f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
         )
-    student_model = kd_models.get(
-        student, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs
-    )
-    with _run_directory(out):
+    with strategy.scope(), kd_precision.policy(precision):
+        student_model = kd_models.get(
+            student, bundle.input_shape, bundle.num_classes, bits=student_bits,
+            **bundle.model_kwargs,
+        )
+    with _run_directory(out, signature):
+        if teacher in kd_models.names() and not reuse_teacher:
+            # A resumed run must not train (and get) another teacher.
+            with atomic.replacing(trained_teacher) as temporary:
+                teacher_model.save(temporary)
+        backup = kd_backup.Backup(
+            out / BACKUP_DIR, signature=signature, delete_checkpoint=False
+        )
         callbacks = [keras.callbacks.TensorBoard(str(out / "logs"))]
         snapshots = None
         if chosen.augmenter is not None and len(bundle.input_shape) == 3:
@@ -256,9 +394,17 @@ def distill_job(
                 out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10)
             )
             callbacks.append(snapshots)
+            collapse = faults.CollapseMonitor(
+                bundle.sample("test", 32), every=max(1, epochs // 10)
+            )
+            callbacks.append(collapse)
         if callable(getattr(chosen.augmenter, "log_scalars", None)):
             # A learned policy's magnitudes and probabilities, epoch by epoch.
             callbacks.append(PolicyTrajectory(out))
+        schedule = getattr(chosen.host_augment, "schedule", None)
+        if schedule is not None:
+            # The student agent's PBA schedule, beside the student it trained.
+            schedule.save(out / "pba_schedule.json")
         distiller = distill(
             teacher_model,
             student_model,
@@ -270,6 +416,11 @@ def distill_job(
             seed=seed,
             callbacks=callbacks,
             verbose=verbose,
+            strategy=strategy,
+            precision=precision,
+            teacher_precision=teacher_precision,
+            backup=backup,
+            deterministic=deterministic,
         )
         if snapshots is not None:
             snapshots.save_png(out / "views.png")
@@ -279,19 +430,32 @@ def distill_job(
             "dataset": dataset,
             "teacher": teacher,
             "student": student,
+            "student_bits": student_bits,
+            "strategy": type(strategy).__name__,
+            "replicas": int(strategy.num_replicas_in_sync),
+            "precision": precision,
+            "teacher_precision": teacher_precision,
             "epochs": epochs,
             "batch_size": int(batch_size or chosen.batch_size),
             "seed": seed,
             "teacher_parameters": int(teacher_model.count_params()),
             "student_parameters": int(student_model.count_params()),
             **_accuracies(teacher_model, student_model, bundle),
+            "optimizer_steps": _optimizer_steps(distiller),
+            "resumed_from_epoch": backup.restored_epoch,
         }
+        if snapshots is not None:
+            metrics["augmenter_collapsed_epochs"] = collapse.collapsed_epochs
         metrics["exports"] = kd_export.export_student(
-            distiller.student,
+            # Mixed precision is for training: ship float32.
+            cast_model(distiller.student, "float32")
+            if precision != "float32" else distiller.student,
             out,
             formats=export_formats,
             check_data=bundle.sample("test", 512),
             representative_data=bundle.sample("train", 200),
+            # Left by an attempt that stopped while exporting this same run.
+            overwrite=True,
         )
         if text:
             # The ids mean nothing without it: serve the student on strings
@@ -300,8 +464,23 @@ def distill_job(
         metrics["train_seconds"] = train_seconds
         metrics["wall_seconds"] = time.perf_counter() - started
         _write_json(out / "metrics.json", metrics)
-    metrics["out"] = str(out)
+        atomic.remove(out / BACKUP_DIR)
+    if not chief:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    metrics["out"] = str(out) if chief else None
     return metrics
+
+
+def _signature(**settings):
+    # Compared with the JSON stored in run.json, so made of JSON types.
+    return json.loads(json.dumps(settings, sort_keys=True, default=repr))
+
+
+def _optimizer_steps(distiller):
+    steps = {"student": int(distiller.optimizer.iterations.numpy())}
+    if distiller.augmenter_optimizer is not None:
+        steps["augmenter"] = int(distiller.augmenter_optimizer.iterations.numpy())
+    return steps
 
 
 def _accuracies(teacher, student, bundle):
@@ -323,33 +502,48 @@ def _accuracies(teacher, student, bundle):
 def train_teacher_job(
     model="cnn",
     dataset=kd_data.DIGITS,
-    epochs=30,
+    epochs=None,
     batch_size=64,
-    learning_rate=1e-3,
+    learning_rate=None,
     seed=0,
     out=None,
     data_dir=None,
     download="auto",
     command=None,
     verbose="auto",
+    policy=None,
+    schedule="adam",
+    strategy="default",
+    precision="float32",
 ):
     """Train a teacher, save it as `.keras` with a JSON card beside it; return the card.
 
     Args:
         model: zoo name of the teacher.
         dataset: `"digits"` or `"tfds:NAME"`.
-        epochs: training epochs.
+        epochs: training epochs (default: 30, or 240 with `schedule="crd"`).
         batch_size: batch size.
-        learning_rate: Adam's initial learning rate.
+        learning_rate: initial learning rate (default: the schedule's).
         seed: seed of everything random.
         out: path of the `.keras` file to write (its card is `<out>.json`).
         data_dir: TFDS data directory.
         download: TFDS download policy.
         command: the command line to record in the card.
         verbose: Keras verbosity.
+        policy: the teacher agent of role-wise KD: a PBA schedule JSON path
+            (or a `kd_keras.augment.pba.Schedule`) applied to the training
+            images, recorded in the card; None trains without augmentation.
+        schedule: `"adam"` or `"crd"`, the CIFAR-100 teacher recipe of CRD
+            (SGD 0.05, step decay, see `kd_keras.train_teacher`), which also
+            pad-crops and flips natural images.
+        strategy: `"default"`, `"mirrored"` or `"multiworker"` (only the
+            chief writes the teacher).
+        precision: the dtype policy the teacher trains in; it is saved in
+            float32.
 
     Returns:
-        The card dictionary (data, accuracy clean and shifted, seed, command).
+        The card dictionary (data, accuracy clean and shifted, seed, command,
+        policy).
 
     Example:
     ```python
@@ -357,33 +551,64 @@ def train_teacher_job(
     ```
     """
     started = time.perf_counter()
+    strategy = kd_strategy.get(strategy)  # before TensorFlow runs anything
+    kd_precision.check(precision)
+    if schedule not in teacher_module.SCHEDULES:
+        raise RunError(
+            f"Unknown schedule {schedule!r}: choose one of {', '.join(teacher_module.SCHEDULES)}."
+        )
+    # Read first: a bad schedule file should fail before any data loads.
+    pba_schedule = None if policy is None else pba.as_schedule(policy)
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     if model not in kd_models.names():
         raise RunError(f"Unknown model {model!r}: choose one of {', '.join(kd_models.names())}.")
     out = pathlib.Path(out or default_out("teacher", model, dataset).with_suffix(".keras"))
     if out.suffix != ".keras":
         raise RunError(f"--out must end in .keras, got {out}.")
-    teacher = kd_models.get(model, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs)
-    train_teacher(
+    augment = None
+    if pba_schedule is not None:
+        if len(bundle.input_shape) != 3:
+            raise RunError(
+                f"--policy applies image ops, but {dataset} is not image data: drop --policy."
+            )
+        augment = pba.PBAAugment(pba_schedule, seed=None)
+    elif schedule == "crd" and dataset != kd_data.DIGITS and len(bundle.input_shape) == 3:
+        augment = kd_data.standard_augmentation()
+    if epochs is None:
+        epochs = 240 if schedule == "crd" else 30
+    if learning_rate is None:
+        learning_rate = teacher_module.LEARNING_RATES[schedule]
+    with strategy.scope(), kd_precision.policy(precision):
+        teacher = kd_models.get(
+            model, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs
+        )
+    teacher = train_teacher(
         teacher, bundle.train, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, validation_data=bundle.test, seed=seed,
-        verbose=verbose,
+        verbose=verbose, augment=augment, schedule=schedule, strategy=strategy,
     )
+    if precision != "float32":
+        teacher = cast_model(teacher, "float32")
     card = {
         "model": model,
         "dataset": dataset,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
+        "schedule": schedule,
+        "precision": precision,
         "seed": seed,
         "parameters": int(teacher.count_params()),
         "test_accuracy": evaluate(teacher, bundle.test),
         "train_seconds": time.perf_counter() - started,
         "keras_version": keras.__version__,
         "command": command,
+        "policy": None if policy is None else str(policy),
     }
     if bundle.test_shifted is not None:
         card["test_accuracy_shifted"] = evaluate(teacher, bundle.test_shifted)
+    if not kd_strategy.is_chief(strategy):
+        return card  # the other workers trained the same teacher alongside
     out.parent.mkdir(parents=True, exist_ok=True)
     teacher.save(out)
     _write_json(out.with_suffix(".json"), card)
@@ -485,9 +710,12 @@ def _vae_images(bundle, split):
     return np.stack([image for image, _ in source.as_numpy_iterator()]).astype("float32")
 
 
-def export_job(model_path, out, formats, dataset=kd_data.DIGITS, data_dir=None, download="auto"):
+def export_job(
+    model_path, out, formats, dataset=kd_data.DIGITS, data_dir=None, download="auto",
+    safe_mode=True,
+):
     """Export a saved student to `formats` with parity checks on real inputs; return the report."""
-    student = load_model(model_path)
+    student = load_model(model_path, safe_mode=safe_mode)
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     _check_fits(student, bundle, "student")
     return kd_export.export_student(
@@ -497,3 +725,33 @@ def export_job(model_path, out, formats, dataset=kd_data.DIGITS, data_dir=None, 
         check_data=bundle.sample("test", 512),
         representative_data=bundle.sample("train", 200),
     )
+
+
+def search_job(role="teacher", dataset=kd_data.DIGITS, out=None, **settings):
+    """Search a role-wise augmentation agent by population-based training; return its summary.
+
+    What `kd-keras search` runs: `kd_keras.search.search` (Ray Tune's PBT,
+    the `[search]` extra), which writes the best trial's schedule to
+    `out/schedule.json`, its summary to `out/search.json` and the Ray
+    experiment to `out/ray/`.
+
+    Args:
+        role: `"teacher"` or `"student"`.
+        dataset: `"digits"` or `"tfds:NAME"`.
+        out: output directory (default: `runs/search-<role>-<dataset>-<time>`).
+        **settings: the other arguments of `kd_keras.search.search`.
+
+    Returns:
+        The summary dictionary of `search.json` (best validation accuracy,
+        schedule path, wall time per trial-epoch, ...).
+
+    Example:
+    ```python
+    summary = kd_keras.run.search_job("student", population=4, epochs=6, out="runs/agent")
+    ```
+    """
+    from kd_keras import search  # it imports this module
+
+    out = pathlib.Path(out or default_out("search", role, dataset))
+    search.search(role=role, dataset=dataset, out=out, **settings)
+    return json.loads((out / search.SUMMARY_FILE).read_text())

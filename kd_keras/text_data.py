@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kd_keras import atomic
 from kd_keras import data as kd_data
 
 TEXT_DEFAULT = "text-default"
@@ -459,9 +460,7 @@ def save_vocabulary(tokenizer, path):
     kd_keras.text_data.save_vocabulary(bundle.tokenizer, "runs/x/vocabulary.txt")
     ```
     """
-    path = pathlib.Path(path)
-    path.write_text("\n".join(tokenizer.get_vocabulary()) + "\n", encoding="utf-8")
-    return path
+    return atomic.write_text(path, "\n".join(tokenizer.get_vocabulary()) + "\n")
 
 
 def load_tokenizer(path, sequence_length):

@@ -73,3 +73,58 @@ def test_augmenter_recipes_are_reproducible_with_a_seed(digits):
                                      batch_size=16, seed=5, verbose=0)
         runs.append(distiller.history.history["loss"])
     assert runs[0] == runs[1]
+
+
+@keras.saving.register_keras_serializable(package="kd_keras_tests")
+class HiddenSoftmax(keras.layers.Layer):
+    """A softmax that ends_in_softmax cannot see: it is not a layer's activation."""
+
+    def call(self, x):
+        return keras.ops.softmax(x)
+
+
+def softmax_teacher():
+    teacher = tiny_teacher()
+    return keras.Model(teacher.inputs, HiddenSoftmax()(teacher.outputs[0]))
+
+
+X, Y = tiny_batch(count=16)
+NAN_X = X.copy()
+NAN_X[3] = np.nan
+
+
+@pytest.mark.parametrize(
+    "teacher, data, options, error, message",
+    [
+        (softmax_teacher, (X, Y), {}, ValueError, r"teacher outputs probabilities .*strip_softmax"),
+        (tiny_teacher, (X, Y), {"batch_size": 32}, kd_keras.data.DataError, "16 samples, fewer than one batch of 32"),
+        (tiny_teacher, (NAN_X, Y), {}, kd_keras.data.DataError, "1 inputs hold NaN or Inf"),
+        (tiny_teacher, (X, Y + 0.5), {}, kd_keras.data.DataError, "not whole numbers"),
+        (tiny_teacher, (X, Y), {"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
+        (tiny_teacher, (X, Y), {"batch_size": 0}, ValueError, "batch_size must be an integer >= 1, got 0"),
+        (tiny_teacher, X, {}, kd_keras.data.DataError, "Expected \\(x, y\\) arrays"),
+        (tiny_teacher, tf.data.Dataset.from_tensor_slices((X, Y + 4)), {}, kd_keras.data.DataError,
+         r"\[4, 7\] but the models have 4 classes"),
+    ],
+)
+def test_distill_refuses_bad_input_before_training(teacher, data, options, error, message):
+    student = tiny_student()
+    before = [w.copy() for w in student.get_weights()]
+    with pytest.raises(error, match=message):
+        kd_keras.distill(teacher(), student, data, **{"batch_size": 8, **options}, verbose=0)
+    for a, b in zip(before, student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_same_call_gives_the_same_student_weights():
+    x, y = tiny_batch(count=32)
+    students = [
+        kd_keras.distill(tiny_teacher(), tiny_student(), (x, y), recipe="mixup", epochs=2,
+                         batch_size=8, seed=3, verbose=0).student
+        for _ in range(2)
+    ]
+    for a, b in zip(students[0].get_weights(), students[1].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = kd_keras.distill(tiny_teacher(), tiny_student(), (x, y), recipe="mixup", epochs=2,
+                             batch_size=8, seed=4, verbose=0).student
+    assert not np.array_equal(other.get_weights()[0], students[0].get_weights()[0])

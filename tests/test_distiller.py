@@ -286,3 +286,84 @@ def test_per_sample_distillation_weights():
     distiller.compile(optimizer="sgd")
     with pytest.raises(TypeError, match="gives no per-sample values"):
         distiller.train_on_batch(x, y)
+
+
+class CountTraces(keras.callbacks.Callback):
+    """Counts how often fit's compiled steps were traced, epoch by epoch.
+
+    A step function's Python body runs only while it is traced, so wrapping
+    train_step and test_step counts traces.
+    """
+
+    def __init__(self, distiller):
+        super().__init__()
+        self.counts = {"train": 0, "test": 0}
+        self.per_epoch = []
+        for kind in self.counts:
+            step = getattr(distiller, f"{kind}_step")
+            setattr(distiller, f"{kind}_step", self._counted(kind, step))
+
+    def _counted(self, kind, step):
+        def counted(data):
+            self.counts[kind] += 1
+            return step(data)
+
+        return counted
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.per_epoch.append(dict(self.counts))
+
+
+@pytest.mark.parametrize("phased", [False, True])
+def test_long_runs_trace_each_step_once_not_per_epoch(phased):
+    # 20 samples in batches of 8: a partial last batch every epoch.
+    x, y = tiny_batch(count=20)
+    distiller = make(LearnableOffset() if phased else None)
+    counter = CountTraces(distiller)
+    distiller.compile(optimizer="sgd", augmenter_optimizer="adam" if phased else None)
+    callbacks = [counter]
+    if phased:
+        callbacks.insert(0, kd_keras.callbacks.PhaseSchedule(student_steps=2, augmenter_steps=1))
+    distiller.fit(x, y, batch_size=8, epochs=6, validation_data=(x, y), verbose=0,
+                  callbacks=callbacks)
+    # One trace per compiled step: the student's, the augmenter's, evaluation.
+    assert counter.per_epoch[-1] == {"train": 2 if phased else 1, "test": 1}
+    assert all(count == counter.per_epoch[-1] for count in counter.per_epoch[1:])
+    if phased:
+        assert int(distiller.augmenter_optimizer.iterations.numpy()) == 6
+
+
+def test_the_backward_pool_stays_bounded_over_many_steps():
+    x, y = tiny_batch(count=24)
+    x = (x - x.min()) / (x.max() - x.min())
+    augmenter = kd_keras.augment.BackwardPerturbation(pool_size=10, pool_fraction=0.5, seed=1)
+    distiller = make(augmenter)
+    counter = CountTraces(distiller)
+    distiller.compile(optimizer="sgd")
+    distiller.fit(x, y, batch_size=6, epochs=8, verbose=0, callbacks=[counter])
+    assert int(distiller.optimizer.iterations.numpy()) == 32
+    # 3 new samples per step for 32 steps went through a ring of 10.
+    assert tuple(augmenter.pool.shape) == (10, 8, 8, 1)
+    assert int(augmenter.pool_filled.numpy()) == 10
+    assert int(augmenter.pool_next.numpy()) == 3 * 32 % 10
+    assert counter.per_epoch[0] == counter.per_epoch[-1] == {"train": 1, "test": 0}
+
+
+def test_distill_with_epoch_ordered_data_traces_once(monkeypatch):
+    traces = []
+    train_step = kd_keras.Distiller.train_step
+
+    def counted(self, data):
+        traces.append(1)
+        return train_step(self, data)
+
+    per_epoch = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: per_epoch.append(len(traces))
+    )
+    monkeypatch.setattr(kd_keras.Distiller, "train_step", counted)
+    x, y = tiny_batch(count=20)
+    kd_keras.distill(tiny_teacher(), tiny_student(), (x, y), recipe="hard", epochs=5,
+                     batch_size=8, student_steps=1, augmenter_steps=1,
+                     callbacks=[record], verbose=0)
+    assert per_epoch == [2] * 5  # the student's step and the augmenter's

@@ -220,3 +220,12 @@ def test_other_files_may_share_the_directory(student, data, tmp_path):
     report = export.export_student(student, tmp_path, formats=("keras",), check_data=data[2])
     assert report["keras"]["agreement"] == 1.0
     assert sorted(os.listdir(tmp_path)) == ["metrics.json", "student.keras"]
+
+def test_overwrite_replaces_the_artefacts_of_an_interrupted_export(student, data, tmp_path):
+    (tmp_path / "student.keras").write_text("left by a killed attempt")
+    (tmp_path / "student.partial.keras").write_text("half of a file")
+    report = export.export_student(
+        student, tmp_path, formats=("keras",), check_data=data[2], overwrite=True
+    )
+    assert report["keras"]["agreement"] == 1.0
+    assert sorted(os.listdir(tmp_path)) == ["student.keras"]

@@ -298,3 +298,26 @@ def test_jitted_steps_compile(digits):
     history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert distiller.jit_compile
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_trajectory_of_a_resumed_run_continues_the_stopped_one(tmp_path):
+    class Model:
+        augmenter = type("Policy", (), {"log_scalars": lambda self: {"magnitude/Rotate": 0.7}})()
+
+    stopped = [{"epoch": e, "magnitude/Rotate": e / 10} for e in range(4)]
+    (tmp_path / "policy.json").write_text(json.dumps(stopped))
+    trajectory = PolicyTrajectory(tmp_path)
+    trajectory.set_model(Model())
+    trajectory.on_train_begin()
+    # The checkpoint holds 2 epochs; the stopped run had also recorded a
+    # third, which the resumed run trains again.
+    trajectory.on_epoch_begin(2)
+    assert [r["epoch"] for r in trajectory.history] == [0, 1, 2]
+    trajectory.on_epoch_end(2)
+    written = json.loads((tmp_path / "policy.json").read_text())
+    assert written == stopped[:3] + [{"epoch": 3, "magnitude/Rotate": 0.7}]
+    fresh = PolicyTrajectory(tmp_path / "fresh")
+    fresh.set_model(Model())
+    fresh.on_train_begin()
+    fresh.on_epoch_begin(0)
+    assert fresh.history == [{"epoch": 0, "magnitude/Rotate": 0.7}]

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import keras
@@ -15,6 +16,32 @@ def test_corrupt_teacher_file_is_reported(tmp_path):
         run.load_model(corrupt)
     with pytest.raises(run.RunError, match="does not exist"):
         run.load_model(tmp_path / "absent.keras")
+    teacher = kd_keras.models.get("mlp", (28, 28, 1), 10, width=8)
+    teacher.save(tmp_path / "whole.keras")
+    whole = (tmp_path / "whole.keras").read_bytes()
+    (tmp_path / "truncated.keras").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(run.RunError, match="truncated.keras .*corrupt or not a .keras file"):
+        run.load_model(tmp_path / "truncated.keras")
+
+
+def test_python_code_in_a_model_file_needs_an_explicit_opt_in(digits, tmp_path):
+    inputs = keras.Input(digits.input_shape)
+    scaled = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(scaled))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    with pytest.raises(run.RunError, match="contains Python code .*--unsafe_deserialization"):
+        run.resolve_teacher(str(tmp_path / "lambda.keras"), digits)
+    teacher = run.resolve_teacher(str(tmp_path / "lambda.keras"), digits, safe_mode=False)
+    assert teacher.output_shape == (None, 10)
+
+
+def test_a_malformed_schedule_file_is_one_line_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: pytest.fail("loaded data"))
+    (tmp_path / "schedule.json").write_text('{"entries": [')
+    with pytest.raises(ValueError) as error:
+        run.distill_job(recipe="rolewise", policy=str(tmp_path / "schedule.json"), out=tmp_path / "run")
+    assert "not valid JSON" in str(error.value) and len(str(error.value).splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_teacher_of_another_data_set_is_refused(digits, tmp_path):
@@ -30,15 +57,114 @@ def test_teacher_of_another_data_set_is_refused(digits, tmp_path):
         run.resolve_teacher("gpt", digits)
 
 
-def test_failed_run_leaves_no_partial_directory(tmp_path, monkeypatch):
-    def failing_export(*args, **kwargs):
+def test_a_failed_export_keeps_the_training_and_a_rerun_only_exports(tmp_path, monkeypatch):
+    export_student = kd_keras.export.export_student
+
+    def failing_export(student, out_dir, **kwargs):
+        (out_dir / "student.keras").write_bytes(b"an artefact of the failed attempt")
         raise kd_keras.export.ParityError("tflite: max |diff| 1.0 above 1e-3")
 
     monkeypatch.setattr(kd_keras.export, "export_student", failing_export)
     out = tmp_path / "run"
     with pytest.raises(kd_keras.export.ParityError):
-        run.distill_job(epochs=1, out=out, verbose=0)
-    assert not out.exists()
+        run.distill_job(epochs=2, out=out, export_formats=("keras",), verbose=0)
+    assert not (out / "metrics.json").exists()
+    assert kd_keras.backup.read_checkpoint(out / "backup")["epoch"] == 2
+    monkeypatch.setattr(kd_keras.export, "export_student", export_student)
+    metrics = run.distill_job(epochs=2, out=out, export_formats=("keras",), verbose=0)
+    assert metrics["resumed_from_epoch"] == 2  # nothing trained again
+    assert metrics["optimizer_steps"] == {"student": 2 * 22}
+    assert metrics["exports"]["keras"]["agreement"] == 1.0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "logs", "metrics.json", "run.json", "student.keras",
+    ]
+
+
+def test_bad_data_found_in_the_run_directory_leaves_nothing(tmp_path, monkeypatch):
+    digits = kd_keras.data.load_digits()
+    x, y = digits.train
+    x = x.copy()
+    x[5, 3, 3, 0] = np.nan
+    monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: dataclasses.replace(digits, train=(x, y)))
+    with pytest.raises(kd_keras.data.DataError, match="1 inputs hold NaN or Inf .*sample 5"):
+        run.distill_job(epochs=1, out=tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, monkeypatch):
+    class Interrupt(keras.callbacks.Callback):
+        def __init__(self, epoch):
+            super().__init__()
+            self.at = epoch
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.at:
+                raise KeyboardInterrupt
+
+    tensorboard = keras.callbacks.TensorBoard
+
+    def interrupted_at(epoch):
+        monkeypatch.setattr(
+            keras.callbacks, "TensorBoard",
+            lambda log_dir: [tensorboard(log_dir), Interrupt(epoch)][1],
+        )
+
+    interrupted_at(0)
+    with pytest.raises(KeyboardInterrupt):
+        run.distill_job(epochs=2, out=tmp_path / "early", export_formats=("keras",), verbose=0)
+    assert not (tmp_path / "early").exists()
+    interrupted_at(1)
+    with pytest.raises(KeyboardInterrupt):
+        run.distill_job(epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0)
+    assert kd_keras.backup.read_checkpoint(tmp_path / "late" / "backup")["epoch"] == 1
+    with pytest.raises(run.RunError, match="unfinished run of another command"):
+        run.distill_job(epochs=3, out=tmp_path / "late", verbose=0)
+    # A lower learning rate (the fix for a NaN) resumes the same run.
+    monkeypatch.setattr(keras.callbacks, "TensorBoard", tensorboard)
+    metrics = run.distill_job(
+        epochs=2, out=tmp_path / "late", learning_rate=0.01, export_formats=("keras",), verbose=0
+    )
+    assert metrics["resumed_from_epoch"] == 1 and metrics["optimizer_steps"] == {"student": 44}
+
+
+def test_a_zoo_teacher_is_trained_once_per_run(tmp_path, monkeypatch):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(keras.callbacks, "TensorBoard", lambda log_dir: Interrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out, verbose=0)
+    assert (out / "teacher.keras").exists()
+    saved = keras.saving.load_model(out / "teacher.keras").get_weights()
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("the run's teacher was trained again")
+
+    monkeypatch.setattr(run, "train_teacher", must_not_train)
+    monkeypatch.setattr(keras.callbacks, "TensorBoard", lambda log_dir: keras.callbacks.Callback())
+    captured = {}
+    distill = run.distill
+
+    def recording_distill(teacher, *args, **kwargs):
+        captured["teacher"] = teacher.get_weights()
+        return distill(teacher, *args, **kwargs)
+
+    monkeypatch.setattr(run, "distill", recording_distill)
+    run.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out,
+                    export_formats=("keras",), verbose=0)
+    for a, b in zip(captured["teacher"], saved):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_output_directory_that_cannot_be_written_is_refused_first(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: pytest.fail("loaded data"))
+    with pytest.raises(run.RunError, match="file is a file; choose another --out"):
+        run.distill_job(out=tmp_path / "file" / "run")
+    with pytest.raises(run.RunError, match="epochs must be an integer >= 1, got 0"):
+        run.distill_job(epochs=0, out=tmp_path / "run")
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path):

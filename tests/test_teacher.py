@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import tiny_batch
 from conftest import tiny_teacher
@@ -25,3 +26,28 @@ def test_unknown_length_data_keeps_a_constant_rate():
     teacher = kd_keras.train_teacher(tiny_teacher(), data, epochs=2, batch_size=8, verbose=0)
     assert int(teacher.optimizer.iterations) >= 8
     np.testing.assert_allclose(float(teacher.optimizer.learning_rate), 1e-3, rtol=1e-6)
+
+
+def test_crd_schedule_is_sgd_with_the_step_decay_of_the_crd_teachers():
+    x, y = tiny_batch(count=32)
+    teacher = kd_keras.train_teacher(
+        tiny_teacher(), (x, y), epochs=2, batch_size=8, verbose=0, schedule="crd"
+    )
+    optimizer = teacher.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.momentum == 0.9
+    np.testing.assert_allclose(optimizer.weight_decay, 5e-4)
+    # 8 steps: x0.1 after 150/240, 180/240 and 210/240 of them (steps 5, 6, 7).
+    rates = [float(optimizer._learning_rate(step)) for step in range(9)]
+    np.testing.assert_allclose(
+        rates, [0.05] * 6 + [0.005, 5e-4, 5e-5], rtol=1e-6
+    )
+
+
+def test_crd_schedule_needs_a_known_length_and_unknown_schedules_fail():
+    x, y = tiny_batch(count=32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True)
+    with pytest.raises(ValueError, match="no known length"):
+        kd_keras.train_teacher(tiny_teacher(), data, epochs=1, schedule="crd", verbose=0)
+    with pytest.raises(ValueError, match="Unknown schedule 'sgd'"):
+        kd_keras.train_teacher(tiny_teacher(), (x, y), schedule="sgd", verbose=0)

@@ -1,7 +1,5 @@
 """Tests for `kd_keras.text_data`: the offline synthetic task, TFDS text sets, the tokenizer."""
 
-import time
-
 import keras
 import numpy as np
 import pytest
@@ -41,10 +39,8 @@ def test_synthetic_reviews_follow_their_documented_rule():
     assert fewer == texts[:3] and list(fewer_labels) == list(labels[:3])
 
 
-def test_offline_default_loads_fast_and_is_deterministic():
-    started = time.perf_counter()
+def test_offline_default_loads_and_is_deterministic():
     bundle = kd_data.load("text-default")
-    assert time.perf_counter() - started < 5
     assert isinstance(bundle, text_data.TextDataBundle)
     (x_train, y_train), (x_test, y_test) = bundle.train, bundle.test
     assert x_train.shape == (16000, 40) and x_test.shape == (2000, 40)

@@ -2,6 +2,7 @@
 
 from kd_keras.augment import gradient
 from kd_keras.augment import ops
+from kd_keras.augment import pba
 from kd_keras.augment import policy
 from kd_keras.augment import warp
 from kd_keras.augment.adversarial import GenerativeAugmenter
@@ -15,5 +16,6 @@ from kd_keras.augment.mixing import FunctionMatching
 from kd_keras.augment.mixing import MixUp
 from kd_keras.augment.policy import LearnedPolicy
 from kd_keras.augment.policy import PolicyTrajectory
+from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.augment.warp import affine_matrix
 from kd_keras.augment.warp import affine_warp

@@ -9,6 +9,7 @@ from kd_keras import losses as kd_losses
 from kd_keras.augment import warp
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
+from kd_keras.augment.seed import ReplicaSeedGenerator
 
 # The head's outputs, in the order affine_parameters unpacks them.
 _PARAMETERS = ("rotation", "scale", "shear_x", "shear_y", "translate_x", "translate_y")
@@ -197,7 +198,7 @@ class SpatialAugmenter(_HardAugmenter):
         self.fill_value = float(fill_value)
         self.image_conditioned = bool(image_conditioned)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         if self.image_conditioned:
             self._convolutions = [
                 keras.layers.Conv2D(
@@ -420,7 +421,7 @@ class GenerativeAugmenter(_HardAugmenter):
         self.temperature = float(temperature)
         self.lambda_t = float(lambda_t)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self._hidden = keras.layers.Dense(self.units, activation="relu")
         # Zero weights make the raw output 0, hence delta = 0: training starts
         # from the VAE's reconstructions.

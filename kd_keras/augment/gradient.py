@@ -18,6 +18,7 @@ from keras import ops
 
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
+from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.layers import is_distribution
 from kd_keras.losses import kl_per_sample
 
@@ -233,7 +234,7 @@ class BackwardPerturbation(Augmenter):
         self.pool_size = int(pool_size)
         self.pool_fraction = float(pool_fraction)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
 
     def build(self, input_shape):
         # As in kd_keras.augment.mixing: an unseeded layer takes its seed

@@ -19,6 +19,7 @@ from keras import ops
 
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
+from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.losses import kl_per_sample
 
 CRITERIA = ("kl", "teacher_entropy", "student_entropy")
@@ -198,7 +199,7 @@ class _Mixing(Augmenter):
         self.mixed_label_weight = float(mixed_label_weight)
         self.num_classes = None if num_classes is None else int(num_classes)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
 
     def build(self, input_shape):
         # Recipes construct augmenters before kd_keras.distill seeds the run;

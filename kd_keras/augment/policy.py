@@ -8,10 +8,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from kd_keras import atomic
 from kd_keras import losses as kd_losses
 from kd_keras.augment import ops as image_ops
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import Views
+from kd_keras.augment.seed import ReplicaSeedGenerator
 
 # Added inside -log(1 - p_s(y | x~) + eps): the paper's 1e-8.
 _EPSILON = 1e-8
@@ -174,7 +176,7 @@ class LearnedPolicy(Augmenter):
         self._initial_probabilities = _prior(initial_probability, names, "probability")
         self.fill_value = float(fill_value)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
 
     def build(self, input_shape):
         if (
@@ -358,7 +360,9 @@ class PolicyTrajectory(keras.callbacks.Callback):
     `kd_keras.augment.LearnedPolicy`), and at the end of training writes
     `policy.json` (a list of `{"epoch": e, "magnitude/<op>": m, ...}`, epoch
     0 being the prior) and `policy.png` (the trajectories, drawn by
-    `plot_policy_trajectory`) to `directory`.
+    `plot_policy_trajectory`) to `directory`. `policy.json` is also rewritten
+    after every epoch, and a run resumed at epoch `e` (by
+    `kd_keras.backup.Backup`) continues from its records up to `e`.
 
     Args:
         directory: where to write `policy.json` and `policy.png`.
@@ -392,22 +396,34 @@ class PolicyTrajectory(keras.callbacks.Callback):
         if not self.history:
             self._record(0)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        json_path = os.path.join(self.directory, "policy.json")
+        if epoch > 0 and len(self.history) == 1 and os.path.exists(json_path):
+            # Resumed: the run that stopped recorded the epochs before this one.
+            with open(json_path) as handle:
+                earlier = json.load(handle)
+            self.history = [record for record in earlier if record["epoch"] <= epoch]
+
     def on_epoch_end(self, epoch, logs=None):
         self._record(epoch + 1)
+        self._write_json()
 
     def on_train_end(self, logs=None):
         self.write()
 
     def write(self):
         """Write `policy.json` and `policy.png` now; return their paths."""
+        json_path = self._write_json()
+        png_path = os.path.join(self.directory, "policy.png")
+        with atomic.replacing(png_path) as temporary:
+            plot_policy_trajectory(self.history, temporary)
+        return json_path, png_path
+
+    def _write_json(self):
         os.makedirs(self.directory, exist_ok=True)
         json_path = os.path.join(self.directory, "policy.json")
-        with open(json_path, "w") as handle:
-            json.dump(self.history, handle, indent=2)
-        png_path = plot_policy_trajectory(
-            self.history, os.path.join(self.directory, "policy.png")
-        )
-        return json_path, png_path
+        atomic.write_text(json_path, json.dumps(self.history, indent=2))
+        return json_path
 
 
 # Distinct line colours (Tableau 20's strong half, then its light half).

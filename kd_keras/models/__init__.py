@@ -5,11 +5,14 @@ Every zoo model outputs logits. Importing a zoo module registers its builders.
 
 from kd_keras.models import mobilenetv2_cifar
 from kd_keras.models import resnet_cifar
+from kd_keras.models import resnetv2_cifar
+from kd_keras.models import shufflenetv2_cifar
 from kd_keras.models import small
 from kd_keras.models import text
 from kd_keras.models import vae
 from kd_keras.models import vgg_cifar
 from kd_keras.models import wide_resnet
+from kd_keras.models.cast import cast_model
 from kd_keras.models.mobilenetv2_cifar import mobilenetv2
 from kd_keras.models.registry import get
 from kd_keras.models.registry import names
@@ -23,9 +26,13 @@ from kd_keras.models.resnet_cifar import resnet32x4
 from kd_keras.models.resnet_cifar import resnet44
 from kd_keras.models.resnet_cifar import resnet56
 from kd_keras.models.resnet_cifar import resnet110
+from kd_keras.models.resnetv2_cifar import resnet18
+from kd_keras.models.resnetv2_cifar import resnet50
+from kd_keras.models.shufflenetv2_cifar import shufflev2
 from kd_keras.models.small import cnn
 from kd_keras.models.small import mlp
 from kd_keras.models.small import small_cnn
+from kd_keras.models.strip_softmax import check_logits
 from kd_keras.models.strip_softmax import ends_in_softmax
 from kd_keras.models.strip_softmax import strip_softmax
 from kd_keras.models.text import TextClassifier

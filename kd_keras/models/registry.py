@@ -1,5 +1,7 @@
 """Name -> builder registry behind `kd_keras.models.get`."""
 
+from kd_keras.quantization import quantize
+
 _BUILDERS = {}
 
 
@@ -37,13 +39,16 @@ def names():
     return sorted(_BUILDERS)
 
 
-def get(name, input_shape=(28, 28, 1), num_classes=10, **kwargs):
+def get(name, input_shape=(28, 28, 1), num_classes=10, bits=None, **kwargs):
     """Build a zoo model by name; every zoo model outputs logits.
 
     Args:
         name: a name from `kd_keras.models.names()`.
         input_shape: shape of one input, without the batch axis.
         num_classes: number of output logits.
+        bits: if given, a low-bit student: the model passed through
+            `kd_keras.quantize(model, bits)` (DoReFa weights and activations
+            of `bits` bits, first and last layers full precision).
         **kwargs: passed to the builder (e.g. `width` for `mlp`).
 
     Returns:
@@ -52,10 +57,12 @@ def get(name, input_shape=(28, 28, 1), num_classes=10, **kwargs):
     Example:
     ```python
     student = kd_keras.models.get("mlp", input_shape=(28, 28, 1), num_classes=10)
+    low_bit = kd_keras.models.get("resnet18", (32, 32, 3), 100, bits=2)
     ```
     """
     if name not in _BUILDERS:
         raise ValueError(
             f"Unknown model {name!r}: choose one of {', '.join(sorted(_BUILDERS))}."
         )
-    return _BUILDERS[name](tuple(input_shape), int(num_classes), **kwargs)
+    model = _BUILDERS[name](tuple(input_shape), int(num_classes), **kwargs)
+    return model if bits is None else quantize(model, bits)

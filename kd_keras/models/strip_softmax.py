@@ -1,6 +1,7 @@
 """Detect and remove a final softmax so a classifier outputs logits."""
 
 import keras
+import numpy as np
 
 
 def ends_in_softmax(model):
@@ -59,3 +60,50 @@ def strip_softmax(model):
     outputs = logits_layer(last.input)
     logits_layer.set_weights(last.get_weights())
     return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
+
+
+def check_logits(model, inputs, role="teacher"):
+    """Raise `ValueError` unless `model` outputs finite logits on real `inputs`.
+
+    Catches what `ends_in_softmax` cannot see: a softmax inside the last
+    layer's code or after it in a subclassed model. Probabilities (every row
+    in `[0, 1]`, summing to 1) and NaN/Inf outputs are refused with the fix.
+
+    Args:
+        model: a single-output classifier.
+        inputs: a batch of real inputs (a few dozen are enough).
+        role: what to call the model in the message, e.g. `"teacher"`.
+
+    Returns:
+        The outputs on `inputs`, as a NumPy array.
+
+    Example:
+    ```python
+    kd_keras.models.check_logits(teacher, x_train[:64])
+    ```
+    """
+    outputs = model(inputs, training=False)
+    if isinstance(outputs, (list, tuple, dict)):
+        return outputs  # multi-output models are checked by their losses
+    outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64")
+    count = len(outputs)
+    if not np.all(np.isfinite(outputs)):
+        raise ValueError(
+            f"The {role} outputs NaN or Inf on {count} training inputs: its "
+            "weights are broken, or the inputs are outside the range it was "
+            "trained on (e.g. pixels in [0, 255] for a [0, 1] model)."
+        )
+    probabilities = (
+        outputs.ndim == 2
+        and outputs.shape[1] > 1
+        and np.all(outputs >= 0.0)
+        and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3)
+    )
+    if probabilities:
+        raise ValueError(
+            f"The {role} outputs probabilities (rows in [0, 1] summing to 1 on "
+            f"{count} training inputs), but distillation needs logits: pass "
+            f"kd_keras.models.strip_softmax({role}) or rebuild it without its "
+            "final softmax."
+        )
+    return outputs
