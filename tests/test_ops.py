@@ -74,6 +74,14 @@ def test_range_and_shape_preserved(name, channels):
         assert out.min() >= 0.0 and out.max() <= 1.0, (name, magnitude)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_gives_an_empty_batch(name):
+    # PBA runs each op on the group of images that chose it, often none.
+    images = _images(3)[:0]
+    out = _call(name, images, tf.zeros([0])).numpy()
+    assert out.shape == images.shape
+
+
 @pytest.mark.parametrize("name", LEARNABLE)
 def test_gradient_with_respect_to_magnitude(name):
     images = tf.constant(_images(3))

@@ -317,10 +317,13 @@ def sharpness(images, magnitude, max_change=0.9):
     channels = images.shape[-1]
     kernel = tf.constant(_SMOOTH, images.dtype) / 13.0
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
-    smooth = tf.nn.depthwise_conv2d(images, kernel, [1, 1, 1, 1], "VALID")
-    smooth = tf.pad(smooth, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    # SAME, not VALID plus padding: the interior is the same and the border
+    # is replaced below, and TF returns a VALID convolution of an empty batch
+    # (a PBA op group no image chose) with the input's spatial size.
+    smooth = tf.nn.depthwise_conv2d(images, kernel, [1, 1, 1, 1], "SAME")
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
     interior = tf.pad(
-        tf.ones_like(smooth[:1, 1:-1, 1:-1, :1], dtype="bool"),
+        tf.ones(tf.stack([1, height - 2, width - 2, 1]), dtype="bool"),
         [[0, 0], [1, 1], [1, 1], [0, 0]],
     )
     degenerate = tf.where(interior, smooth, images)

@@ -283,7 +283,7 @@ class Policy:
                     f"and magnitude, got {entry!r}."
                 )
             name = entry["op"]
-            if name not in seen:
+            if not isinstance(name, str) or name not in seen:
                 raise ValueError(
                     f"{here}: unknown op {name!r}: PBA's ops are {', '.join(PBA_OPS)}."
                 )
@@ -915,7 +915,7 @@ class PBAAugment:
             def run():
                 return op.function(images, magnitudes, **options)
         # Most groups are empty (an op no image chose, or one the policy
-        # never applies): skip them. (Sharpness also fails on an empty batch.)
+        # never applies): skip them.
         return tf.cond(tf.size(magnitudes) > 0, run, lambda: images)
 
     def augment_batch(self, images, labels):
