@@ -57,7 +57,9 @@ class Recipe:
         callbacks: factory `epochs -> list of keras callbacks` the method
             needs, given the number of epochs of the run (which may differ
             from `epochs`, e.g. a schedule of phases scaled to the run).
-        host_augment: optional tf.data augmentation `(image, label) -> pair`.
+        host_augment: optional tf.data augmentation `(image, label) -> pair`,
+            or one with `batched = True` mapping `(images, labels)` batches
+            (`kd_keras.augment.pba.PBAAugment`); see `kd_keras.data.pipeline`.
         jit_compile: passed to `Distiller.compile`.
     """
 
