@@ -11,26 +11,26 @@ _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
 
 
-def _conv_bn(x, filters, kernel_size, strides, name):
+def _conv_bn(x, filters, kernel_size, strides, name, initializer="he_normal"):
     x = keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="same",
         use_bias=False,
-        kernel_initializer="he_normal",
+        kernel_initializer=initializer,
         name=f"{name}_conv",
     )(x)
     return keras.layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
 
 
-def _basic_block(x, planes, strides, name):
+def _basic_block(x, planes, strides, name, initializer="he_normal"):
     residual = x
-    out = _conv_bn(x, planes, 3, strides, f"{name}_1")
+    out = _conv_bn(x, planes, 3, strides, f"{name}_1", initializer)
     out = keras.layers.ReLU(name=f"{name}_1_relu")(out)
-    out = _conv_bn(out, planes, 3, 1, f"{name}_2")
+    out = _conv_bn(out, planes, 3, 1, f"{name}_2", initializer)
     if strides != 1 or x.shape[-1] != planes:
-        residual = _conv_bn(x, planes, 1, strides, f"{name}_shortcut")
+        residual = _conv_bn(x, planes, 1, strides, f"{name}_shortcut", initializer)
     out = keras.layers.Add(name=f"{name}_add")([out, residual])
     return keras.layers.ReLU(name=f"{name}_out")(out)
 

@@ -1,39 +1,20 @@
 """The ImageNet-width ResNets adapted to CIFAR (RepDistiller's resnetv2.py): resnet18, resnet50."""
 
+import functools
+
 import keras
 
+from kd_keras.models import resnet_cifar
 from kd_keras.models.registry import register
 
-# PyTorch's BatchNorm2d defaults (momentum 0.1 == Keras 0.9, eps 1e-5).
-_BN = dict(momentum=0.9, epsilon=1e-5)
 # RepDistiller initialises convolutions with kaiming_normal_(mode="fan_out").
 _KAIMING_FAN_OUT = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 _STAGES = (64, 128, 256, 512)
 _BOTTLENECK_EXPANSION = 4
 
-
-def _conv_bn(x, filters, kernel_size, strides, name):
-    x = keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer=_KAIMING_FAN_OUT,
-        name=f"{name}_conv",
-    )(x)
-    return keras.layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
-
-
-def _basic_block(x, planes, strides, name):
-    residual = x
-    out = _conv_bn(x, planes, 3, strides, f"{name}_1")
-    out = keras.layers.ReLU(name=f"{name}_1_relu")(out)
-    out = _conv_bn(out, planes, 3, 1, f"{name}_2")
-    if strides != 1 or x.shape[-1] != planes:
-        residual = _conv_bn(x, planes, 1, strides, f"{name}_shortcut")
-    out = keras.layers.Add(name=f"{name}_add")([out, residual])
-    return keras.layers.ReLU(name=f"{name}_out")(out)
+# The CIFAR ResNets' conv-BN and basic block, with RepDistiller's resnetv2 initialiser.
+_conv_bn = functools.partial(resnet_cifar._conv_bn, initializer=_KAIMING_FAN_OUT)
+_basic_block = functools.partial(resnet_cifar._basic_block, initializer=_KAIMING_FAN_OUT)
 
 
 def _bottleneck(x, planes, strides, name):
