@@ -7,13 +7,12 @@ rounds. Candidates are timed in interleaved rounds in one process and the
 ratio on/off is paired within each round, then the median (and the 25-75%
 range) over rounds is reported.
 
-    python benchmarks/determinism.py                    # mlp and small_cnn students, batch 64
+    python benchmarks/determinism.py --rounds=9         # mlp and small_cnn students, batch 64
     python benchmarks/determinism.py --students=small_cnn --batch_size=128
 """
 
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,12 +23,10 @@ from absl import flags  # noqa: E402
 from tensorflow.python.framework import config as tf_config  # noqa: E402
 
 import kd_keras  # noqa: E402
+import step_time  # noqa: E402  (its flags: --batch_size --steps --rounds)
 
 flags.DEFINE_list("students", ["mlp", "small_cnn"], "Student zoo names.")
 flags.DEFINE_list("augmenters", ["none", "spatial"], "none (plain KD) and/or spatial (HARD's).")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("steps", 30, "Steps per round.")
-flags.DEFINE_integer("rounds", 9, "Interleaved rounds.")
 FLAGS = flags.FLAGS
 
 
@@ -56,15 +53,6 @@ def _candidate(teacher, student_name, augmenter_name, x, y, deterministic):
     return step
 
 
-def _time(step, steps):
-    step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        result = step()
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
-    return (time.perf_counter() - started) / steps
-
-
 def main(_):
     data = kd_keras.data.load_digits()
     x = data.train[0][: FLAGS.batch_size]
@@ -82,7 +70,7 @@ def main(_):
     for _ in range(FLAGS.rounds):
         for key, step in candidates.items():
             _set(key[2])
-            times[key].append(_time(step, FLAGS.steps))
+            times[key].append(step_time._time(step, FLAGS.steps))
     _set(False)
 
     print(
@@ -98,14 +86,8 @@ def main(_):
             on = times[(student, augmenter, True)]
             print(
                 f"| {student} | {augmenter} | {statistics.median(off) * 1e3:.2f} | "
-                f"{statistics.median(on) * 1e3:.2f} | {_paired(on, off)} |"
+                f"{statistics.median(on) * 1e3:.2f} | {step_time._paired(on, off)} |"
             )
-
-
-def _paired(values, references):
-    ratios = sorted(v / r for v, r in zip(values, references))
-    quartiles = statistics.quantiles(ratios, n=4)
-    return f"{statistics.median(ratios):.3f} [{quartiles[0]:.3f}, {quartiles[2]:.3f}]"
 
 
 if __name__ == "__main__":

@@ -329,14 +329,7 @@ class ViewSnapshots(keras.callbacks.Callback):
                 "ViewSnapshots has no model yet: pass it to Distiller.fit, or "
                 "call set_model(distiller) first."
             )
-        model = self.model
-        x = ops.convert_to_tensor(self.images)
-        y = self.labels
-        if y is None:
-            y = ops.argmax(model._teacher_fn(x), axis=-1)
-        views = model.augmenter.views(
-            x, y, model._teacher_fn, model._student_fn, training=True
-        )
+        views = self.model.make_views(self.images, self.labels)
         original = self.images
         augmented = np.asarray(ops.convert_to_numpy(views.x), dtype="float32")
         batch = len(original)

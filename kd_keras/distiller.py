@@ -281,6 +281,29 @@ class Distiller(keras.Model):
         if getattr(self, "train_function", None) is not None:
             self.make_train_function()
 
+    def make_views(self, x, y=None):
+        """Return the `Views` the augmenter makes of a batch, as in a training step.
+
+        Use it to look at or check what the augmenter produces (snapshots,
+        collapse checks) outside `fit`; nothing is trained.
+
+        Args:
+            x: a batch of inputs.
+            y: its labels; the teacher's predicted classes when None.
+
+        Returns:
+            The augmenter's `kd_keras.augment.Views`.
+
+        Example:
+        ```python
+        views = distiller.make_views(images)
+        ```
+        """
+        x = ops.convert_to_tensor(x)
+        if y is None:
+            y = ops.argmax(self._teacher_fn(x), axis=-1)
+        return self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
+
     def _teacher_fn(self, x):
         return self.teacher(x, training=False)
 

@@ -147,14 +147,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         Raises:
             NumericalFault: the views hold NaN or Inf.
         """
-        model = self.model
-        x = ops.convert_to_tensor(self.inputs)
-        y = self.labels
-        if y is None:
-            y = ops.argmax(model._teacher_fn(x), axis=-1)
-        views = model.augmenter.views(
-            x, y, model._teacher_fn, model._student_fn, training=True
-        )
+        views = self.model.make_views(self.inputs, self.labels)
         made = np.asarray(ops.convert_to_numpy(views.x), dtype="float64")
         batch = len(self.inputs)
         if len(made) > batch:
