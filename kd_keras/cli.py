@@ -33,9 +33,13 @@ flags.DEFINE_string(
 flags.DEFINE_string("student", "mlp", "Student zoo name.")
 flags.DEFINE_integer(
     "bits", None, "distill: DoReFa bits of the student's weights and activations "
-    "(e.g. 2; default full precision)."
+    "(e.g. 2; default full precision); search: the bits of --model."
 )
-flags.DEFINE_string("model", "cnn", "train-teacher: zoo name; export: path of the .keras student.")
+flags.DEFINE_string(
+    "model", "cnn",
+    "train-teacher: zoo name; export: path of the .keras student; search: zoo name of "
+    "the network trained (default cnn for --role=teacher, mlp for --role=student).",
+)
 flags.DEFINE_integer("epochs", None, "Epochs (default: 30 on digits, else the recipe's).")
 flags.DEFINE_integer("batch_size", None, "Batch size (default: the recipe's).")
 flags.DEFINE_float("learning_rate", None, "Learning rate (default: the recipe's).")

@@ -5,6 +5,7 @@ import os
 import pathlib
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -29,11 +30,13 @@ EXPERIMENT = "ray"
 SCHEDULE_FILE = "schedule.json"
 SUMMARY_FILE = "search.json"
 SETTINGS_FILE = "settings.json"
-# What a resumed search must share with the search it continues (the
-# initial policies and the scheduler are restored from the experiment).
+# What a resumed search must share with the search it continues: Ray
+# restores the population and the scheduler from the experiment, the trials
+# get the data and networks of the resuming call.
 RESUME_KEYS = (
-    "role", "dataset", "model", "model_kwargs", "teacher", "epochs", "train_size",
-    "validation_size", "batch_size", "seed",
+    "role", "dataset", "model", "model_kwargs", "teacher", "population", "epochs",
+    "perturbation_interval", "train_size", "validation_size", "batch_size", "seed",
+    "initial_policy",
 )
 INITIAL_POLICIES = ("zeros", "random")
 
@@ -185,7 +188,10 @@ def search(
                 resample_probability, max_failures, seed, verbose,
             )
         epochs_before = epochs_trained(experiment)
-        results = tuner.fit()
+        with warnings.catch_warnings():
+            # Actor reuse is off on purpose (see _new_tuner).
+            warnings.filterwarnings("ignore", "Consider boosting PBT performance")
+            results = tuner.fit()
         schedule, summary = _best_schedule(results, experiment, setup.epochs)
         summary["trial_epochs"] = epochs_trained(experiment)
         summary["exploits"] = _exploits(experiment)
@@ -295,6 +301,7 @@ def _prepare(
         "validation_size": len(validation[1]),
         "batch_size": int(batch_size),
         "seed": int(seed),
+        "initial_policy": initial_policy,
         "initial_policies": initial,
     }
     return setup, settings

@@ -121,7 +121,7 @@ def train_trial(config, setup):
         )
         callbacks = [
             keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
-            _ReportEpoch(network, setup.validation, backup, policies, flat, setup.fail_once),
+            _ReportEpoch(setup.validation, backup, policies, flat, setup.fail_once),
         ]
         if setup.role == "teacher":
             augment = pba.PBAAugment(schedule, seed=seed)
@@ -141,10 +141,11 @@ def train_trial(config, setup):
 
 class _ReportEpoch(keras.callbacks.Callback):
     # Runs after BackupAndRestore in the callback list, so the backup it
-    # reports already holds this epoch's weights.
-    def __init__(self, network, validation, backup, policies, flat, fail_once):
+    # reports already holds this epoch's weights. It scores the model being
+    # fit (a Distiller predicts with its student), not the network handed to
+    # the training function, which may train a copy.
+    def __init__(self, validation, backup, policies, flat, fail_once):
         super().__init__()
-        self.network = network
         self.validation = validation
         self.backup = pathlib.Path(backup)
         self.policies = list(policies)
@@ -158,7 +159,7 @@ class _ReportEpoch(keras.callbacks.Callback):
         if self.fail_once and not os.path.exists(self.fail_once):
             pathlib.Path(self.fail_once).touch()
             raise InjectedFailure(f"failure injected by {FAIL_ONCE_ENV} after epoch {epoch + 1}")
-        accuracy = kd_run.evaluate(self.network, self.validation)
+        accuracy = kd_run.evaluate(self.model, self.validation)
         metrics = {VALIDATION_ACCURACY: accuracy, "epoch": epoch + 1}
         metrics.update({key: float(value) for key, value in (logs or {}).items()})
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.backup)))
