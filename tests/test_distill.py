@@ -12,7 +12,7 @@ import kd_keras
 def test_distill_on_digits_reaches_a_sane_accuracy(digits, shipped_teacher):
     student = kd_keras.models.get("mlp", digits.input_shape, digits.num_classes)
     distiller = kd_keras.distill(
-        shipped_teacher, student, digits.train, epochs=4, batch_size=64,
+        shipped_teacher, student, digits.train, epochs=6, batch_size=64,
         validation_data=digits.test, verbose=0,
     )
     x_test, y_test = digits.test
