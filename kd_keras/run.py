@@ -385,7 +385,7 @@ def distill_job(
         backup = kd_backup.Backup(
             out / BACKUP_DIR, signature=signature, delete_checkpoint=False
         )
-        callbacks = [keras.callbacks.TensorBoard(str(out / "logs"))]
+        callbacks = [kd_callbacks.TensorBoard(str(out / "logs"))]
         snapshots = None
         if chosen.augmenter is not None and len(bundle.input_shape) == 3:
             # People want to see what the augmenter makes: a grid of original
