@@ -10,61 +10,77 @@ from kd_keras import losses as kd_losses
 from kd_keras import precision as kd_precision
 from kd_keras import strategy as kd_strategy
 from kd_keras.augment.base import Augmenter
-from kd_keras.augment.base import Views
+from kd_keras.augment.base import View
+from kd_keras.augment.base import as_views
 from kd_keras.models.strip_softmax import ends_in_softmax
 
 STUDENT = "student"
 AUGMENTER = "augmenter"
 PHASES = (STUDENT, AUGMENTER)
-
-
+STUDENT_FORWARDS = ("per_view", "joint")
+FINAL_OUTPUT = "final_output"
+# Logged by every run, as keras.distillation.Distiller logs them.
+_TOTALS = ("loss", "total_loss", "student_loss", "distillation_loss")
 @keras.saving.register_keras_serializable(package="kd_keras")
 class Distiller(keras.Model):
     """Trains a student to match a frozen teacher on views an augmenter makes.
 
-    `fit()` runs one distillation step per batch: the augmenter turns the batch
-    into views, the teacher labels them (its weights are never written), and
-    the student minimises
-    `student_loss_weight * CE(y, s) + sum_i w_i * distillation_loss_i(t, s)`.
-    A learnable augmenter (one with trainable weights) has a phase of its own,
-    in which its optimiser minimises `augmenter.objective(...)` while both
-    networks stay frozen; `kd_keras.callbacks.PhaseSchedule` flips `phase`.
-    `evaluate()` scores the student on clean data and reports its top-1
-    agreement with the teacher. `call()` is the student, so `predict()` and
-    `export` of `distiller.student` serve the student alone.
+    A superset of `keras.distillation.Distiller`: the same constructor and
+    `compile(optimizer, loss, metrics)` arguments with the same meaning, the
+    same losses (`keras.distillation.LogitsDistillation`,
+    `FeatureDistillation`, any `DistillationLoss`) and history keys
+    (`total_loss`, `student_loss`, `distillation_loss`), plus an augmenter.
+    Each step the augmenter turns the batch into views (`kd_keras.augment.View`:
+    for plain KD the batch itself), the teacher labels each view (its
+    weights are never written) and the student minimises
 
-    Distillation losses are objects with `compute_loss(teacher_logits,
-    student_logits)` returning the mean over the (per-replica) batch:
-    `kd_keras.losses.TemperatureKL`, or any `keras.distillation.DistillationLoss`
-    such as `LogitsDistillation`. Under a multi-replica `tf.distribute`
-    strategy the Distiller divides the total loss by the number of replicas
-    once; a loss that already divides (Keras' `LogitsDistillation` with a
-    `keras.losses.Loss` instance does) would be counted at a fraction of its
-    weight there, so prefer `TemperatureKL`.
+        total = a * sum_v lw_v * student_loss(y_v, s_v)
+              + (1 - a) * sum_i w_i * sum_v dw_v * L_i(t_v, s_v),
+
+    with `a = student_loss_weight`, `w_i` the distillation loss weights and
+    `lw_v`, `dw_v` the label and distillation weights each view carries (the
+    terms are per-view means), so an augmenter that shows `[x, x']` with the
+    labels on `x` alone trains on `a CE(x) + (1 - a) [KD(x) + KD(x')]`. With
+    no augmenter (one view, weights 1) this is exactly Keras' formula.
+
+    Features for `FeatureDistillation` come from the same forward pass as the
+    logits, one pass per network over the views. A learnable augmenter (one
+    with trainable weights) has a phase of its own, in which its optimiser
+    minimises `augmenter.objective(...)` while both networks stay frozen;
+    `kd_keras.callbacks.PhaseSchedule` flips `phase`. `evaluate()` scores the
+    student on clean data and reports its top-1 `agreement` with the teacher;
+    `call()` and `predict()` are the student.
 
     Args:
         teacher: a `keras.Model` that outputs logits; frozen here.
-        student: a `keras.Model` that outputs logits, with the teacher's input
-            shape and number of classes.
-        augmenter: a `kd_keras.augment.Augmenter`, or `None` for plain KD.
-        distillation_losses: a loss object or a list of them; defaults to
-            `[TemperatureKL(temperature=4.0)]`.
-        distillation_loss_weights: one weight per distillation loss; defaults
-            to `0.9` each (Hinton's recipe with `student_loss_weight=0.1`).
-        student_loss_weight: weight of the student's cross-entropy with the
-            labels; `0.0` trains on the teacher alone.
-        **kwargs: passed to `keras.Model` (e.g. `name`).
+        student: a `keras.Model` with the teacher's input and output shapes.
+        distillation_losses: a distillation loss or a list of them; `None`
+            (an addition to Keras, which requires them) is
+            `kd_keras.losses.TemperatureKL(4.0)`.
+        distillation_loss_weights: one weight per distillation loss
+            (default 1 each).
+        student_loss_weight: `a` above, in `[0, 1]`.
+        augmenter: a `kd_keras.augment.Augmenter` (or a `Stack` of them), or
+            `None` for plain KD.
+        student_forward: `"per_view"` runs the student on each view as its
+            own batch (separate BatchNorm statistics, as Wang et al.'s
+            official code does); `"joint"` runs it once on all views
+            concatenated (as TST's official code does).
+        name: the model name.
+        **kwargs: passed to `keras.Model`.
 
     Returns:
-        A `keras.Model`; compile it with `compile(optimizer=...,
-        augmenter_optimizer=...)` and train with `fit`.
+        A `keras.Model`; compile it with `compile(optimizer=..., loss=...,
+        metrics=..., augmenter_optimizer=...)` and train with `fit`.
 
     Example:
     ```python
-    distiller = kd_keras.Distiller(teacher, student, student_loss_weight=0.1)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    distiller.fit(train_ds, epochs=10, validation_data=test_ds)
-    distiller.student.save("student.keras")
+    distiller = kd_keras.Distiller(
+        teacher, student, kd_keras.losses.TemperatureKL(4.0), student_loss_weight=0.1,
+        augmenter=kd_keras.augment.CutMix())
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      metrics=["accuracy"])
+    distiller.fit(x_train, y_train, epochs=10, validation_data=(x_test, y_test))
     ```
     """
 
@@ -72,39 +88,55 @@ class Distiller(keras.Model):
         self,
         teacher,
         student,
-        augmenter=None,
         distillation_losses=None,
         distillation_loss_weights=None,
-        student_loss_weight=0.1,
+        student_loss_weight=0.5,
+        augmenter=None,
+        student_forward="per_view",
+        name="distiller",
         **kwargs,
     ):
-        kwargs.setdefault("name", "distiller")
-        super().__init__(**kwargs)
-        _check_compatible(teacher, student)
+        super().__init__(name=name, **kwargs)
+        _check_models(teacher, student)
+        if isinstance(student_loss_weight, bool) or not isinstance(
+            student_loss_weight, (int, float)
+        ):
+            raise ValueError(
+                f"student_loss_weight must be a number, got {type(student_loss_weight)}"
+            )
+        if not 0.0 <= student_loss_weight <= 1.0:
+            raise ValueError(
+                f"student_loss_weight must be between 0.0 and 1.0, got {student_loss_weight}"
+            )
+        if student_forward not in STUDENT_FORWARDS:
+            raise ValueError(
+                f"student_forward must be one of {STUDENT_FORWARDS}, got {student_forward!r}."
+            )
         if distillation_losses is None:
             distillation_losses = [kd_losses.TemperatureKL(temperature=4.0)]
         elif not isinstance(distillation_losses, (list, tuple)):
             distillation_losses = [distillation_losses]
         distillation_losses = list(distillation_losses)
         if distillation_loss_weights is None:
-            distillation_loss_weights = [0.9] * len(distillation_losses)
+            distillation_loss_weights = [1.0] * len(distillation_losses)
         distillation_loss_weights = [float(w) for w in distillation_loss_weights]
         if len(distillation_loss_weights) != len(distillation_losses):
             raise ValueError(
-                f"Got {len(distillation_loss_weights)} distillation_loss_weights "
-                f"for {len(distillation_losses)} distillation_losses: give one "
-                "weight per loss."
+                f"Number of distillation_loss_weights ({len(distillation_loss_weights)}) "
+                f"must match number of distillation_losses ({len(distillation_losses)})"
             )
         for loss in distillation_losses:
             if not callable(getattr(loss, "compute_loss", None)):
                 raise TypeError(
                     f"{loss!r} is not a distillation loss: pass an object with "
-                    "compute_loss(teacher_logits, student_logits), e.g. "
+                    "compute_loss(teacher_outputs, student_outputs), e.g. "
                     "kd_keras.losses.TemperatureKL(4.0)."
                 )
-
-        for loss in distillation_losses:
             _warn_if_logits_kl(loss)
+            validate = getattr(loss, "validate_model_compatibility", None)
+            if validate is not None:
+                validate(teacher, student)
+
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
@@ -112,7 +144,16 @@ class Distiller(keras.Model):
         self.distillation_losses = distillation_losses
         self.distillation_loss_weights = distillation_loss_weights
         self.student_loss_weight = float(student_loss_weight)
+        self.student_forward = student_forward
+        self._teacher_features = _feature_extractor(
+            teacher, _layer_names(distillation_losses, "teacher_layer_name")
+        )
+        self._student_features = _feature_extractor(
+            student, _layer_names(distillation_losses, "student_layer_name")
+        )
         self.augmenter_optimizer = None
+        self._student_loss = None
+        self._student_loss_config = None
         self._phase = STUDENT
         self._train_functions = {}
         self._replica_functions = {}
@@ -176,12 +217,22 @@ class Distiller(keras.Model):
     def compile(
         self,
         optimizer="adam",
+        loss=None,
+        metrics=None,
         augmenter_optimizer=None,
         jit_compile="auto",
         steps_per_execution=1,
         run_eagerly=False,
+        **kwargs,
     ):
-        """Configure the student's (and the augmenter's) optimiser.
+        """Configure the optimisers, the student's loss and its metrics, as Keras does.
+
+        `loss` and `metrics` mean what they mean in
+        `keras.distillation.Distiller.compile`: the student's supervised loss
+        on its outputs and the metrics computed on them (on the first view,
+        the clean batch). `loss=None` (Keras requires one) is the
+        cross-entropy of the student's logits with integer or soft labels;
+        `metrics=None` logs `accuracy`.
 
         `jit_compile="auto"` uses XLA on GPU/TPU and not on CPU, where it made
         small-CNN distillation steps about 30% slower on the 2-core machines
@@ -197,13 +248,19 @@ class Distiller(keras.Model):
 
         Args:
             optimizer: the student's optimiser (name or instance).
+            loss: the student's supervised loss (name, function or
+                `keras.losses.Loss`), or None for the logits cross-entropy.
+            metrics: a list of metrics of the student's outputs.
             augmenter_optimizer: the augmenter's optimiser; defaults to
                 `Adam(1e-3)` when the augmenter has trainable weights and
                 must be `None` otherwise.
             jit_compile: `True`, `False` or `"auto"`.
             steps_per_execution: batches per compiled call.
             run_eagerly: run the steps eagerly (debugging).
+            **kwargs: passed to `keras.Model.compile`.
         """
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise ValueError(f"metrics must be a list or tuple, got {type(metrics)}")
         if augmenter_optimizer is not None and not self.learnable_augmenter:
             raise ValueError(
                 "augmenter_optimizer was given but the augmenter has no "
@@ -218,12 +275,17 @@ class Distiller(keras.Model):
                 keras.optimizers.get(augmenter_optimizer),
                 student_float16 or kd_precision.computes_in(self.teacher, "float16"),
             )
+        self._student_loss = None if loss is None else _as_loss_function(loss)
+        self._student_loss_config = loss
+        self._metrics_config = metrics
         replicated = self.distribute_strategy.num_replicas_in_sync > 1
         super().compile(
             optimizer=optimizer,
+            metrics=metrics,
             jit_compile=False if replicated else jit_compile,
             steps_per_execution=steps_per_execution,
             run_eagerly=run_eagerly,
+            **kwargs,
         )
         self.replica_jit_compile = replicated and not run_eagerly and (
             self._resolve_replica_jit() if jit_compile == "auto" else bool(jit_compile)
@@ -233,6 +295,7 @@ class Distiller(keras.Model):
             "jit_compile": jit_compile,
             "steps_per_execution": steps_per_execution,
         }
+        self._compiled_metrics = metrics is not None
         self._train_functions = {}
         self._replica_functions = {}
         self._build_optimizers()
@@ -243,6 +306,8 @@ class Distiller(keras.Model):
         serialize = keras.saving.serialize_keras_object
         return {
             "optimizer": serialize(self.optimizer),
+            "loss": serialize(self._student_loss_config),
+            "metrics": serialize(self._metrics_config),
             "augmenter_optimizer": serialize(self.augmenter_optimizer),
             **self._compile_arguments,
         }
@@ -311,7 +376,7 @@ class Distiller(keras.Model):
             y: its labels; the teacher's predicted classes when None.
 
         Returns:
-            The augmenter's `kd_keras.augment.Views`.
+            The augmenter's views, a `kd_keras.augment.Views`.
 
         Example:
         ```python
@@ -321,7 +386,9 @@ class Distiller(keras.Model):
         x = ops.convert_to_tensor(x)
         if y is None:
             y = ops.argmax(self._teacher_fn(x), axis=-1)
-        return self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
+        return as_views(
+            self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
+        )
 
     def _teacher_fn(self, x):
         return self.teacher(x, training=False)
@@ -370,15 +437,6 @@ class Distiller(keras.Model):
         # metrics only, so the epoch's logs always come from the metrics.
         return self.get_metrics_result()
 
-    def _student_metrics(self):
-        return [
-            metric for name, metric in self._trackers.items()
-            if name != "augmenter_objective"
-        ] + [self._accuracy, self._agreement]
-
-    def _augmenter_metrics(self):
-        return [self._trackers["augmenter_objective"]]
-
     def _step_logs(self, metrics):
         logs = {metric.name: metric.result() for metric in metrics}
         if kd_strategy.is_multi_worker(self.distribute_strategy):
@@ -400,31 +458,120 @@ class Distiller(keras.Model):
 
     def _student_step(self, x, y):
         variables = self.student.trainable_variables
-        gradients, terms, labels, teacher_logits, student_logits = self._replica_compiled(
+        gradients, terms, first, teacher_logits, student_logits = self._replica_compiled(
             self._student_gradients
         )(x, y)
         self.optimizer.apply(gradients, variables)
-        self._update_trackers(terms, labels, teacher_logits, student_logits)
+        self._update_trackers(terms, first, teacher_logits, student_logits)
 
     def _student_gradients(self, x, y):
-        views = self.augmenter.views(
-            x, y, self._teacher_fn, self._student_fn, training=True
+        views = as_views(
+            self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
         )
-        teacher_logits = views.teacher_logits
-        if teacher_logits is None:
-            teacher_logits = self._teacher_fn(views.x)
-        teacher_logits = ops.stop_gradient(teacher_logits)
+        teacher_outputs = self._teacher_outputs(views)
         with tf.GradientTape() as tape:
-            student_logits = self.student(views.x, training=True)
-            terms = self._loss_terms(views, teacher_logits, student_logits)
-            loss = terms["loss"]
+            student_outputs = self._student_outputs(views, training=True)
+            terms = self._loss_terms(views, teacher_outputs, student_outputs)
+            loss = terms["total_loss"]
             if self.student.losses:
                 loss = loss + ops.cast(ops.sum(self.student.losses), "float32")
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled, self.student.trainable_variables)
         terms["loss"] = loss
-        return gradients, terms, views.y, teacher_logits, student_logits
+        first = (views[0].x, views[0].y, student_outputs[0][FINAL_OUTPUT])
+        return (
+            gradients,
+            terms,
+            first,
+            _concatenate([t[FINAL_OUTPUT] for t in teacher_outputs]),
+            _concatenate([s[FINAL_OUTPUT] for s in student_outputs]),
+        )
+
+    def _teacher_outputs(self, views):
+        """The teacher's outputs (logits and features) on every view, in one call.
+
+        Logits an augmenter already computed are reused, unless features are
+        needed, which only a forward pass gives.
+        """
+        missing = [
+            index for index, view in enumerate(views)
+            if view.teacher_logits is None or self._teacher_features is not None
+        ]
+        outputs = [
+            {FINAL_OUTPUT: view.teacher_logits} if index not in missing else None
+            for index, view in enumerate(views)
+        ]
+        if missing:
+            batch = _concatenate([views[index].x for index in missing])
+            if self._teacher_features is None:
+                computed = {FINAL_OUTPUT: self.teacher(batch, training=False)}
+            else:
+                computed = self._teacher_features(batch, training=False)
+            pieces = _split(computed, [views[index].x for index in missing])
+            for index, piece in zip(missing, pieces):
+                outputs[index] = piece
+        return [
+            {name: ops.stop_gradient(value) for name, value in output.items()}
+            for output in outputs
+        ]
+
+    def _student_outputs(self, views, training):
+        forward = self._student_forward_pass
+        if self.student_forward == "per_view" or len(views) == 1:
+            return [forward(view.x, training) for view in views]
+        joint = forward(_concatenate([view.x for view in views]), training)
+        return _split(joint, [view.x for view in views])
+
+    def _student_forward_pass(self, x, training):
+        if self._student_features is None:
+            return {FINAL_OUTPUT: self.student(x, training=training)}
+        return self._student_features(x, training=training)
+
+    def _loss_terms(self, views, teacher_outputs, student_outputs):
+        """`total_loss` and its parts; each term a per-view mean, weighted and summed."""
+        student_loss = ops.zeros((), "float32")
+        term_values = [ops.zeros((), "float32") for _ in self.distillation_losses]
+        for view, teacher, student in zip(views, teacher_outputs, student_outputs):
+            if not _is_zero(view.label_weight):
+                values = self._student_loss_values(view.y, student[FINAL_OUTPUT])
+                student_loss = student_loss + _weighted_mean(values, view.label_weight)
+            if _is_zero(view.distill_weight):
+                continue
+            for index, distillation_loss in enumerate(self.distillation_losses):
+                teacher_value, student_value = _loss_inputs(
+                    distillation_loss, teacher, student
+                )
+                validate = getattr(distillation_loss, "validate_outputs", None)
+                if validate is not None:
+                    validate(teacher_value, student_value)
+                if _is_scalar(view.distill_weight):
+                    value = ops.cast(
+                        distillation_loss.compute_loss(teacher_value, student_value),
+                        "float32",
+                    ) * ops.cast(view.distill_weight, "float32")
+                else:
+                    value = _weighted_mean(
+                        _per_sample(distillation_loss, teacher_value, student_value),
+                        view.distill_weight,
+                    )
+                term_values[index] = term_values[index] + value
+        terms = {"student_loss": student_loss}
+        distillation = ops.zeros((), "float32")
+        for name, value, weight in zip(
+            self._distillation_names, term_values, self.distillation_loss_weights
+        ):
+            terms[name] = value
+            distillation = distillation + weight * value
+        terms["distillation_loss"] = distillation
+        a = self.student_loss_weight
+        terms["total_loss"] = a * student_loss + (1.0 - a) * distillation
+        return terms
+
+    def _student_loss_values(self, y, logits):
+        if self._student_loss is None:
+            return kd_losses.cross_entropy_per_sample(y, logits)
+        return ops.cast(self._student_loss(y, logits), "float32")
 
     def _augmenter_step(self, x, y):
         gradients, objective = self._replica_compiled(self._augmenter_gradients)(x, y)
@@ -441,34 +588,17 @@ class Distiller(keras.Model):
             scaled = self.augmenter_optimizer.scale_loss(objective / replicas)
         return tape.gradient(scaled, self.augmenter.trainable_variables), objective
 
-    def _loss_terms(self, views, teacher_logits, student_logits):
-        cross_entropy = kd_losses.cross_entropy_per_sample(views.y, student_logits)
-        student_loss = _weighted_mean(cross_entropy, views.label_weight)
-        terms = {"student_loss": student_loss}
-        loss = self.student_loss_weight * student_loss
-        for name, distillation_loss, weight in zip(
-            self._distillation_names,
-            self.distillation_losses,
-            self.distillation_loss_weights,
-        ):
-            if views.distill_weight is None:
-                value = distillation_loss.compute_loss(teacher_logits, student_logits)
-            else:
-                value = _weighted_mean(
-                    _per_sample(distillation_loss, teacher_logits, student_logits),
-                    views.distill_weight,
-                )
-            terms[name] = ops.cast(value, "float32")
-            loss = loss + weight * terms[name]
-        terms["loss"] = loss
-        return terms
-
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits = self._teacher_fn(x)
-        student_logits = self.student(x, training=False)
-        terms = self._loss_terms(Views(x, y), teacher_logits, student_logits)
-        self._update_trackers(terms, y, teacher_logits, student_logits)
+        views = (View(x, y),)
+        teacher_outputs = self._teacher_outputs(views)
+        student_outputs = self._student_outputs(views, training=False)
+        terms = self._loss_terms(views, teacher_outputs, student_outputs)
+        terms["loss"] = terms["total_loss"]
+        student_logits = student_outputs[0][FINAL_OUTPUT]
+        self._update_trackers(
+            terms, (x, y, student_logits), teacher_outputs[0][FINAL_OUTPUT], student_logits
+        )
         return self._step_logs(self._student_metrics())
 
     def predict_step(self, data):
@@ -477,25 +607,53 @@ class Distiller(keras.Model):
 
     def _build_trackers(self):
         self._distillation_names = _unique_names(self.distillation_losses)
-        names = ["loss", "student_loss", *self._distillation_names]
+        names = [*_TOTALS, *self._distillation_names]
         if self.learnable_augmenter:
             names.append("augmenter_objective")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self._accuracy = keras.metrics.Accuracy(name="accuracy")
         self._agreement = keras.metrics.Accuracy(name="agreement")
+        # Compiled metrics replace the built-in accuracy, as Keras logs only
+        # what compile asked for.
+        self._compiled_metrics = False
 
-    def _update_trackers(self, terms, y, teacher_logits, student_logits):
+    def _update_trackers(self, terms, first, teacher_logits, student_logits):
         for name, value in terms.items():
             self._trackers[name].update_state(value)
-        student_class = kd_losses.predicted_class(student_logits)
-        self._accuracy.update_state(kd_losses.predicted_class(y), student_class)
+        x, y, first_logits = first
+        if self._compiled_metrics:
+            self.compute_metrics(x, y, first_logits)
+        else:
+            self._accuracy.update_state(
+                kd_losses.predicted_class(y), kd_losses.predicted_class(first_logits)
+            )
         self._agreement.update_state(
-            kd_losses.predicted_class(teacher_logits), student_class
+            kd_losses.predicted_class(teacher_logits),
+            kd_losses.predicted_class(student_logits),
         )
+
+    def _student_metrics(self):
+        return [
+            metric for metric in self.metrics
+            if metric is not self._trackers.get("augmenter_objective")
+        ]
+
+    def _augmenter_metrics(self):
+        return [self._trackers["augmenter_objective"]]
 
     @property
     def metrics(self):
-        return [*self._trackers.values(), self._accuracy, self._agreement]
+        ours = [*self._trackers.values(), self._agreement]
+        if not self._compiled_metrics:
+            ours.append(self._accuracy)
+        # Keras' own `loss` tracker gives way to ours (this step computes the
+        # loss); its compiled metrics stay.
+        mine = [*self._trackers.values(), self._agreement, self._accuracy]
+        compiled = [
+            metric for metric in super().metrics
+            if metric.name != "loss" and all(metric is not own for own in mine)
+        ]
+        return [*ours, *compiled]
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
@@ -507,6 +665,7 @@ class Distiller(keras.Model):
             "distillation_losses": [serialize(l) for l in self.distillation_losses],
             "distillation_loss_weights": self.distillation_loss_weights,
             "student_loss_weight": self.student_loss_weight,
+            "student_forward": self.student_forward,
         }
 
     @classmethod
@@ -553,7 +712,10 @@ def _loss_scaled(optimizer, float16):
     return optimizer
 
 
-def _check_compatible(teacher, student):
+def _check_models(teacher, student):
+    for role, model in (("Teacher", teacher), ("Student", student)):
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"{role} must be a keras.Model, got {type(model)}")
     if ends_in_softmax(teacher):
         raise ValueError(
             f"The teacher {teacher.name!r} ends in a softmax, but distillation "
@@ -580,6 +742,105 @@ def _check_compatible(teacher, student):
             f"student {tuple(student_in[1:])}: build the student with "
             f"input_shape={tuple(teacher_in[1:])}."
         )
+    teacher_inputs = getattr(teacher, "inputs", None)
+    student_inputs = getattr(student, "inputs", None)
+    if teacher_inputs and student_inputs:
+        for teacher_input, student_input in zip(teacher_inputs, student_inputs):
+            if teacher_input.dtype != student_input.dtype:
+                raise ValueError(
+                    "Teacher and student input dtypes must match. Teacher: "
+                    f"{teacher_input.dtype}, Student: {student_input.dtype}."
+                )
+
+
+def _layer_names(distillation_losses, attribute):
+    names = []
+    for loss in distillation_losses:
+        name = getattr(loss, attribute, None)
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _feature_extractor(model, layer_names):
+    """A model giving `model`'s logits and the named layers' outputs in one pass."""
+    if not layer_names:
+        return None
+    if getattr(model, "inputs", None) is None:
+        raise ValueError(
+            f"Cannot create feature extractor for {model.name}. The model has no "
+            "symbolic inputs attribute."
+        )
+    final = model.layers[-1].output if isinstance(model, keras.Sequential) else model.output
+    outputs = {FINAL_OUTPUT: final}
+    for name in layer_names:
+        outputs[name] = model.get_layer(name=name).output
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_multi_feature_extractor")
+
+
+def _loss_inputs(distillation_loss, teacher_outputs, student_outputs):
+    teacher_layer = getattr(distillation_loss, "teacher_layer_name", None)
+    if not teacher_layer:
+        return teacher_outputs[FINAL_OUTPUT], student_outputs[FINAL_OUTPUT]
+    student_layer = distillation_loss.student_layer_name or FINAL_OUTPUT
+    return teacher_outputs[teacher_layer], student_outputs[student_layer]
+
+
+def _as_loss_function(loss):
+    """A `(y, y_pred) -> per-sample values` function for a Keras loss argument."""
+    if isinstance(loss, str):
+        function = keras.losses.get(loss)
+        if function is None:
+            raise ValueError(f"Unknown loss function: '{loss}'.")
+        if function in _PROBABILITY_LOSSES:
+            warnings.warn(
+                f"loss={loss!r} reads the student's outputs as probabilities, but a "
+                "distillation student outputs logits: pass e.g. "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True), or "
+                "loss=None for the logits cross-entropy.",
+                stacklevel=4,
+            )
+        return function
+    if isinstance(loss, keras.losses.Loss):
+        # The unreduced values: the Distiller weights and averages them per view.
+        return loss.call
+    if callable(loss):
+        return loss
+    raise ValueError(f"loss must be a Keras loss, a function or a name, got {loss!r}.")
+
+
+_PROBABILITY_LOSSES = (
+    keras.losses.sparse_categorical_crossentropy,
+    keras.losses.categorical_crossentropy,
+)
+
+
+def _concatenate(tensors):
+    if len(tensors) == 1:
+        return tensors[0]
+    dtype = tensors[0].dtype
+    return ops.concatenate([ops.cast(t, dtype) for t in tensors], axis=0)
+
+
+def _split(outputs, inputs):
+    """Split a dict of batch-concatenated outputs back along `inputs`' batch sizes."""
+    if len(inputs) == 1:
+        return [outputs]
+    pieces, start = [], 0
+    for x in inputs:
+        stop = start + ops.shape(x)[0]
+        pieces.append({name: value[start:stop] for name, value in outputs.items()})
+        start = stop
+    return pieces
+
+
+def _is_scalar(weight):
+    return isinstance(weight, (int, float)) or len(getattr(weight, "shape", ())) == 0
+
+
+def _is_zero(weight):
+    # Only a weight known to be 0 while tracing skips its term's computation.
+    return isinstance(weight, (int, float)) and weight == 0
 
 
 def _shape(model, attribute):
@@ -594,10 +855,10 @@ def _shape(model, attribute):
 
 
 def _weighted_mean(values, weight):
-    if weight is None:
-        return ops.mean(values)
-    weight = ops.cast(weight, "float32")
-    return ops.sum(ops.cast(values, "float32") * weight) / ops.maximum(ops.sum(weight), 1e-8)
+    """Mean over a view of `weight * values` (a number or per-sample weights)."""
+    values = ops.cast(values, "float32")
+    count = ops.maximum(ops.cast(ops.size(values), "float32"), 1.0)
+    return ops.sum(values * ops.cast(weight, "float32")) / count
 
 
 def _per_sample(distillation_loss, teacher_logits, student_logits):
@@ -616,7 +877,7 @@ def _unique_names(distillation_losses):
     for loss in distillation_losses:
         base = getattr(loss, "name", None) or type(loss).__name__.lower()
         name, index = base, 1
-        while name in names or name in ("loss", "student_loss"):
+        while name in names or name in (*_TOTALS, "agreement", "accuracy"):
             index += 1
             name = f"{base}_{index}"
         names.append(name)

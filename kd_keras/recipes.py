@@ -79,6 +79,7 @@ class Recipe:
     callbacks: Callable = _no_callbacks
     host_augment: Optional[Callable] = None
     jit_compile: Any = "auto"
+    student_forward: str = "per_view"
 
     def build(self, teacher, student):
         """Return the `kd_keras.Distiller` this recipe trains."""
@@ -89,6 +90,7 @@ class Recipe:
             distillation_losses=self.distillation_losses,
             distillation_loss_weights=self.distillation_loss_weights,
             student_loss_weight=self.student_loss_weight,
+            student_forward=self.student_forward,
         )
 
     def learning_rate_schedule(self, steps_per_epoch, epochs):
@@ -124,7 +126,7 @@ class Recipe:
 def kd(
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=0.9,
+    distillation_loss_weight=1.0,
     learning_rate=0.05,
     momentum=0.9,
     weight_decay=5e-4,
@@ -197,14 +199,14 @@ def _mixing_recipe(
     if epochs is None:
         epochs = PATIENT_EPOCHS if patient else 240
     if not augmenter.relabel:
-        # The no-relabelling baseline, a * CE(y, x) + b * CE(y_mixed, x') +
-        # b * KD(x), with a = student_loss_weight and b the per-half KD weight:
-        # a weighted label mean with weights 1 and b / a, scaled by a + b, and
-        # KD on x alone with weight b.
-        per_half = distillation_loss_weight / 2
-        augmenter.mixed_label_weight = per_half / student_loss_weight
-        student_loss_weight = student_loss_weight + per_half
-        distillation_loss_weight = per_half
+        # The no-relabelling baseline a CE(y, x) + (1 - a) CE(y_mixed, x')
+        # + (1 - a) KD(x): the mixed labels sit on the distillation side.
+        if not 0 < student_loss_weight < 1:
+            raise ValueError(
+                "relabel=False weighs the mixed labels by (1 - a) / a with a = "
+                f"student_loss_weight, got {student_loss_weight}: use 0 < a < 1."
+            )
+        augmenter.mixed_label_weight = (1 - student_loss_weight) / student_loss_weight
     return Recipe(
         name=name,
         student_loss_weight=student_loss_weight,
@@ -223,7 +225,7 @@ def _mixing_recipe(
 def mixup(
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=1.8,
+    distillation_loss_weight=1.0,
     alpha=1.0,
     relabel=True,
     patient=False,
@@ -292,7 +294,7 @@ def mixup(
 def cutmix(
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=1.8,
+    distillation_loss_weight=1.0,
     alpha=1.0,
     relabel=True,
     patient=False,
@@ -361,7 +363,7 @@ def cutmix(
 def cutmix_pick(
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=1.8,
+    distillation_loss_weight=1.0,
     n_run=2,
     criterion="kl",
     alpha=1.0,
@@ -521,7 +523,7 @@ def _policy_schedule(epochs, starts, length, full_epochs, reset):
 
 def tst(
     temperature=4.0,
-    student_loss_weight=1.0,
+    student_loss_weight=0.5,
     distillation_loss_weight=1.0,
     num_ops=4,
     gate_temperature=0.05,
@@ -642,6 +644,8 @@ def tst(
             reset=bool(reset_policy_optimizer),
         ),
         jit_compile=jit_compile,
+        # The official code trains on [x~, x] as one batch (shared BN statistics).
+        student_forward="joint",
     )
 
 
@@ -706,7 +710,7 @@ def _hard_recipe(
 def hard(
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=1.8,
+    distillation_loss_weight=1.0,
     student_steps=4,
     augmenter_steps=1,
     augmenter_learning_rate=1e-2,
@@ -825,7 +829,7 @@ def hard_vae(
     vae=None,
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=1.8,
+    distillation_loss_weight=1.0,
     student_steps=4,
     augmenter_steps=1,
     augmenter_learning_rate=1e-2,
@@ -925,7 +929,7 @@ def hard_vae(
 def backward(
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=1.8,
+    distillation_loss_weight=1.0,
     steps=3,
     step_size=None,
     epsilon=None,
@@ -1023,7 +1027,7 @@ def rolewise(
     policy=None,
     temperature=4.0,
     student_loss_weight=0.1,
-    distillation_loss_weight=0.9,
+    distillation_loss_weight=1.0,
     augment_seed=None,
     fill_value=0.0,
     learning_rate=0.05,

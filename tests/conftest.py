@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import kd_keras  # noqa: E402
 from kd_keras import shipped  # noqa: E402
 from kd_keras.augment import Augmenter  # noqa: E402
+from kd_keras.augment import View  # noqa: E402
 from kd_keras.augment import Views  # noqa: E402
 
 
@@ -53,6 +54,15 @@ def tiny_batch(count=16, input_shape=(8, 8, 1), num_classes=4, seed=0):
     return x, y
 
 
+def per_sample(views, field):
+    """A Views' label or distillation weights as one per-sample NumPy vector."""
+    weights = []
+    for view in kd_keras.augment.base.as_views(views):
+        weight = np.asarray(keras.ops.convert_to_numpy(getattr(view, field)), "float32")
+        weights.append(np.broadcast_to(weight, (int(view.x.shape[0]),)))
+    return np.concatenate(weights)
+
+
 def weights_of(model):
     return [keras.ops.convert_to_numpy(w) for w in model.weights]
 
@@ -70,8 +80,8 @@ class LearnableOffset(Augmenter):
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
-            return Views(x, y)
-        return Views(keras.ops.concatenate([x, x + self.offset]), keras.ops.concatenate([y, y]))
+            return View(x, y)
+        return Views(View(x, y), View(x + self.offset, y))
 
     def objective(self, x, y, teacher_fn, student_fn):
         shifted = x + self.offset

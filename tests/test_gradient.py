@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import per_sample
 from conftest import tiny_batch
 from conftest import tiny_student
 from conftest import tiny_teacher
@@ -178,9 +179,9 @@ def test_views_train_on_clean_and_perturbed_with_labels_on_clean_only():
     assert views.x.shape == (16, 8, 8, 1)
     np.testing.assert_allclose(views.x[:8], x)
     np.testing.assert_array_equal(views.y, np.concatenate([y, y]))
-    np.testing.assert_array_equal(views.label_weight, [1] * 8 + [0] * 8)
+    np.testing.assert_array_equal(per_sample(views, "label_weight"), [1] * 8 + [0] * 8)
     np.testing.assert_allclose(views.teacher_logits, teacher_fn(views.x), atol=1e-5)
-    assert views.distill_weight is None
+    np.testing.assert_array_equal(per_sample(views, "distill_weight"), [1] * 16)
     identity = augmenter.views(x, y, teacher_fn, student_fn, training=False)
     assert identity.x is x and identity.teacher_logits is None
 
@@ -191,7 +192,7 @@ def test_fraction_perturbs_only_that_fraction_of_the_batch():
     augmenter = _augmenter((8, 8, 1), fraction=0.25)
     views = augmenter.views(tf.constant(x), tf.constant(y), teacher_fn, student_fn)
     assert views.x.shape == (16 + 4, 8, 8, 1)
-    np.testing.assert_array_equal(views.label_weight, [1] * 16 + [0] * 4)
+    np.testing.assert_array_equal(per_sample(views, "label_weight"), [1] * 16 + [0] * 4)
     clean, perturbed = views.x[:16].numpy(), views.x[16:].numpy()
     # The clean half is the batch (in a random order, labels alongside) ...
     order = [int(np.argmin(np.abs(x - c).sum(axis=(1, 2, 3)))) for c in clean]
@@ -215,7 +216,7 @@ def test_pool_stays_bounded_and_feeds_the_views():
         views = augmenter.views(tf.constant(x), tf.constant(y), teacher_fn, student_fn)
         # 6 clean, 3 new auxiliary samples, 3 drawn from the pool.
         assert views.x.shape == (12, 8, 8, 1)
-        np.testing.assert_array_equal(views.label_weight, [1] * 6 + [0] * 6)
+        np.testing.assert_array_equal(per_sample(views, "label_weight"), [1] * 6 + [0] * 6)
         pool = augmenter.pool.numpy()
         assert pool.shape == (10, 8, 8, 1)
         seen.append(views.x[6:9].numpy())
@@ -283,7 +284,7 @@ def test_config_round_trip_and_argument_errors():
 def test_recipe_has_the_documented_settings():
     recipe = kd_keras.recipes.get("backward", vocabulary_size=50)
     assert recipe.student_loss_weight == 0.1
-    assert recipe.distillation_loss_weights == [1.8]
+    assert recipe.distillation_loss_weights == [1.0]
     assert recipe.distillation_losses[0].temperature == 4.0
     assert (recipe.learning_rate, recipe.epochs, recipe.batch_size) == (0.05, 240, 64)
     augmenter = recipe.augmenter

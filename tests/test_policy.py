@@ -91,7 +91,8 @@ def test_views_are_clean_then_augmented_with_labels_kept(digits):
     assert augmented.min() >= 0.0 and augmented.max() <= 1.0
     assert not np.allclose(augmented, x)
     np.testing.assert_array_equal(views.y.numpy(), np.concatenate([y, y]))
-    assert views.label_weight is None and views.distill_weight is None
+    assert [(v.label_weight, v.distill_weight) for v in views] == [(1.0, 1.0)] * 2
+    assert views[0].deterministic and not views[1].deterministic
     # With every gate shut the view is the image itself.
     shut = _policy(initial_probability=1e-6).views(x, y, None, None)
     np.testing.assert_allclose(shut.x[16:].numpy(), x, atol=1e-6)
@@ -142,8 +143,10 @@ def test_student_loss_is_tst_loss(digits):
 
     expected = 0.5 * ce_plus_kd(1.0 - x) + 0.5 * ce_plus_kd(x)
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
-    assert distiller.student_loss_weight == 1.0
+    # 0.5 [CE + KD](x~) + 0.5 [CE + KD](x), written as the official code does.
+    assert distiller.student_loss_weight == 0.5
     assert distiller.distillation_loss_weights == [1.0]
+    assert distiller.student_forward == "joint"
 
 
 def test_recipe_scales_policy_phases_to_the_run():

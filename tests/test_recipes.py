@@ -17,7 +17,7 @@ from kd_keras import recipes
 def test_kd_recipe_has_the_papers_settings():
     recipe = recipes.get("kd")
     assert recipe.student_loss_weight == 0.1
-    assert recipe.distillation_loss_weights == [0.9]
+    assert recipe.distillation_loss_weights == [1.0]
     assert recipe.distillation_losses[0].temperature == 4.0
     assert (recipe.learning_rate, recipe.momentum, recipe.weight_decay) == (0.05, 0.9, 5e-4)
     assert (recipe.epochs, recipe.batch_size) == (240, 64)

@@ -8,6 +8,7 @@ from kd_keras.augment import warp
 from kd_keras.augment.adversarial import GenerativeAugmenter
 from kd_keras.augment.adversarial import SpatialAugmenter
 from kd_keras.augment.base import Augmenter
+from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
 from kd_keras.augment.gradient import BackwardPerturbation
 from kd_keras.augment.mixing import CutMix

@@ -8,6 +8,7 @@ from keras import ops
 from kd_keras import losses as kd_losses
 from kd_keras.augment import warp
 from kd_keras.augment.base import Augmenter
+from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
 from kd_keras.augment.seed import ReplicaSeedGenerator
 
@@ -38,19 +39,13 @@ class _HardAugmenter(Augmenter):
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
-            return Views(x, y)
+            return View(x, y, deterministic=True)
         x_tilde = self.augment(x)
-        x = ops.cast(x, x_tilde.dtype)
-        batch = ops.shape(x)[0]
-        label_weight = ops.concatenate(
-            [ops.ones((batch,)), ops.full((batch,), self.label_views)], axis=0
-        )
         # The student phase trains the student only; cutting the graph here
         # keeps an outer tape from differentiating through the augmenter.
         return Views(
-            x=ops.concatenate([x, ops.stop_gradient(x_tilde)], axis=0),
-            y=ops.concatenate([y, y], axis=0),
-            label_weight=label_weight,
+            View(ops.cast(x, x_tilde.dtype), y, deterministic=True),
+            View(ops.stop_gradient(x_tilde), y, label_weight=self.label_views),
         )
 
     def objective(self, x, y, teacher_fn, student_fn):

@@ -7,32 +7,110 @@ import keras
 
 
 @dataclasses.dataclass
-class Views:
-    """The batch a distillation step trains on, as an augmenter made it.
+class View:
+    """One batch a distillation step trains on, with the weights of its loss terms.
 
-    Every network that sees the batch sees exactly these inputs (one sampled
-    transformation for all of them).
+    Every network that sees the view sees exactly `x` (one sampled
+    transformation for all of them). In the step's loss each term is the
+    per-view mean, weighted and summed over views, so an augmenter that
+    shows `[x, x']` gives `KD(x) + KD(x')` as the papers write it
+    (`kd_keras.Distiller` has the full formula).
 
     Args:
-        x: the inputs shown to teacher and student, e.g. `concat([x, x_mixed])`.
+        x: the inputs of the view.
         y: labels aligned with `x` (integer ids or per-class probabilities).
         teacher_logits: the teacher's logits on `x` when the augmenter already
             computed them (e.g. to score candidates), so the Distiller does not
             run the teacher a second time; `None` otherwise.
-        label_weight: per-sample weights of the label (cross-entropy) term,
-            `None` for all ones. A zero removes the label from a sample, e.g. a
+        label_weight: weight of the view's label (student-loss) term: a
+            number, or per-sample weights (the term is then the mean of
+            weight times loss). 0 drops the labels, e.g. on a
             teacher-relabelled mixed view.
-        distill_weight: per-sample weights of the distillation terms, `None`
-            (the usual case) for all ones. Non-uniform weights need losses
-            that give per-sample values (`call(teacher, student)`, as every
-            `keras.losses.Loss` such as `kd_keras.losses.TemperatureKL` does).
+        distill_weight: weight of the view's distillation terms, a number or
+            per-sample weights (per-sample weights need losses that give
+            per-sample values, as `kd_keras.losses.TemperatureKL` does).
+        deterministic: True when `x` is the batch as it came in (the same
+            every epoch for the same sample), so cached teacher outputs may
+            serve it.
     """
 
     x: Any
     y: Any
     teacher_logits: Any = None
-    label_weight: Any = None
-    distill_weight: Any = None
+    label_weight: Any = 1.0
+    distill_weight: Any = 1.0
+    deterministic: bool = False
+
+
+class Views:
+    """The views one step trains on, in order: `Views(View(x, y), View(x_mixed, ...))`.
+
+    Put the clean batch first when the augmenter keeps it: the student's
+    compiled metrics are computed on the first view.
+
+    Args:
+        *views: one or more `kd_keras.augment.View`.
+
+    Example:
+    ```python
+    views = kd_keras.augment.Views(
+        kd_keras.augment.View(x, y, deterministic=True),
+        kd_keras.augment.View(x_mixed, y, label_weight=0.0),
+    )
+    ```
+    """
+
+    def __init__(self, *views):
+        if not views or not all(isinstance(view, View) for view in views):
+            raise TypeError(
+                f"Views takes one or more kd_keras.augment.View, got {views!r}."
+            )
+        self.views = tuple(views)
+
+    def __iter__(self):
+        return iter(self.views)
+
+    def __len__(self):
+        return len(self.views)
+
+    def __getitem__(self, index):
+        return self.views[index]
+
+    @property
+    def x(self):
+        """Every view's inputs, concatenated along the batch."""
+        return _concatenate([view.x for view in self.views])
+
+    @property
+    def y(self):
+        """Every view's labels, concatenated along the batch."""
+        return _concatenate([view.y for view in self.views])
+
+    @property
+    def teacher_logits(self):
+        """Every view's teacher logits, concatenated; None unless every view has them."""
+        if any(view.teacher_logits is None for view in self.views):
+            return None
+        return _concatenate([view.teacher_logits for view in self.views])
+
+
+def as_views(made):
+    """Return `made` (a `View` or `Views`, as `Augmenter.views` returns) as `Views`."""
+    if isinstance(made, View):
+        return Views(made)
+    if isinstance(made, Views):
+        return made
+    raise TypeError(
+        f"An augmenter's views() must return a kd_keras.augment.View or Views, got "
+        f"{type(made).__name__}."
+    )
+
+
+def _concatenate(tensors):
+    if len(tensors) == 1:
+        return tensors[0]
+    dtype = tensors[0].dtype
+    return keras.ops.concatenate([keras.ops.cast(t, dtype) for t in tensors], axis=0)
 
 
 @keras.saving.register_keras_serializable(package="kd_keras")
@@ -54,8 +132,8 @@ class Augmenter(keras.layers.Layer):
     class Flip(kd_keras.augment.Augmenter):
         def views(self, x, y, teacher_fn, student_fn, training=True):
             if not training:
-                return kd_keras.augment.Views(x, y)
-            return kd_keras.augment.Views(keras.ops.flip(x, axis=2), y)
+                return kd_keras.augment.View(x, y)
+            return kd_keras.augment.View(keras.ops.flip(x, axis=2), y)
     ```
     """
 
@@ -70,9 +148,9 @@ class Augmenter(keras.layers.Layer):
             training: `False` returns the inputs unchanged.
 
         Returns:
-            A `kd_keras.augment.Views`.
+            A `kd_keras.augment.View` or `kd_keras.augment.Views`.
         """
-        return Views(x, y)
+        return View(x, y, deterministic=True)
 
     def objective(self, x, y, teacher_fn, student_fn):
         """Return the scalar the augmenter's optimiser minimises (learnable augmenters).

@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from kd_keras.augment.base import Augmenter
+from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
 from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.layers import is_distribution
@@ -352,7 +353,7 @@ class BackwardPerturbation(Augmenter):
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
-            return Views(x, y)
+            return View(x, y, deterministic=True)
         y = ops.convert_to_tensor(y)
         batch = ops.shape(x)[0]
         if self.fraction < 1:
@@ -367,9 +368,7 @@ class BackwardPerturbation(Augmenter):
         if self.fraction < 1 or self.pool_size:
             rest = ops.stop_gradient(teacher_fn(clean[fresh:]))
             teacher_clean = ops.concatenate([teacher_clean, rest], axis=0)
-        inputs = [clean, x_fresh]
-        teacher_logits = [teacher_clean, teacher_fresh]
-        labels = [y, y[:fresh]]
+        inputs, teacher_logits, labels = [x_fresh], [teacher_fresh], [y[:fresh]]
         if self.pool_size:
             self._remember(x_fresh)
             x_drawn = self._draw(drawn)
@@ -377,15 +376,17 @@ class BackwardPerturbation(Augmenter):
             inputs.append(x_drawn)
             teacher_logits.append(teacher_drawn)
             labels.append(_as_labels(teacher_drawn, y))
-        weights = ops.concatenate(
-            [ops.ones((batch,), dtype="float32"), ops.zeros((count,), dtype="float32")],
-            axis=0,
-        )
+        # The clean batch keeps the labels; the auxiliary samples (fresh and
+        # from the pool, one view) are labelled by the teacher alone. With
+        # fraction < 1 the clean view is shuffled, so it is not deterministic.
         return Views(
-            ops.concatenate(inputs, axis=0),
-            ops.concatenate(labels, axis=0),
-            ops.concatenate(teacher_logits, axis=0),
-            label_weight=weights,
+            View(clean, y, teacher_clean, deterministic=self.fraction >= 1),
+            View(
+                ops.concatenate(inputs, axis=0),
+                ops.concatenate(labels, axis=0),
+                ops.concatenate(teacher_logits, axis=0),
+                label_weight=0.0,
+            ),
         )
 
     def _counts(self, batch):

@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from kd_keras.augment.base import Augmenter
+from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
 from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.losses import kl_per_sample
@@ -252,49 +253,46 @@ class _Mixing(Augmenter):
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
-            return Views(x, y)
+            return View(x, y, deterministic=True)
         x_mixed, partner, lam = self.mix_images(x)
         batch = ops.arange(ops.shape(x)[0], dtype="int32")
         return self._assemble(x, y, x_mixed, batch, partner, lam, None, teacher_fn)
 
     def _assemble(self, x, y, x_new, source, partner, lam, teacher_logits, teacher_fn):
-        """Views of `[x, x_new]`; `x_new[i]` mixes `x[source[i]]` with `x[partner[i]]`."""
+        """Views `[x, x_new]`; `x_new[i]` mixes `x[source[i]]` with `x[partner[i]]`.
+
+        `teacher_logits` is None or the teacher's logits on `(x, x_new)`.
+        """
         y = ops.convert_to_tensor(y)
-        inputs = ops.concatenate([x, x_new], axis=0) if self.include_clean else x_new
-        count = ops.shape(x_new)[0]
+        teacher_clean, teacher_new = teacher_logits or (None, None)
         y_source = ops.take(y, source, axis=0)
         y_partner = ops.take(y, partner, axis=0)
+        clean = View(x, y, teacher_clean, deterministic=True)
         if self.relabel:
-            y_new = _dominant(y_source, y_partner, lam)
-            weight_new = ops.zeros((count,), dtype="float32")
-            if not self.include_clean:
-                return Views(inputs, y_new, teacher_logits, weight_new)
-            weight = ops.concatenate(
-                [ops.ones((ops.shape(x)[0],), dtype="float32"), weight_new], axis=0
-            )
-            return Views(inputs, ops.concatenate([y, y_new], axis=0), teacher_logits, weight)
+            # The dominant label only feeds the training accuracy metric.
+            mixed = View(x_new, _dominant(y_source, y_partner, lam), teacher_new, label_weight=0.0)
+            return Views(clean, mixed) if self.include_clean else mixed
         num_classes = self.num_classes
         if num_classes is None and _is_sparse(y):
-            # The teacher runs once either way: run it here to learn the
-            # number of classes the one-hot labels need.
-            if teacher_logits is None:
-                teacher_logits = teacher_fn(inputs)
-            num_classes = teacher_logits.shape[-1]
-        y_new = _blend_labels(y_source, y_partner, lam, num_classes)
-        if not self.include_clean:
-            return Views(inputs, y_new, teacher_logits)
-        # The paper's no-relabelling baseline: 0.1 CE(y, x) + 0.9 CE(y_mixed, x')
-        # + 0.9 KD(x). With the label term a weighted mean, weights 1 and
-        # mixed_label_weight (9) give those proportions; KD sees x only.
-        clean = ops.ones((ops.shape(x)[0],), dtype="float32")
-        mixed = ops.ones((count,), dtype="float32")
-        return Views(
-            inputs,
-            ops.concatenate([_soft(y, num_classes), y_new], axis=0),
-            teacher_logits,
-            label_weight=ops.concatenate([clean, self.mixed_label_weight * mixed], axis=0),
-            distill_weight=ops.concatenate([clean, 0.0 * mixed], axis=0),
+            # The teacher's logits tell the number of classes the one-hot
+            # labels need; it runs on the clean view anyway.
+            if teacher_clean is None:
+                teacher_clean = teacher_fn(x)
+            num_classes = teacher_clean.shape[-1]
+        # The paper's no-relabelling baseline: mixed one-hot labels on x' and
+        # no KD there, 0.1 CE(y, x) + 0.9 CE(y_mixed, x') + 0.9 KD(x) with a
+        # student_loss_weight of 0.1 and a mixed_label_weight of 9.
+        mixed = View(
+            x_new,
+            _blend_labels(y_source, y_partner, lam, num_classes),
+            teacher_new,
+            label_weight=self.mixed_label_weight,
+            distill_weight=0.0,
         )
+        if not self.include_clean:
+            return mixed
+        clean = View(x, _soft(y, num_classes), teacher_clean, deterministic=True)
+        return Views(clean, mixed)
 
     def get_config(self):
         return {
@@ -579,9 +577,10 @@ class CutMixPick(CutMix):
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
-            return Views(x, y)
+            return View(x, y, deterministic=True)
         batch = ops.shape(x)[0]
         candidates, source, partner, lam = self.candidates(x)
+        teacher_clean = None
         if self.include_clean:
             teacher_all = teacher_fn(ops.concatenate([x, candidates], axis=0))
             teacher_clean, teacher_candidates = teacher_all[:batch], teacher_all[batch:]
@@ -594,9 +593,7 @@ class CutMixPick(CutMix):
         # top_k, not a sort-and-slice: XLA has a kernel for it and k = B is
         # a compile-time constant of each traced batch shape.
         picked = tf.math.top_k(scores, k=batch).indices
-        teacher_logits = ops.take(teacher_candidates, picked, axis=0)
-        if self.include_clean:
-            teacher_logits = ops.concatenate([teacher_clean, teacher_logits], axis=0)
+        teacher_picked = ops.take(teacher_candidates, picked, axis=0)
         return self._assemble(
             x,
             y,
@@ -604,7 +601,10 @@ class CutMixPick(CutMix):
             ops.take(source, picked),
             ops.take(partner, picked),
             ops.take(lam, picked),
-            ops.stop_gradient(teacher_logits),
+            (
+                None if teacher_clean is None else ops.stop_gradient(teacher_clean),
+                ops.stop_gradient(teacher_picked),
+            ),
             teacher_fn,
         )
 

@@ -12,6 +12,7 @@ from kd_keras import atomic
 from kd_keras import losses as kd_losses
 from kd_keras.augment import ops as image_ops
 from kd_keras.augment.base import Augmenter
+from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
 from kd_keras.augment.seed import ReplicaSeedGenerator
 
@@ -268,16 +269,13 @@ class LearnedPolicy(Augmenter):
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
-            return Views(x, y)
+            return View(x, y, deterministic=True)
         # The student phase trains the student only; cutting the graph here
-        # keeps an outer tape from differentiating through the policy. The
-        # clean half comes first, so kd_keras.callbacks.ViewSnapshots shows
-        # the second half, the views.
+        # keeps an outer tape from differentiating through the policy.
         x_tilde = ops.stop_gradient(self.augment(x))
-        x = ops.cast(x, x_tilde.dtype)
         return Views(
-            x=ops.concatenate([x, x_tilde], axis=0),
-            y=ops.concatenate([y, y], axis=0),
+            View(ops.cast(x, x_tilde.dtype), y, deterministic=True),
+            View(x_tilde, y),
         )
 
     def objective(self, x, y, teacher_fn, student_fn, seed=None):

@@ -1,0 +1,188 @@
+"""kd_keras.Distiller is a drop-in superset of keras.distillation.Distiller."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_batch
+
+import kd_keras
+
+
+def teacher_model(seed=1):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(4, 3, padding="same", name="teacher_features")(inputs)
+    x = keras.layers.ReLU()(features)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4)(x), name="teacher")
+
+
+def student_model(seed=2):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(4, 3, padding="same", name="student_features")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(features))
+    x = keras.layers.Dense(8, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(4)(x), name="student")
+
+
+def logits_loss():
+    return keras.distillation.LogitsDistillation(temperature=3.0, loss=keras.losses.KLDivergence())
+
+
+def feature_loss():
+    return keras.distillation.FeatureDistillation(
+        loss="mse", teacher_layer_name="teacher_features", student_layer_name="student_features"
+    )
+
+
+class BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append(dict(logs))
+
+
+LOSS_SETS = {
+    "logits": lambda: dict(distillation_losses=logits_loss()),
+    "features": lambda: dict(distillation_losses=feature_loss()),
+    "both": lambda: dict(
+        distillation_losses=[logits_loss(), feature_loss()], distillation_loss_weights=[1.0, 0.5]
+    ),
+}
+
+
+def train(distiller_class, losses, loss, steps=6):
+    distiller = distiller_class(
+        teacher_model(), student_model(), student_loss_weight=0.3, **LOSS_SETS[losses]()
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=loss,
+                      metrics=["accuracy"])
+    x, y = tiny_batch(count=8 * steps, seed=3)
+    record = BatchLogs()
+    distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+    return distiller, record.logs, (x, y)
+
+
+@pytest.mark.parametrize("losses", sorted(LOSS_SETS))
+def test_same_losses_and_weights_as_keras_distiller(losses):
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ours, our_logs, (x, y) = train(kd_keras.Distiller, losses, loss)
+    theirs, their_logs, _ = train(keras.distillation.Distiller, losses, loss)
+    assert len(our_logs) == len(their_logs) == 6
+    for mine, reference in zip(our_logs, their_logs):
+        for key in ("loss", "total_loss", "student_loss", "distillation_loss", "accuracy"):
+            np.testing.assert_allclose(mine[key], reference[key], rtol=1e-6, atol=1e-6)
+    for a, b in zip(ours.student.weights, theirs.student.weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6, atol=1e-6)
+    # evaluate and predict behave as Keras'.
+    mine = ours.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    reference = theirs.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    for key in ("loss", "total_loss", "student_loss", "distillation_loss", "accuracy"):
+        np.testing.assert_allclose(mine[key], reference[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_keras_string_loss_gives_keras_numbers_and_a_warning():
+    # Keras reads "sparse_categorical_crossentropy" as a loss of probabilities
+    # even for logits; a drop-in does the same, and says so.
+    with pytest.warns(UserWarning, match="reads the student's outputs as probabilities"):
+        _, our_logs, _ = train(kd_keras.Distiller, "logits", "sparse_categorical_crossentropy", 2)
+    _, their_logs, _ = train(keras.distillation.Distiller, "logits", "sparse_categorical_crossentropy", 2)
+    np.testing.assert_allclose(our_logs[-1]["loss"], their_logs[-1]["loss"], rtol=1e-6)
+
+
+def test_feature_distillation_round_trips_in_a_keras_file(tmp_path):
+    distiller, _, (x, y) = train(kd_keras.Distiller, "both", None, steps=2)
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert [type(loss) for loss in restored.distillation_losses] == [
+        type(loss) for loss in distiller.distillation_losses
+    ]
+    assert restored.distillation_loss_weights == [1.0, 0.5]
+    before = distiller.evaluate(x, y, return_dict=True, verbose=0)
+    after = restored.evaluate(x, y, return_dict=True, verbose=0)
+    for key in ("total_loss", "distillation_loss", "accuracy"):
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-6)
+    for a, b in zip(restored.optimizer.variables, distiller.optimizer.variables):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (lambda: (object(), student_model()), "Teacher must be a keras.Model"),
+        (lambda: (teacher_model(), "student"), "Student must be a keras.Model"),
+        (
+            lambda: (teacher_model(), keras.Sequential([keras.Input((6, 6, 1)),
+                                                        keras.layers.Flatten(),
+                                                        keras.layers.Dense(4)])),
+            "shape",
+        ),
+        (
+            lambda: (teacher_model(), keras.Sequential([keras.Input((8, 8, 1)),
+                                                        keras.layers.Flatten(),
+                                                        keras.layers.Dense(3)])),
+            "",
+        ),
+    ],
+)
+def test_models_keras_refuses_are_refused(arguments, message):
+    teacher, student = arguments()
+    loss = logits_loss()
+    with pytest.raises(ValueError, match=message):
+        keras.distillation.Distiller(teacher, student, loss)
+    with pytest.raises(ValueError, match=message):
+        kd_keras.Distiller(teacher, student, loss)
+
+
+def test_weights_of_the_wrong_length_and_bad_loss_weights_are_refused():
+    for distiller_class in (keras.distillation.Distiller, kd_keras.Distiller):
+        with pytest.raises(ValueError, match="must match number of distillation_losses"):
+            distiller_class(teacher_model(), student_model(), [logits_loss()],
+                            distillation_loss_weights=[1.0, 2.0])
+        with pytest.raises(ValueError, match="between 0.0 and 1.0"):
+            distiller_class(teacher_model(), student_model(), logits_loss(),
+                            student_loss_weight=1.5)
+    with pytest.raises(ValueError, match="metrics must be a list or tuple"):
+        kd_keras.Distiller(teacher_model(), student_model()).compile(metrics="accuracy")
+
+
+class CountCalls(keras.layers.Layer):
+    """The identity, counting how often it runs (eagerly) and on how many samples."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = []
+
+    def call(self, inputs):
+        self.calls.append(int(inputs.shape[0]))
+        return inputs
+
+
+def test_features_come_from_the_one_forward_pass_per_view():
+    # Wang et al. report CutMixPick gains on top of feature losses: features
+    # and logits of each view come from one pass of each network.
+    teacher, student = teacher_model(), student_model()
+    teacher_counter, student_counter = CountCalls(), CountCalls()
+    for model, counter in ((teacher, teacher_counter), (student, student_counter)):
+        layer = model.get_layer(f"{model.name}_features")
+        original = layer.call
+        layer.call = lambda inputs, original=original, counter=counter: original(
+            counter(inputs)
+        )
+    distiller = kd_keras.Distiller(
+        teacher, student, [logits_loss(), feature_loss()], student_loss_weight=0.1,
+        augmenter=kd_keras.augment.CutMix(seed=0),
+    )
+    distiller.compile(optimizer="sgd", run_eagerly=True)
+    x, y = tiny_batch(count=8)
+    logs = distiller.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["featuredistillation"]) and logs["featuredistillation"] > 0
+    # The teacher labels [x, x'] in one call; the student sees each view as
+    # a batch of its own (separate BatchNorm statistics, as the official code).
+    assert teacher_counter.calls == [16]
+    assert student_counter.calls == [8, 8]
