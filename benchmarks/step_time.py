@@ -44,7 +44,7 @@ def _candidates(teacher, student_name, x, y, jit):
     def sgd():
         return keras.optimizers.SGD(0.01, momentum=0.9)
 
-    ours = kd_keras.Distiller(teacher, fresh_student())
+    ours = kd_keras.Distiller(teacher, fresh_student(), student_loss_weight=0.1)
     ours.compile(optimizer=sgd(), jit_compile=jit)
 
     theirs = keras.distillation.Distiller(
@@ -53,7 +53,6 @@ def _candidates(teacher, student_name, x, y, jit):
         distillation_losses=keras.distillation.LogitsDistillation(
             temperature=4.0, loss=keras.losses.KLDivergence()
         ),
-        distillation_loss_weights=[0.9],
         student_loss_weight=0.1,
     )
     theirs.compile(

@@ -365,7 +365,7 @@ def cutmix_pick(
     student_loss_weight=0.1,
     distillation_loss_weight=1.0,
     n_run=2,
-    criterion="kl",
+    criterion="student_entropy",
     alpha=1.0,
     patient=False,
     epochs=None,

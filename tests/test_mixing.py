@@ -399,3 +399,55 @@ def test_recipes_have_the_papers_settings():
     assert funmatch.student_loss_weight == 0.0
     assert not funmatch.augmenter.flip and not funmatch.augmenter.include_clean
     assert funmatch.epochs > 960
+
+
+def official_box_sides(lam, size):
+    # Good-DA-in-KD's rand_bbox: cut = int(W * sqrt(1 - lam)), [c - cut//2, c + cut//2).
+    return 2 * (int(size * np.sqrt(1 - lam)) // 2)
+
+
+def test_cutmix_per_batch_draws_one_official_box_for_the_whole_batch():
+    x = np.zeros((16, 12, 12, 1), "float32")
+    x += np.arange(16, dtype="float32")[:, None, None, None]  # each image its own value
+    boxes = []
+    for seed in range(40):
+        cutmix = kd_keras.augment.CutMix(seed=seed)
+        assert cutmix.per == "batch"
+        mixed, partner, lam = (keras.ops.convert_to_numpy(t) for t in cutmix.mix_images(x))
+        changed = mixed[..., 0] != x[..., 0]
+        # One box, the same pixels in every image, filled from the partner.
+        assert all(np.array_equal(changed[0], c) for c in changed)
+        np.testing.assert_array_equal(mixed[changed], x[partner][changed])
+        assert np.all(lam == lam[0])
+        rows, cols = np.flatnonzero(changed[0].any(1)), np.flatnonzero(changed[0].any(0))
+        area = len(rows) * len(cols)
+        assert lam[0] == pytest.approx(1 - area / 144)
+        boxes.append((rows, cols))
+    # Unclipped boxes have the official side length; box centres spread
+    # over the whole image, not pinned to a corner.
+    centres = np.array([(r.mean(), c.mean()) for r, c in boxes if len(r) and len(c)])
+    assert centres[:, 0].min() < 4 and centres[:, 0].max() > 8
+    assert centres[:, 1].min() < 4 and centres[:, 1].max() > 8
+
+
+def test_cutmix_box_side_is_the_official_formula():
+    # With the centre in the middle nothing is clipped: the side is
+    # 2 * (floor(W * sqrt(1 - lam)) // 2).
+    cutmix = kd_keras.augment.CutMix(seed=0)
+    size = 32
+    for lam in (0.1, 0.37, 0.5, 0.8, 0.95):
+        mask, count = cutmix._span(1, size, keras.ops.sqrt(1.0 - np.float32([lam])))
+        mask = keras.ops.convert_to_numpy(mask)[0]
+        stop = np.flatnonzero(mask)
+        if 0 < stop.min() and stop.max() < size - 1:
+            assert len(stop) == official_box_sides(lam, size)
+
+
+def test_mixup_per_batch_and_per_sample_ratios():
+    x, _ = batch(32)
+    _, _, lam = kd_keras.augment.MixUp(seed=1).mix_images(x)
+    assert np.unique(np.asarray(lam)).size == 1
+    _, _, lam = kd_keras.augment.MixUp(seed=1, per="sample").mix_images(x)
+    assert np.unique(np.asarray(lam)).size == 32
+    with pytest.raises(ValueError, match="per must be one of"):
+        kd_keras.augment.MixUp(per="pixel")

@@ -20,7 +20,7 @@ def test_cutmix_on_one_row_signals_cuts_a_segment_of_the_row():
     # A (1, 40, 1) "image": a square box would have a side of 0 rows, leaving
     # every mixed view a copy of its source (the user's cutmix run at chance).
     x = np.arange(8 * 40, dtype="float32").reshape(8, 1, 40, 1)
-    cutmix = kd_keras.augment.CutMix(seed=3)
+    cutmix = kd_keras.augment.CutMix(seed=3, per="sample")
     cutmix.build(x.shape)
     mixed, partner, lam = (keras.ops.convert_to_numpy(t) for t in cutmix.mix_images(x))
     changed = mixed[:, 0, :, 0] != x[:, 0, :, 0]

@@ -180,7 +180,7 @@ class BackwardPerturbation(Augmenter):
     ```python
     augmenter = kd_keras.augment.BackwardPerturbation(steps=3, norm="l2")
     distiller = kd_keras.Distiller(teacher, student, augmenter=augmenter,
-                                   distillation_loss_weights=[1.8])
+                                   student_loss_weight=0.1)
     ```
     """
 

@@ -24,6 +24,9 @@ from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.losses import kl_per_sample
 
 CRITERIA = ("kl", "teacher_entropy", "student_entropy")
+# How often a mixing ratio (and a CutMix box) is drawn: once per batch, as
+# the official code of Wang et al. does, or once per sample.
+PER = ("batch", "sample")
 
 
 def sample_beta(shape, alpha, seed=None, attempts=8):
@@ -189,11 +192,15 @@ class _Mixing(Augmenter):
         num_classes=None,
         seed=None,
         mixed_label_weight=9.0,
+        per="batch",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not float(alpha) > 0:
             raise ValueError(f"alpha must be positive, got {alpha}: use e.g. 1.0.")
+        if per not in PER:
+            raise ValueError(f"per must be one of {PER}, got {per!r}.")
+        self.per = per
         self.alpha = float(alpha)
         self.relabel = bool(relabel)
         self.include_clean = bool(include_clean)
@@ -215,6 +222,10 @@ class _Mixing(Augmenter):
     def mix_images(self, x):
         """Mix a batch of images; returns `(x_mixed, partner, lam)`."""
         raise NotImplementedError("abstract: MixUp and CutMix define how images mix")
+
+    def _draws(self, batch):
+        """How many ratios (and boxes) a batch of `batch` samples draws."""
+        return 1 if self.per == "batch" else batch
 
     def mix_labels(self, y, partner, lam):
         """Mix labels as `mix_images` mixed their images (soft labels summing to 1).
@@ -303,6 +314,7 @@ class _Mixing(Augmenter):
             "mixed_label_weight": self.mixed_label_weight,
             "num_classes": self.num_classes,
             "seed": self.seed,
+            "per": self.per,
         }
 
 
@@ -311,21 +323,20 @@ class MixUp(_Mixing):
     """MixUp views: each image blended with a partner, `lam * x + (1 - lam) * x[partner]`.
 
     Use it to distil on mixed images labelled by the teacher ("TL", Wang et
-    al.): the step trains on `[x, x']`, the cross-entropy sees the clean half
-    only (label weight 0 on `x'`), and the KD term sees both halves. With the
-    Distiller's KD term averaged over the `2B` samples, a distillation weight
-    of `1.8` gives the paper's `0.1 CE(x) + 0.9 [KD(x) + KD(x')]`
-    (`kd_keras.recipes.mixup`).
+    al.): the views are `x` (with its labels) and `x'` (label weight 0), each
+    distilled, so a Distiller with `student_loss_weight=0.1` trains on the
+    paper's `0.1 CE(x) + 0.9 [KD(x) + KD(x')]` (`kd_keras.recipes.mixup`).
 
-    Each sample draws its own `lam ~ Beta(alpha, alpha)` (the official codes
-    draw one per batch) and its partner from a random pairing without fixed
-    points, so no image is mixed with itself.
+    `lam ~ Beta(alpha, alpha)` is drawn once per batch (`per="batch"`, as
+    the official code does) or once per sample (`per="sample"`); partners
+    come from a random pairing without fixed points, so no image is mixed
+    with itself (the official MixUp's plain permutation may pair an image
+    with itself, about once per batch).
 
     `relabel=False` is the paper's baseline without teacher relabelling:
-    `x'` keeps its mixed labels `lam * y + (1 - lam) * y[partner]` and gets
-    no KD term. Its views weight the labels 1 on `x` and
-    `mixed_label_weight` on `x'` and the distillation 1 on `x`, 0 on `x'`;
-    with `student_loss_weight=1` and a KD weight of 0.9 (what
+    `x'` keeps its mixed labels `lam * y + (1 - lam) * y[partner]`, with
+    label weight `mixed_label_weight` and no KD term; with
+    `student_loss_weight=0.1` and `mixed_label_weight=9` (what
     `kd_keras.recipes.mixup(relabel=False)` sets) the step minimises
     `0.1 CE(y, x) + 0.9 CE(y_mixed, x') + 0.9 KD(x)`.
 
@@ -348,6 +359,7 @@ class MixUp(_Mixing):
             a Distiller (inside one, the teacher's logits tell).
         seed: int seed of the layer's `SeedGenerator`; None seeds it when the
             layer is built (so `keras.utils.set_random_seed` controls it).
+        per: `"batch"` or `"sample"`: how often `lam` is drawn.
         **kwargs: passed to `keras.layers.Layer`.
 
     Returns:
@@ -357,14 +369,15 @@ class MixUp(_Mixing):
     ```python
     augmenter = kd_keras.augment.MixUp(alpha=1.0)
     distiller = kd_keras.Distiller(teacher, student, augmenter=augmenter,
-                                   distillation_loss_weights=[1.8])
+                                   student_loss_weight=0.1)
     ```
     """
 
     def mix_images(self, x):
         """Return `(x_mixed, partner, lam)`: the mixed batch, pairing and ratios."""
         batch = ops.shape(x)[0]
-        lam = sample_beta((batch,), self.alpha, seed=self.seed_generator)
+        lam = sample_beta((self._draws(batch),), self.alpha, seed=self.seed_generator)
+        lam = lam * ops.ones((batch,), "float32")
         partner = derangement(batch, seed=self.seed_generator)
         if not _is_float(x):
             x = ops.cast(x, "float32")
@@ -380,12 +393,14 @@ def _is_float(x):
 class CutMix(_Mixing):
     """CutMix views: a random box of each image replaced by its partner's pixels.
 
-    Use it like `MixUp` (teacher-labelled `x'`, the paper's "TL-CutMix"). Each
-    sample draws `lam ~ Beta(alpha, alpha)`; its box has sides
-    `floor(sqrt(1 - lam) * size)` and a centre drawn uniformly over the
-    image's pixels, is clipped to the image, and `lam` is then recomputed from
-    the box's real area, so `1 - lam` is exactly the fraction of pixels taken
-    from the partner. Pairing never matches an image with itself. Inputs are
+    Use it like `MixUp` (teacher-labelled `x'`, the paper's "TL-CutMix").
+    `lam ~ Beta(alpha, alpha)` and the box are drawn once per batch
+    (`per="batch"`, the official code) or per sample (`per="sample"`). The
+    box is the official code's: sides `2 * (floor(sqrt(1 - lam) * size) // 2)`
+    around a centre drawn uniformly over the pixels, clipped to the image;
+    `lam` is then recomputed from the box's real area, so `1 - lam` is
+    exactly the fraction of pixels taken from the partner. Pairing never
+    matches an image with itself. Inputs are
     `(batch, height, width, channels)` images; on one-row inputs (signals as
     `(1, length, channels)` images) the box spans the row and cuts a segment
     of `floor((1 - lam) * length)` samples.
@@ -405,6 +420,7 @@ class CutMix(_Mixing):
         num_classes: number of classes, needed to mix integer labels outside
             a Distiller.
         seed: int seed of the layer's `SeedGenerator`, or None (seeded at build).
+        per: `"batch"` or `"sample"`: how often `lam` (and a box) is drawn.
         **kwargs: passed to `keras.layers.Layer`.
 
     Returns:
@@ -431,31 +447,39 @@ class CutMix(_Mixing):
             )
         shape = ops.shape(x)
         batch, height, width = shape[0], shape[1], shape[2]
-        lam = sample_beta((batch,), self.alpha, seed=self.seed_generator)
+        draws = self._draws(batch)
+        lam = sample_beta((draws,), self.alpha, seed=self.seed_generator)
         partner = derangement(batch, seed=self.seed_generator)
         row_side, col_side = _box_sides(lam, x.shape[1], x.shape[2])
-        rows, row_count = self._span(batch, height, row_side)
-        cols, col_count = self._span(batch, width, col_side)
+        rows, row_count = self._span(draws, height, row_side)
+        cols, col_count = self._span(draws, width, col_side)
         inside = rows[:, :, None, None] & cols[:, None, :, None]
         area = ops.cast(height, "float32") * ops.cast(width, "float32")
-        lam = 1.0 - row_count * col_count / area
+        lam = (1.0 - row_count * col_count / area) * ops.ones((batch,), "float32")
         return ops.where(inside, ops.take(x, partner, axis=0), x), partner, lam
 
-    def _span(self, batch, size, side):
-        """Per-sample `[start, start + length)` mask along one axis, clipped."""
+    def _span(self, draws, size, side):
+        """`draws` masks `[start, stop)` along one axis: the official box, clipped.
+
+        The box is `[c - h, c + h)` with `h = floor(floor(side * size) / 2)`
+        and the centre `c` uniform over the axis' pixels (Wang et al.'s
+        `rand_bbox`); `side=None` spans the whole axis.
+        """
         size_f = ops.cast(size, "float32")
-        length = ops.floor(side * size_f)
-        draw = keras.random.uniform((batch,), dtype="float32", seed=self.seed_generator)
-        centre = ops.minimum(ops.floor(draw * size_f), size_f - 1.0)
-        start = ops.clip(centre - ops.floor(length / 2.0), 0.0, size_f)
-        stop = ops.clip(centre - ops.floor(length / 2.0) + length, 0.0, size_f)
         index = ops.cast(ops.arange(size), "float32")[None, :]
+        if side is None:
+            return ops.ones((draws, size), "bool"), ops.full((draws,), size_f)
+        half = ops.floor(ops.floor(side * size_f) / 2.0)
+        draw = keras.random.uniform((draws,), dtype="float32", seed=self.seed_generator)
+        centre = ops.minimum(ops.floor(draw * size_f), size_f - 1.0)
+        start = ops.clip(centre - half, 0.0, size_f)
+        stop = ops.clip(centre + half, 0.0, size_f)
         mask = (index >= start[:, None]) & (index < stop[:, None])
         return mask, stop - start
 
 
 def _box_sides(lam, height, width):
-    """Relative box sides along height and width for a box of area `1 - lam`.
+    """Relative box sides along height and width (None: the whole axis).
 
     A square box (`sqrt(1 - lam)` of each side) on images; on one-row (or
     one-column) inputs such as signals shaped `(1, length, channels)` the box
@@ -464,9 +488,9 @@ def _box_sides(lam, height, width):
     copy of its source.
     """
     if height == 1 and width != 1:
-        return ops.ones_like(lam), 1.0 - lam
+        return None, 1.0 - lam
     if width == 1 and height != 1:
-        return 1.0 - lam, ops.ones_like(lam)
+        return 1.0 - lam, None
     side = ops.sqrt(1.0 - lam)
     return side, side
 
@@ -475,12 +499,22 @@ def _box_sides(lam, height, width):
 class CutMixPick(CutMix):
     """CutMixPick: keep the CutMix samples the student learns most from (active DA).
 
-    Makes `n_run` CutMix batches of the clean batch (`n_run * B` candidates),
-    scores every candidate without gradients and keeps the top `B`:
-    `"kl"` (default) `KL(p_t^T || p_s^T)` at `temperature`, `"teacher_entropy"`
-    or `"student_entropy"` (entropies of the softmax at temperature 1, as in
-    the official code). The step trains on `[x, picked]` with the teacher's
-    labels on `picked`.
+    Makes `n_run` CutMix batches of the clean batch (`n_run * B` candidates,
+    each batch with its own ratio and box), scores every candidate without
+    gradients and keeps the top `B`: `"student_entropy"` (default) or
+    `"teacher_entropy"`, the entropy of the softmax at temperature 1, which
+    is what every released command of the official code uses, or `"kl"`,
+    `KL(p_t^T || p_s^T)` at `temperature` (the official code's default
+    flag). The step trains on `[x, picked]` with the teacher's labels on
+    `picked`.
+
+    The student scores in inference mode. The official code scores in
+    training mode under `no_grad`, so its BatchNorm layers normalise the
+    candidate pool with the pool's own statistics and fold them into their
+    moving averages; we do not, so that candidates never trained on leave no
+    trace in the student and a candidate's score does not depend on the
+    other candidates. For students without BatchNorm (or dropout) the two
+    are identical.
 
     Forward passes per step, in samples (`B` the batch size): the teacher runs
     once over `[x, candidates]` (`B + n_run*B`) and its logits go to the
@@ -497,7 +531,7 @@ class CutMixPick(CutMix):
 
     Args:
         n_run: CutMix batches made per step (candidates: `n_run * B`).
-        criterion: `"kl"`, `"teacher_entropy"` or `"student_entropy"`.
+        criterion: `"student_entropy"`, `"teacher_entropy"` or `"kl"`.
         temperature: softmax temperature of the `"kl"` score (the KD one).
         alpha: concentration of the Beta(alpha, alpha) mixing ratio.
         relabel: True (default) lets the teacher label the picked samples;
@@ -507,6 +541,7 @@ class CutMixPick(CutMix):
         num_classes: number of classes, for mixing integer labels outside a
             Distiller.
         seed: int seed of the layer's `SeedGenerator`, or None (seeded at build).
+        per: `"batch"` or `"sample"`: how often `lam` (and a box) is drawn.
         **kwargs: passed to `keras.layers.Layer`.
 
     Returns:
@@ -515,20 +550,21 @@ class CutMixPick(CutMix):
 
     Example:
     ```python
-    augmenter = kd_keras.augment.CutMixPick(n_run=2, criterion="kl")
+    augmenter = kd_keras.augment.CutMixPick(n_run=2, criterion="teacher_entropy")
     ```
     """
 
     def __init__(
         self,
         n_run=2,
-        criterion="kl",
+        criterion="student_entropy",
         temperature=4.0,
         alpha=1.0,
         relabel=True,
         include_clean=True,
         num_classes=None,
         seed=None,
+        per="batch",
         **kwargs,
     ):
         super().__init__(
@@ -537,6 +573,7 @@ class CutMixPick(CutMix):
             include_clean=include_clean,
             num_classes=num_classes,
             seed=seed,
+            per=per,
             **kwargs,
         )
         if int(n_run) < 1:
@@ -647,6 +684,7 @@ class FunctionMatching(MixUp):
         num_classes: number of classes, for mixing integer labels outside a
             Distiller.
         seed: int seed of the layer's `SeedGenerator`, or None (seeded at build).
+        per: `"batch"` or `"sample"`: how often `lam` (and a box) is drawn.
         **kwargs: passed to `keras.layers.Layer`.
 
     Returns:
@@ -668,6 +706,7 @@ class FunctionMatching(MixUp):
         include_clean=False,
         num_classes=None,
         seed=None,
+        per="batch",
         **kwargs,
     ):
         super().__init__(
@@ -676,6 +715,7 @@ class FunctionMatching(MixUp):
             include_clean=include_clean,
             num_classes=num_classes,
             seed=seed,
+            per=per,
             **kwargs,
         )
         crop_area = tuple(float(a) for a in crop_area)

@@ -136,8 +136,7 @@ class LearnedPolicy(Augmenter):
     ```python
     policy = kd_keras.augment.LearnedPolicy(num_ops=4, seed=0)
     distiller = kd_keras.Distiller(teacher, student, augmenter=policy,
-                                   student_loss_weight=1.0,
-                                   distillation_loss_weights=[1.0])
+                                   student_loss_weight=0.5, student_forward="joint")
     distiller.compile(optimizer="sgd",
                       augmenter_optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     ```
