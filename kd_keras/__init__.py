@@ -18,6 +18,7 @@ from kd_keras import faults
 from kd_keras import layers
 from kd_keras import losses
 from kd_keras import models
+from kd_keras import optimizers
 from kd_keras import precision
 from kd_keras import quantization
 from kd_keras import recipes
