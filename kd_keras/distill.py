@@ -11,6 +11,7 @@ from kd_keras import data as kd_data
 from kd_keras import faults
 from kd_keras import precision as kd_precision
 from kd_keras import recipes
+from kd_keras.recipes import build
 from kd_keras import strategy as kd_strategy
 from kd_keras.models.cast import cast_model
 from kd_keras.models.strip_softmax import check_logits
@@ -50,7 +51,8 @@ def distill(
         train_data: `(x, y)` NumPy arrays (integer or one-hot labels) or an
             unbatched `tf.data.Dataset` of `(x, y)` pairs (a batched one is
             used as it is).
-        recipe: a recipe name from `kd_keras.recipes.names()` or a `Recipe`.
+        recipe: a recipe name from `kd_keras.recipes.names()` or a recipe
+            config (`kd_keras.recipes.get(...)`).
         epochs: number of epochs; defaults to the recipe's.
         batch_size: batch size; defaults to the recipe's.
         validation_data: optional `(x, y)` or data set, evaluated every epoch
@@ -67,8 +69,8 @@ def distill(
             too; ops without a deterministic kernel then raise.
         strategy: a `tf.distribute.Strategy` or a name of
             `kd_keras.strategy.STRATEGIES` (`"mirrored"`, `"multiworker"`);
-            None is one device. The recipe, the Distiller, its optimisers and
-            the models are created in `strategy.scope()`; `batch_size` is the
+            None is one device. The Distiller, its optimisers and the
+            models are created in `strategy.scope()`; `batch_size` is the
             global batch, and with several replicas the last partial batch
             of each epoch is dropped (so no replica gets an empty share).
         precision: the student's Keras dtype policy (`"float32"`,
@@ -78,8 +80,9 @@ def distill(
         teacher_precision: `"bfloat16"` or `"float16"` runs the frozen
             teacher's forward pass in that precision (a cast copy,
             `kd_keras.models.cast_model`), `"float32"` in float32, None as built.
-        **overrides: keyword overrides of the recipe's defaults, e.g.
-            `temperature=2.0`.
+        **overrides: recipe options (e.g. `temperature=2.0`) and config
+            settings, top-level (`student_loss_weight=0.3`) or dotted
+            (`**{"optimizer.learning_rate": 0.1}`), see `kd_keras.recipes.get`.
 
     Models and a strategy or precision: Keras 3 creates a model's variables
     where and how it is built, so `teacher` and `student` may also be
@@ -101,27 +104,27 @@ def distill(
     """
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    # Seeded first: a recipe built here draws its augmenter's seed.
     kd_precision.check(precision or "float32", teacher_precision or "float32")
     strategy = kd_strategy.get(strategy or "default")
+    config = recipes.get(recipe, overrides)
+    epochs = _positive("epochs", config["epochs"] if epochs is None else epochs)
+    batch_size = _positive(
+        "batch_size", config["batch_size"] if batch_size is None else batch_size
+    )
+    # Seeded before anything draws: the augmenter's seed, the student's
+    # weights when it is built here.
     keras.utils.set_random_seed(seed)
     with strategy.scope():
-        recipe = recipes.get(recipe, **overrides)
         teacher = _prepared(teacher, strategy, teacher_precision, building="float32")
         student = _prepared(student, strategy, precision, building=precision)
-    epochs = _positive("epochs", recipe.epochs if epochs is None else epochs)
-    batch_size = _positive(
-        "batch_size", recipe.batch_size if batch_size is None else batch_size
-    )
-    with strategy.scope():
-        distiller = recipe.build(teacher, student)
-    _check_placed(distiller, strategy)
+        distiller = build.distiller(config, teacher, student)
+    host_augment = build.host_augment(config)
     num_classes = teacher.output_shape[-1]
     order = kd_data.SetEpoch()
     # Under several replicas a last partial batch may leave a replica with
     # no samples (a mean over nothing); drop it so every step splits evenly.
     train = _as_batches(
-        train_data, batch_size, num_classes, True, seed, recipe, order.epoch,
+        train_data, batch_size, num_classes, True, seed, host_augment, order.epoch,
         drop_remainder=strategy.num_replicas_in_sync > 1,
     )
     check_logits(teacher, _sample_inputs(train_data), "teacher")
@@ -132,17 +135,17 @@ def distill(
     if steps == 0:
         raise kd_data.DataError("The training data is empty: pass at least one sample.")
     with strategy.scope():
-        recipe.compile(distiller, steps_per_epoch=max(steps, 1), epochs=epochs)
+        build.compile(distiller, config, steps_per_epoch=max(steps, 1), epochs=epochs)
     distiller.fit(
         train,
-        epochs=epochs,
+        epochs=build.fit_epochs(config, epochs),
         validation_data=validation,
         # NaN checks before any callback that saves; the backup last, so its
         # checkpoint holds what every epoch-end callback left.
         callbacks=[
             order,
             faults.StopOnNonFinite(),
-            *recipe.callbacks(epochs),
+            *build.callbacks(config, epochs, host_augment),
             *(callbacks or []),
             *([_as_backup(backup)] if backup is not None else []),
         ],
@@ -170,22 +173,10 @@ def _uses_policy(model, dtype):
     )
 
 
-def _check_placed(distiller, strategy):
-    if strategy is tf.distribute.get_strategy():
-        return
-    if not kd_strategy.in_scope(distiller, strategy):
-        raise ValueError(
-            "The recipe was built outside the strategy's scope (its augmenter's "
-            "variables would not be mirrored): pass the recipe's name, or build "
-            "the Recipe inside strategy.scope()."
-        )
-
-
 def _as_batches(
-    data, batch_size, num_classes, training, seed, recipe=None, epoch=None,
+    data, batch_size, num_classes, training, seed, augment=None, epoch=None,
     drop_remainder=False,
 ):
-    augment = recipe.host_augment if recipe is not None else None
     # Only training data must fill a batch; a small validation set is fine.
     minimum = batch_size if training else None
     if isinstance(data, tf.data.Dataset):
