@@ -44,7 +44,7 @@ DEFAULT_TEACHER = "shipped:digits_cnn"
 DIGITS_EPOCHS = 30
 # Text runs default to the text zoo: the shipped transformer teacher on the
 # offline task (a zoo transformer, trained first, on a TFDS text set) and a
-# CNN student; the command's --teacher and --student defaults are digits'.
+# CNN student, when no teacher or student is given.
 DEFAULT_TEXT_TEACHER = "shipped:text_default"
 DEFAULT_TEXT_STUDENT = "text_cnn"
 TEXT_DEFAULT_EPOCHS = 10
@@ -230,8 +230,8 @@ def default_out(kind, recipe, dataset):
 def distill_job(
     recipe="kd",
     dataset=kd_data.DIGITS,
-    teacher=DEFAULT_TEACHER,
-    student="mlp",
+    teacher=None,
+    student=None,
     epochs=None,
     batch_size=None,
     seed=0,
@@ -267,11 +267,12 @@ def distill_job(
     Args:
         recipe: recipe name.
         dataset: `"digits"`, `"text-default"` or `"tfds:NAME"`.
-        teacher: `"shipped:digits_cnn"`, a `.keras` path or a zoo name; on
-            text data the default becomes `"shipped:text_default"`
-            (text-default) or `"text_transformer"` (TFDS text sets).
-        student: a zoo name; on text data the default `"mlp"` becomes
-            `"text_cnn"`.
+        teacher: `"shipped:digits_cnn"`, a `.keras` path or a zoo name;
+            None: the data set's default, `"shipped:digits_cnn"` on image
+            data, `"shipped:text_default"` on text-default and
+            `"text_transformer"` on TFDS text sets. A teacher given is used
+            as given, and refused if it does not fit the data.
+        student: a zoo name; None: `"mlp"`, or `"text_cnn"` on text data.
         epochs: epochs (default: 30 on digits, 10 on text-default, the
             recipe's elsewhere).
         batch_size: batch size (default: the recipe's).
@@ -325,11 +326,13 @@ def distill_job(
         _check_writable(pathlib.Path(out))
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     text = isinstance(bundle, text_data.TextDataBundle)
-    if text:
-        if teacher == DEFAULT_TEACHER:
+    if teacher is None:
+        teacher = DEFAULT_TEACHER
+        if text:
             teacher = DEFAULT_TEXT_TEACHER if dataset == text_data.TEXT_DEFAULT else "text_transformer"
-        if student == "mlp":
-            student = DEFAULT_TEXT_STUDENT
+    if student is None:
+        student = DEFAULT_TEXT_STUDENT if text else "mlp"
+    if text:
         if getattr(chosen.augmenter, "vocabulary_size", 0) is None:
             # An augmenter that one-hots token ids needs the vocabulary
             # size, known only once the data is loaded.

@@ -2,9 +2,10 @@
 
 import json
 import os
-import shutil
+import pathlib
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 
@@ -15,14 +16,21 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-KD_KERAS = shutil.which("kd-keras")
+import kd_keras
+
+# The command of the kd_keras under test (a checkout or the installed
+# package), run as the console script runs it.
+KD_KERAS = (sys.executable, "-m", "kd_keras.cli")
+KD_KERAS_ENV = {
+    **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    "PYTHONPATH": str(pathlib.Path(kd_keras.__file__).resolve().parent.parent),
+}
 
 
 def kd_keras_command(*args, cwd):
-    assert KD_KERAS, "the kd-keras console script is missing: run `pip install .[test]` first"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [KD_KERAS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [*KD_KERAS, *args], cwd=cwd, env=KD_KERAS_ENV, capture_output=True, text=True,
+        timeout=600,
     )
 
 
@@ -170,9 +178,8 @@ def test_a_killed_run_resumes_to_the_student_of_an_uninterrupted_one(tmp_path):
     whole = kd_keras_command(*args, "--out=whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     killed = subprocess.Popen(
-        [KD_KERAS, *args, "--out=resumed"], cwd=tmp_path, env=env,
+        [*KD_KERAS, *args, "--out=resumed"], cwd=tmp_path, env=KD_KERAS_ENV,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     checkpoint = tmp_path / "resumed" / "backup" / "checkpoint.json"
@@ -201,8 +208,7 @@ def test_a_killed_run_resumes_to_the_student_of_an_uninterrupted_one(tmp_path):
 def cli():
     from kd_keras import cli
 
-    yield cli
-    cli.FLAGS.unparse_flags()
+    return cli
 
 
 @pytest.mark.parametrize(
@@ -212,14 +218,127 @@ def cli():
         (["distill", "--verbose=9"], "flag --verbose=9"),
         (["distill", "--epochs=three"], "flag --epochs=three"),
         (["distill", "--precision=float8"], "flag --precision=float8"),
+        (["distill", "--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
+        # Each command has only its own flags.
+        (["export", "--recipe=hard"], "Unknown command line flag 'recipe'"),
+        (["train-teacher", "--teacher=x.keras"], "Unknown command line flag 'teacher'"),
+        (["search", "--export=keras"], "Unknown command line flag 'export'"),
+        (["distill", "extra"], "unexpected arguments extra"),
+        (["frobnicate"], "expected a command"),
+        ([], "expected a command"),
     ],
 )
 def test_bad_flag_values_give_one_line(cli, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
-        cli._parse(["kd-keras", *argv])
+        cli.parse(["kd-keras", *argv])
     assert exit_.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kd-keras: error:") and message in lines[0]
+    assert lines[-1].startswith("kd-keras: error:") and message in lines[-1]
+    assert sum(line.startswith("kd-keras") for line in lines) == 1
+
+
+@pytest.mark.parametrize(
+    "command, present, absent",
+    [
+        ("distill", ["--recipe", "--teacher", "--student", "--export", "--set", "--deterministic",
+                     "--teacher_precision", "--bits", "--policy", "--cpu_devices"],
+         ["--role", "--population", "--schedule", "--latent_dim"]),
+        ("search", ["--role", "--population", "--perturbation_interval", "--train_size",
+                    "--resume", "--teacher", "--model", "--bits", "--set"],
+         ["--recipe", "--export", "--schedule", "--deterministic"]),
+        ("export", ["--model", "--out", "--export", "--dataset", "--unsafe_deserialization"],
+         ["--recipe", "--epochs", "--role"]),
+        ("train-teacher", ["--model", "--schedule", "--policy", "--precision", "--strategy"],
+         ["--recipe", "--teacher", "--role"]),
+        ("train-vae", ["--latent_dim", "--epochs", "--out"], ["--recipe", "--teacher"]),
+    ],
+)
+def test_command_help_lists_that_commands_flags(cli, capsys, command, present, absent):
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(["kd-keras", command, "--epochs=3", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: kd-keras {command} ")
+    flag_lines = [line.split(":")[0].strip() for line in text.splitlines() if line.startswith("  --")]
+    names = {line.replace("--[no]", "--") for line in flag_lines}
+    assert set(present) <= names and not set(absent) & names, names
+    # Every flag has its help text, and says its default once.
+    blocks = text.split("\n  --")[1:]
+    assert len(blocks) == len(flag_lines)
+    for block in blocks:
+        assert len(block.split(": ", 1)[1]) > 5, block
+        assert block.lower().count("default") >= 1, block
+        assert block.count("(default: ") <= 1, block
+
+
+def test_help_lists_the_commands(cli, capsys):
+    for argv in (["--help"], ["-h"], ["help"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.parse(["kd-keras", *argv])
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
+        assert all(f"  {name} " in text for name in cli.COMMANDS), text
+    with pytest.raises(SystemExit):
+        cli.parse(["kd-keras", "help", "search"])
+    assert "--population" in capsys.readouterr().out
+
+
+def test_help_does_not_import_tensorflow(tmp_path):
+    # --help answers before anything heavy loads (it took 3 s when it imported TensorFlow).
+    probe = (
+        "import sys\n"
+        "from kd_keras import cli\n"
+        "try:\n"
+        "    cli.parse(['kd-keras', 'distill', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=KD_KERAS_ENV, capture_output=True,
+        text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "--recipe: Recipe name" in result.stdout
+
+
+def test_parsed_flags_reach_the_job(cli, monkeypatch, capsys):
+    from kd_keras import run
+
+    seen = {}
+
+    def recording_job(**kwargs):
+        seen.update(kwargs)
+        raise run.RunError("stop here: nothing to fix.")
+
+    monkeypatch.setattr(run, "distill_job", recording_job)
+    parsed = cli.parse([
+        "kd-keras", "distill", "--recipe=hard", "--epochs=4", "--set=temperature=2",
+        "--learning_rate=0.01", "--export=keras,tflite", "--verbose=2",
+    ])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(parsed)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == "kd-keras: error: stop here: nothing to fix."
+    assert seen["recipe"] == "hard" and seen["epochs"] == 4 and seen["verbose"] == 2
+    assert seen["temperature"] == 2 and seen["learning_rate"] == 0.01
+    assert seen["export_formats"] == ("keras", "tflite")
+    # Not given: the job picks the data set's defaults.
+    assert seen["teacher"] is None and seen["student"] is None and seen["batch_size"] is None
+
+
+def test_errors_raised_outside_kd_keras_keep_their_traceback(cli, monkeypatch):
+    from kd_keras import run
+
+    def buggy_job(**kwargs):
+        import numpy
+
+        numpy.zeros(3).reshape(2)  # a ValueError raised inside NumPy: a bug, not bad input
+
+    monkeypatch.setattr(run, "distill_job", buggy_job)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        cli.main(cli.parse(["kd-keras", "distill"]))
 
 
 @pytest.mark.parametrize(
@@ -241,9 +360,9 @@ def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_pat
         raise raised
 
     monkeypatch.setattr(run, "distill_job", failing_job)
-    argv = cli._parse(["kd-keras", "distill", f"--out={tmp_path / 'run'}"])
+    parsed = cli.parse(["kd-keras", "distill", f"--out={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as exit_:
-        cli.main(argv)
+        cli.main(parsed)
     assert exit_.value.code == code
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message)
