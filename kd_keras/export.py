@@ -237,6 +237,11 @@ def _prepare_out_dir(out_dir, formats):
     # A stale artefact from an earlier export would sit beside checked ones
     # and look just as trustworthy, so refuse to overwrite or mix them. Other
     # files (a run's logs and metrics) may share the directory.
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(
+            f"{os.fspath(out_dir)!r} is a file, not a directory: export into a "
+            "directory (a new path or an existing folder)."
+        )
     stale = [
         _FILENAMES[fmt] for fmt in formats
         if os.path.exists(os.path.join(out_dir, _FILENAMES[fmt]))

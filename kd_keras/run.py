@@ -15,6 +15,7 @@ import pathlib
 import shutil
 import tempfile
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -80,6 +81,12 @@ def load_model(path, safe_mode=True):
     path = pathlib.Path(path)
     if not path.exists():
         raise RunError(f"Model file {path} does not exist: check the path.")
+    if not zipfile.is_zipfile(path):
+        # Keras says "File not found" for a file that is there but no archive.
+        raise RunError(
+            f"{path} is not a valid .keras file (not a zip archive: corrupt, "
+            f"truncated or another format): {_rebuild_hint(path)}."
+        )
     try:
         return keras.saving.load_model(path, safe_mode=safe_mode)
     except Exception as error:  # Keras raises many types for corrupt files.
@@ -90,10 +97,17 @@ def load_model(path, safe_mode=True):
                 "(load_model(..., safe_mode=False))."
             ) from error
         raise RunError(
-            f"Could not load model {path} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}): it is corrupt "
-            "or not a .keras file; rebuild it (see its card)."
+            f"{path} is not a valid .keras file ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no message'}): "
+            f"{_rebuild_hint(path)}."
         ) from error
+
+
+def _rebuild_hint(path):
+    card = path.with_suffix(".json")
+    if card.is_file():
+        return f"rebuild it with the command in its card {card}"
+    return "save the model again with model.save(...) and pass that file"
 
 
 def resolve_teacher(
@@ -120,23 +134,35 @@ def resolve_teacher(
             f"Unknown teacher {spec!r}: give a .keras path, 'shipped:digits_cnn' "
             f"or a zoo name ({', '.join(kd_models.names())})."
         )
-    _check_fits(teacher, bundle, "teacher")
+    _check_fits(
+        teacher, bundle, "teacher",
+        fix="give a teacher built for this data set, or no --teacher for its default",
+    )
     return teacher
 
 
-def _check_fits(model, bundle, role):
+def _check_fits(model, bundle, role, fix=None):
+    fix = fix or f"use a {role} built for this data set"
     if tuple(model.input_shape[1:]) != tuple(bundle.input_shape):
         raise RunError(
             f"The {role} takes inputs of shape {tuple(model.input_shape[1:])} but "
-            f"{bundle.name} has {tuple(bundle.input_shape)}: use a {role} built "
-            "for this data set."
+            f"{bundle.name} has {tuple(bundle.input_shape)}: {fix}{_data_hint(model)}."
         )
     if model.output_shape[-1] != bundle.num_classes:
         raise RunError(
             f"The {role} outputs {model.output_shape[-1]} classes but "
-            f"{bundle.name} has {bundle.num_classes}: use a {role} built for "
-            "this data set."
+            f"{bundle.name} has {bundle.num_classes}: {fix}{_data_hint(model)}."
         )
+
+
+def _data_hint(model):
+    # The offline data sets a model of this shape may be for.
+    shape = tuple(model.input_shape[1:])
+    if len(shape) == 1:
+        return f" (token ids of length {shape[0]}: --dataset=text-default or a TFDS text set)"
+    if shape == (28, 28, 1):
+        return " (28x28 grey images: --dataset=digits)"
+    return ""
 
 
 def evaluate(model, split, batch_size=256):
@@ -162,6 +188,7 @@ def _run_directory(out, signature=None):
     out = pathlib.Path(out)
     _check_unfinished(out, signature)
     created = not out.exists()
+    new_parents = [parent for parent in out.parents if not parent.exists()]
     out.mkdir(parents=True, exist_ok=True)
     if signature is not None:
         _write_json(out / RUN_FILE, signature)
@@ -169,9 +196,13 @@ def _run_directory(out, signature=None):
         yield out
     except BaseException:
         # An interrupted or diverged run keeps what it can resume from; one
-        # that failed earlier leaves nothing behind.
+        # that failed earlier leaves nothing behind, not even the runs/
+        # folder it made for itself.
         if created and not _resumable(out):
             shutil.rmtree(out, ignore_errors=True)
+            for parent in new_parents:  # innermost first; only empty ones:
+                with contextlib.suppress(OSError):  # another run may be in runs/ now
+                    parent.rmdir()
         raise
 
 
@@ -194,21 +225,20 @@ def _check_unfinished(out, signature=None):
         )
 
 
-def _check_writable(out):
+def _check_writable(out, what="the run directory"):
     existing = out
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise RunError(
-            f"Cannot create the run directory {out}: {existing} is a file; choose "
-            "another --out."
+            f"Cannot create {what} {out}: {existing} is a file; choose another --out."
         )
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise RunError(
-            f"Cannot write the run directory {out} ({error.strerror or error}): "
+            f"Cannot write {what} {out} ({error.strerror or error}): "
             "choose a writable --out."
         ) from error
 
@@ -320,8 +350,8 @@ def distill_job(
             f"Unknown export format {', '.join(unknown)}: choose from "
             f"{', '.join(kd_export.FORMATS)}."
         )
-    if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
-        raise RunError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
     if out is not None:
         _check_writable(pathlib.Path(out))
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
@@ -350,6 +380,7 @@ def distill_job(
         elif getattr(chosen.host_augment, "then", False) is None:
             chosen.host_augment.then = kd_data.standard_augmentation()
     epochs = int(chosen.epochs if epochs is None else epochs)
+    _check_data(bundle, batch_size or chosen.batch_size)
     out = pathlib.Path(out or default_out("distill", recipe, dataset))
     chief = kd_strategy.is_chief(strategy)
     if not chief:
@@ -474,6 +505,18 @@ def distill_job(
     return metrics
 
 
+def _check_positive(name, value):
+    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+        raise RunError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def _check_data(bundle, batch_size):
+    # Before any directory exists: a batch larger than the data (or bad
+    # arrays) must not leave an empty run directory behind.
+    if isinstance(bundle.train, tuple):
+        kd_data.check_arrays(*bundle.train, num_classes=bundle.num_classes, batch_size=batch_size)
+
+
 def _signature(**settings):
     # Compared with the JSON stored in run.json, so made of JSON types.
     return json.loads(json.dumps(settings, sort_keys=True, default=repr))
@@ -562,9 +605,12 @@ def train_teacher_job(
         )
     # Read first: a bad schedule file should fail before any data loads.
     pba_schedule = None if policy is None else pba.as_schedule(policy)
-    bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
     if model not in kd_models.names():
         raise RunError(f"Unknown model {model!r}: choose one of {', '.join(kd_models.names())}.")
+    bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    _check_data(bundle, batch_size)
     out = pathlib.Path(out or default_out("teacher", model, dataset).with_suffix(".keras"))
     if out.suffix != ".keras":
         raise RunError(f"--out must end in .keras, got {out}.")
@@ -669,8 +715,11 @@ def train_vae_job(
     out = pathlib.Path(out)
     if out.suffix != ".keras":
         raise RunError(f"--out must end in .keras, got {out}.")
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
     started = time.perf_counter()
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    _check_data(bundle, batch_size)
     train_images = _vae_images(bundle, "train")
     test_images = _vae_images(bundle, "test")
     keras.utils.set_random_seed(seed)
@@ -718,9 +767,10 @@ def export_job(
     safe_mode=True,
 ):
     """Export a saved student to `formats` with parity checks on real inputs; return the report."""
+    _check_writable(pathlib.Path(out), "the export directory")
     student = load_model(model_path, safe_mode=safe_mode)
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
-    _check_fits(student, bundle, "student")
+    _check_fits(student, bundle, "student", fix="pass the --dataset it was trained on")
     return kd_export.export_student(
         student,
         out,

@@ -11,8 +11,16 @@ from kd_keras import run
 
 def test_corrupt_teacher_file_is_reported(tmp_path):
     corrupt = tmp_path / "teacher.keras"
-    corrupt.write_bytes(b"not a zip archive")
-    with pytest.raises(run.RunError, match="corrupt or not a .keras file"):
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(run.RunError) as error:
+        run.load_model(corrupt)
+    message = str(error.value)
+    assert "teacher.keras is not a valid .keras file" in message
+    # Keras' own "File not found" is wrong for a file that is there; no card, no card advice.
+    assert "not found" not in message.lower() and "card" not in message
+    assert "model.save" in message
+    (tmp_path / "teacher.json").write_text(json.dumps({"command": "kd-keras train-teacher"}))
+    with pytest.raises(run.RunError, match=r"rebuild it with the command in its card .*teacher\.json"):
         run.load_model(corrupt)
     with pytest.raises(run.RunError, match="does not exist"):
         run.load_model(tmp_path / "absent.keras")
@@ -20,8 +28,15 @@ def test_corrupt_teacher_file_is_reported(tmp_path):
     teacher.save(tmp_path / "whole.keras")
     whole = (tmp_path / "whole.keras").read_bytes()
     (tmp_path / "truncated.keras").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(run.RunError, match="truncated.keras .*corrupt or not a .keras file"):
+    with pytest.raises(run.RunError, match="truncated.keras is not a valid .keras file"):
         run.load_model(tmp_path / "truncated.keras")
+    # A zip archive that is no Keras model: Keras' reason is kept.
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(run.RunError, match=r"other.keras is not a valid .keras file \(\w+: "):
+        run.load_model(tmp_path / "other.keras")
 
 
 def test_python_code_in_a_model_file_needs_an_explicit_opt_in(digits, tmp_path):
@@ -239,3 +254,68 @@ def test_learned_policy_runs_save_the_trajectory(tmp_path):
     trajectory = json.loads((tmp_path / "run" / "policy.json").read_text())
     assert trajectory and (tmp_path / "run" / "policy.png").exists()
     assert (tmp_path / "run" / "views.png").exists()
+
+
+def test_a_batch_larger_than_the_data_leaves_no_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(run.RunError, match="batch_size must be an integer >= 1, got 0"):
+        run.distill_job(batch_size=0, verbose=0)
+    with pytest.raises(kd_keras.data.DataError, match="1347 samples, fewer than one batch of 5000"):
+        run.distill_job(batch_size=5000, verbose=0)
+    with pytest.raises(kd_keras.data.DataError, match="fewer than one batch of 5000"):
+        run.train_teacher_job("small_cnn", batch_size=5000, verbose=0)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_run_that_fails_early_removes_the_folders_it_made(tmp_path, monkeypatch):
+    def failing_distill(*args, **kwargs):
+        raise kd_keras.data.DataError("found while training: fix the data.")
+
+    monkeypatch.setattr(run, "distill", failing_distill)
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(kd_keras.data.DataError):
+        run.distill_job(epochs=1, out=tmp_path / "kept" / "runs" / "deep" / "run", verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert not any((tmp_path / "kept").iterdir())
+    # A parent holding something else (another run) stays.
+    (tmp_path / "runs" / "other").mkdir(parents=True)
+    with pytest.raises(kd_keras.data.DataError):
+        run.distill_job(epochs=1, out=tmp_path / "runs" / "run", verbose=0)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]
+
+
+def test_export_into_a_file_is_refused_before_anything_loads(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("not a directory")
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(run.RunError) as error:
+        run.export_job("student.keras", tmp_path / "afile", ("keras",))
+    message = str(error.value)
+    assert "afile is a file; choose another --out" in message and "Errno" not in message
+    student = kd_keras.models.get("mlp", (28, 28, 1), 10, width=8)
+    with pytest.raises(ValueError, match="afile' is a file, not a directory: export into a directory"):
+        kd_keras.export.export_student(
+            student, tmp_path / "afile", formats=("keras",), check_data=np.zeros((4, 28, 28, 1))
+        )
+    assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+def test_an_explicit_teacher_is_never_replaced_and_must_fit_the_data(tmp_path):
+    with pytest.raises(run.RunError) as error:
+        run.distill_job(
+            dataset="text-default", teacher="shipped:digits_cnn", out=tmp_path / "run", verbose=0
+        )
+    message = str(error.value)
+    assert "teacher takes inputs of shape (28, 28, 1) but text-default has (40,)" in message
+    assert "no --teacher for its default" in message and "--dataset=digits" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_of_a_student_of_other_data_names_the_dataset_flag(tmp_path):
+    student = kd_keras.models.get("text_cnn", (40,), 4, vocabulary_size=50)
+    student.save(tmp_path / "text_student.keras")
+    with pytest.raises(run.RunError) as error:
+        run.export_job(tmp_path / "text_student.keras", tmp_path / "out", ("keras",))
+    message = str(error.value)
+    assert "takes inputs of shape (40,) but digits has (28, 28, 1)" in message
+    assert "pass the --dataset it was trained on" in message and "--dataset=text-default" in message
+    assert not (tmp_path / "out").exists()
