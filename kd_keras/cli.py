@@ -560,13 +560,36 @@ def main(parsed):
         _fail(_first_line(error))
     except OSError as error:  # the machine's: a full disk, a permission
         _fail(_first_line(error))
-    except KeyboardInterrupt:
-        resume = "; rerun the same command to resume from the last epoch checkpoint"
-        print(
-            f"{PROGRAM}: interrupted{resume if parsed.command.name == 'distill' else ''}.",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as error:
+        print(f"{PROGRAM}: {_interrupted(error, parsed.argv)}", file=sys.stderr)
         sys.exit(130)
+
+
+def _interrupted(error, argv):
+    """The one line for Ctrl-C: what was kept, and the exact command that resumes it."""
+    out = getattr(error, "out", None)
+    if out is None:
+        return "interrupted; nothing was saved."
+    if not error.kept:
+        return f"interrupted before the first epoch checkpoint: nothing was saved and {out} was removed."
+    rerun = _command_line([*_without_flag(argv, "out"), f"--out={out}"])
+    if error.checkpoint_epoch is None:
+        kept = f"the teacher it trained is kept in {out}"
+    else:
+        kept = f"the checkpoint of epoch {error.checkpoint_epoch} is kept in {out}"
+    return f"interrupted; {kept}: rerun the same command to resume, or exactly: {rerun}"
+
+
+def _without_flag(argv, name):
+    kept, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument in (f"--{name}", f"-{name}"):
+            skip = True  # its value is the next argument
+        elif not argument.startswith((f"--{name}=", f"-{name}=")):
+            kept.append(argument)
+    return kept
 
 
 def _raised_by_kd_keras(error):

@@ -9,6 +9,7 @@ fails before its first checkpoint removes the directory it created.
 """
 
 import contextlib
+import glob
 import json
 import os
 import pathlib
@@ -54,10 +55,29 @@ TEXT_DEFAULT_EPOCHS = 10
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"
 TEACHER_FILE = "teacher.keras"
+# Where the default, time-stamped output paths live (relative to the working directory).
+DEFAULT_RUNS = pathlib.Path("runs")
 
 
 class RunError(RuntimeError):
     """A job that cannot run, with the fix in its one-line message."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: where it was and what it kept.
+
+    Args:
+        out: the run directory.
+        checkpoint_epoch: the epoch of the last checkpoint kept in it, or None.
+        kept: whether the directory was kept (it holds a checkpoint or a
+            trained teacher to resume from); False when it was removed.
+    """
+
+    def __init__(self, out, checkpoint_epoch, kept):
+        super().__init__(str(out))
+        self.out = pathlib.Path(out)
+        self.checkpoint_epoch = checkpoint_epoch
+        self.kept = kept
 
 
 def load_model(path, safe_mode=True):
@@ -194,15 +214,19 @@ def _run_directory(out, signature=None):
         _write_json(out / RUN_FILE, signature)
     try:
         yield out
-    except BaseException:
+    except BaseException as error:
         # An interrupted or diverged run keeps what it can resume from; one
         # that failed earlier leaves nothing behind, not even the runs/
         # folder it made for itself.
-        if created and not _resumable(out):
+        kept = _resumable(out) or not created
+        if not kept:
             shutil.rmtree(out, ignore_errors=True)
             for parent in new_parents:  # innermost first; only empty ones:
                 with contextlib.suppress(OSError):  # another run may be in runs/ now
                     parent.rmdir()
+        if isinstance(error, KeyboardInterrupt) and not isinstance(error, Interrupted):
+            checkpoint = kd_backup.read_checkpoint(out / BACKUP_DIR) if kept else None
+            raise Interrupted(out, checkpoint and checkpoint["epoch"], kept) from error
         raise
 
 
@@ -253,8 +277,50 @@ def _write_json(path, content):
 
 
 def default_out(kind, recipe, dataset):
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path("runs") / f"{kind}-{recipe}-{dataset.replace(':', '_')}-{stamp}"
+    """Return the time-stamped default output path, `runs/<kind>-<recipe>-<dataset>-<time>`."""
+    return DEFAULT_RUNS / f"{_run_prefix(kind, recipe, dataset)}{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _run_prefix(kind, recipe, dataset):
+    return f"{kind}-{recipe}-{dataset.replace(':', '_')}-"
+
+
+def find_unfinished(prefix, signature):
+    """Return the latest unfinished, resumable run directory `<prefix>*` of `signature`, or None.
+
+    What `distill_job` without `out` resumes: a directory whose `run.json`
+    equals this command's settings, which has no `metrics.json` and holds a
+    checkpoint (or a trained teacher). The latest is the last by name (the
+    default names end in a time stamp).
+
+    Args:
+        prefix: path prefix of the candidates, e.g. `runs/distill-hard-digits-`.
+        signature: the settings the candidate's `run.json` must equal.
+
+    Returns:
+        A `pathlib.Path`, or None.
+
+    Example:
+    ```python
+    kd_keras.run.find_unfinished("runs/distill-hard-digits-", signature)
+    ```
+    """
+    prefix = pathlib.Path(prefix)
+    if not prefix.parent.is_dir():
+        return None
+    candidates = sorted(prefix.parent.glob(f"{glob.escape(prefix.name)}*"), reverse=True)
+    for candidate in candidates:
+        if not candidate.is_dir() or (candidate / "metrics.json").exists():
+            continue
+        if not _resumable(candidate):
+            continue
+        try:
+            stored = json.loads((candidate / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if stored == signature:
+            return candidate
+    return None
 
 
 def distill_job(
@@ -289,10 +355,13 @@ def distill_job(
     name is trained first and kept as `teacher.keras`.
 
     The job is resumable: it checkpoints every epoch in `backup/` and records
-    its settings in `run.json`; the same call on the same `out` after an
-    interruption (or a `kd_keras.faults.NumericalFault`) continues from the
-    last checkpoint and trains the steps an uninterrupted run would.
-    `metrics.json` marks a finished run, which is never overwritten.
+    its settings in `run.json`; the same call on the same `out` (or again
+    without `out`) after an interruption (or a
+    `kd_keras.faults.NumericalFault`) continues from the last checkpoint and
+    trains the steps an uninterrupted run would. An interruption raises
+    `Interrupted` (a `KeyboardInterrupt`) naming the directory and its last
+    checkpoint. `metrics.json` marks a finished run, which is never
+    overwritten.
 
     Args:
         recipe: recipe name.
@@ -307,7 +376,9 @@ def distill_job(
             recipe's elsewhere).
         batch_size: batch size (default: the recipe's).
         seed: seed of everything random.
-        out: run directory (default: `runs/distill-<recipe>-<dataset>-<time>`).
+        out: run directory; None: the latest unfinished run under `runs/`
+            whose `run.json` equals this call's settings, resumed (a line
+            says which), else a new `runs/distill-<recipe>-<dataset>-<time>`.
         export_formats: formats of `kd_keras.export.FORMATS`.
         data_dir: TFDS data directory.
         download: TFDS download policy (see `kd_keras.data.load_tfds`).
@@ -381,11 +452,6 @@ def distill_job(
             chosen.host_augment.then = kd_data.standard_augmentation()
     epochs = int(chosen.epochs if epochs is None else epochs)
     _check_data(bundle, batch_size or chosen.batch_size)
-    out = pathlib.Path(out or default_out("distill", recipe, dataset))
-    chief = kd_strategy.is_chief(strategy)
-    if not chief:
-        # Every worker trains; only the chief keeps a run directory.
-        out = pathlib.Path(tempfile.mkdtemp(prefix="kd-keras-worker-")) / "run"
     signature = _signature(
         recipe=recipe, dataset=dataset, teacher=teacher, student=student,
         student_bits=student_bits, precision=precision,
@@ -394,6 +460,21 @@ def distill_job(
         # A run stopped by a NaN may resume from its last checkpoint at a lower rate.
         overrides={k: v for k, v in overrides.items() if k != "learning_rate"},
     )
+    chief = kd_strategy.is_chief(strategy)
+    if out is None and not kd_strategy.is_multi_worker(strategy):
+        # The same command without --out continues its latest unfinished run
+        # (multi-worker runs do not resume: the other workers start afresh).
+        out = find_unfinished(DEFAULT_RUNS / _run_prefix("distill", recipe, dataset), signature)
+        if out is not None:
+            epoch = (kd_backup.read_checkpoint(out / BACKUP_DIR) or {}).get("epoch", 0)
+            print(
+                f"Resuming the unfinished run {out} of the same command, from the end of "
+                f"epoch {epoch} (--out=DIR starts a new run elsewhere)."
+            )
+    out = pathlib.Path(out or default_out("distill", recipe, dataset))
+    if not chief:
+        # Every worker trains; only the chief keeps a run directory.
+        out = pathlib.Path(tempfile.mkdtemp(prefix="kd-keras-worker-")) / "run"
     _check_unfinished(out, signature)
     trained_teacher = out / TEACHER_FILE
     reuse_teacher = teacher in kd_models.names() and trained_teacher.exists()

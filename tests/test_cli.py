@@ -204,6 +204,51 @@ def test_a_killed_run_resumes_to_the_student_of_an_uninterrupted_one(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def interrupted_command(args, cwd, ready):
+    """Start the command, send SIGINT once `ready()` holds; return (returncode, stderr)."""
+    process = subprocess.Popen(
+        [*KD_KERAS, *args], cwd=cwd, env=KD_KERAS_ENV, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
+def test_ctrl_c_without_out_then_the_same_command_resumes(tmp_path):
+    args = ("distill", "--epochs=3", "--export=keras", "--verbose=0")
+    runs = tmp_path / "runs"
+
+    def started():
+        return any(runs.glob("*/run.json"))
+
+    code, stderr = interrupted_command(args, tmp_path, started)
+    assert code == 130, stderr[-2000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("kd-keras: interrupted before the first epoch checkpoint: nothing was saved")
+    assert "checkpoint of epoch" not in line and not runs.exists()  # nor the runs/ it made
+
+    def checkpointed():
+        return any(runs.glob("*/backup/checkpoint.json"))
+
+    code, stderr = interrupted_command(args, tmp_path, checkpointed)
+    assert code == 130, stderr[-2000:]
+    (directory,) = runs.iterdir()
+    line = stderr.strip().splitlines()[-1]
+    assert "is kept in runs/distill-kd-digits-" in line and line.endswith(
+        f"kd-keras distill --epochs=3 --export=keras --verbose=0 --out=runs/{directory.name}"
+    ), line
+    resumed = kd_keras_command(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resuming the unfinished run runs/{directory.name} of the same command" in resumed.stdout
+    assert [p.name for p in runs.iterdir()] == [directory.name]
+    metrics = json.loads((directory / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= 1 and metrics["optimizer_steps"] == {"student": 66}
+
+
 @pytest.fixture
 def cli():
     from kd_keras import cli
@@ -346,7 +391,7 @@ def test_errors_raised_outside_kd_keras_keep_their_traceback(cli, monkeypatch):
     [
         ("fault", 2, "kd-keras: error: Non-finite loss kd=nan at step 7"),
         (OSError(28, "No space left on device"), 2, "kd-keras: error: [Errno 28] No space left"),
-        (KeyboardInterrupt(), 130, "kd-keras: interrupted; rerun the same command to resume"),
+        (KeyboardInterrupt(), 130, "kd-keras: interrupted; nothing was saved."),
     ],
 )
 def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_path, raised, code, message):
@@ -366,6 +411,35 @@ def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_pat
     assert exit_.value.code == code
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message)
+
+
+@pytest.mark.parametrize(
+    "epoch, kept, message",
+    [
+        (3, True, "kd-keras: interrupted; the checkpoint of epoch 3 is kept in runs/d-1: rerun the "
+                  "same command to resume, or exactly: kd-keras distill --recipe=hard "
+                  "'--set=note=a b' --out=runs/d-1"),
+        (None, True, "kd-keras: interrupted; the teacher it trained is kept in runs/d-1: rerun"),
+        (None, False, "kd-keras: interrupted before the first epoch checkpoint: nothing was "
+                      "saved and runs/d-1 was removed."),
+    ],
+)
+def test_an_interrupt_says_what_was_kept_and_how_to_resume(cli, capsys, monkeypatch, epoch, kept, message):
+    from kd_keras import run
+
+    def interrupted_job(**kwargs):
+        raise run.Interrupted("runs/d-1", epoch, kept)
+
+    monkeypatch.setattr(run, "distill_job", interrupted_job)
+    # Given or not, the --out of the message is the run's own.
+    for out in ([], ["--out=elsewhere"], ["--out", "elsewhere"]):
+        parsed = cli.parse(["kd-keras", "distill", "--recipe=hard", *out, "--set=note=a b"])
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(parsed)
+        assert exit_.value.code == 130
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), lines
+        assert "elsewhere" not in lines[0]
 
 
 def test_sigterm_becomes_a_keyboard_interrupt(cli):

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import pathlib
 
 import keras
 import numpy as np
@@ -125,13 +126,15 @@ def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, 
         )
 
     interrupted_at(0)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(run.Interrupted) as error:
         run.distill_job(epochs=2, out=tmp_path / "early", export_formats=("keras",), verbose=0)
     assert not (tmp_path / "early").exists()
+    assert (error.value.kept, error.value.checkpoint_epoch) == (False, None)
     interrupted_at(1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(run.Interrupted) as error:
         run.distill_job(epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0)
     assert kd_keras.backup.read_checkpoint(tmp_path / "late" / "backup")["epoch"] == 1
+    assert (error.value.out, error.value.kept, error.value.checkpoint_epoch) == (tmp_path / "late", True, 1)
     with pytest.raises(run.RunError, match="unfinished run of another command"):
         run.distill_job(epochs=3, out=tmp_path / "late", verbose=0)
     # A lower learning rate (the fix for a NaN) resumes the same run.
@@ -319,3 +322,41 @@ def test_export_of_a_student_of_other_data_names_the_dataset_flag(tmp_path):
     assert "takes inputs of shape (40,) but digits has (28, 28, 1)" in message
     assert "pass the --dataset it was trained on" in message and "--dataset=text-default" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tensorboard = keras.callbacks.TensorBoard
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        keras.callbacks, "TensorBoard", lambda log_dir: [tensorboard(log_dir), Interrupt()][1]
+    )
+    with pytest.raises(run.Interrupted) as error:
+        run.distill_job(epochs=2, export_formats=("keras",), verbose=0)
+    first = error.value.out
+    assert first.parent == pathlib.Path("runs") and first.name.startswith("distill-kd-digits-")
+    assert error.value.checkpoint_epoch == 1
+    # Later unfinished runs of other commands, and a finished one, are not taken.
+    for name, settings in (("99991231-235959", {"recipe": "hard"}), ("99991231-235958", None)):
+        decoy = pathlib.Path("runs") / f"distill-kd-digits-{name}"
+        (decoy / "backup").mkdir(parents=True)
+        (decoy / "backup" / "checkpoint.json").write_text("{}")
+        (decoy / "run.json").write_text(json.dumps(settings or json.loads((first / "run.json").read_text())))
+        if settings is None:
+            (decoy / "metrics.json").write_text("{}")
+    monkeypatch.setattr(keras.callbacks, "TensorBoard", tensorboard)
+    capsys.readouterr()
+    metrics = run.distill_job(epochs=2, export_formats=("keras",), verbose=0)
+    assert metrics["out"] == str(first) and metrics["resumed_from_epoch"] == 1
+    assert metrics["optimizer_steps"] == {"student": 44}
+    assert f"Resuming the unfinished run {first} of the same command, from the end of epoch 1" in (
+        capsys.readouterr().out
+    )
+    assert len(list(pathlib.Path("runs").iterdir())) == 3  # no new directory
+    signature = json.loads((first / "run.json").read_text())
+    assert run.find_unfinished("runs/distill-kd-digits-", signature) is None  # now finished
