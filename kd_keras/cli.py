@@ -87,6 +87,15 @@ def _define_data(flag_values, datasets="'digits' or 'text-default' (embedded, of
     )
 
 
+def _define_allow_weak_teacher(flag_values, what):
+    flags.DEFINE_bool(
+        "allow_weak_teacher", False,
+        f"{what} a teacher near chance (Cohen's kappa < 0.1 on the evaluation data, e.g. "
+        "accuracy below 19% on 10 balanced classes) instead of refusing it.",
+        flag_values=flag_values,
+    )
+
+
 def _define_seed(flag_values):
     flags.DEFINE_integer("seed", 0, "Seed of everything random.", flag_values=flag_values)
 
@@ -212,6 +221,7 @@ def _define_distill(flag_values):
         flag_values=flag_values,
     )
     _define_unsafe(flag_values)
+    _define_allow_weak_teacher(flag_values, "Distil from")
 
 
 def _define_train_teacher(flag_values):
@@ -254,6 +264,9 @@ def _define_train_teacher(flag_values):
         "The teacher's training precision; it is saved in float32.", flag_values=flag_values,
     )
     _define_verbose(flag_values)
+    _define_allow_weak_teacher(
+        flag_values, "Exit 0 for (the teacher and its card are written either way)"
+    )
 
 
 def _define_train_vae(flag_values):
@@ -332,6 +345,7 @@ def _define_search(flag_values):
         flag_values=flag_values,
     )
     _define_set(flag_values, "recipe rolewise (--role=student)")
+    _define_allow_weak_teacher(flag_values, "--role=student: search with")
     _define_verbose(
         flag_values,
         "Output: auto or 0 = the summary only; 1, 2, 3 = Ray Tune's own verbosity (1: "
@@ -379,7 +393,7 @@ def _run_distill(values, command_line):
         verbose=_keras_verbose(values), student_bits=values.bits, strategy=values.strategy,
         precision=values.precision, teacher_precision=values.teacher_precision,
         deterministic=values.deterministic, safe_mode=not values.unsafe_deserialization,
-        **overrides,
+        allow_weak_teacher=values.allow_weak_teacher, **overrides,
     )
     print(summary(metrics))
 
@@ -393,6 +407,7 @@ def _run_train_teacher(values, command_line):
         out=values.out, data_dir=values.data_dir, download=_download(values),
         command=command_line, verbose=_keras_verbose(values), policy=values.policy,
         schedule=values.schedule, strategy=values.strategy, precision=values.precision,
+        allow_weak_teacher=values.allow_weak_teacher,
     )
     print(_table([(key, card[key]) for key in sorted(card)]))
 
@@ -421,11 +436,19 @@ def _run_search(values, command_line):
             out=values.out, resume=values.resume, data_dir=values.data_dir,
             download=_download(values),
             verbose=0 if values.verbose == "auto" else int(values.verbose),
-            **_overrides(values.set),
+            allow_weak_teacher=values.allow_weak_teacher, **_overrides(values.set),
         )
     except ImportError as error:  # the optional [search] extra
         _fail(str(error).splitlines()[0])
     print(_search_table(report))
+    if report.get("rewards_all_equal"):
+        print(
+            f"{PROGRAM}: warning: every trial ended with the same reward "
+            f"({_percent(report['final_rewards'][0])}): the search could not rank them, so "
+            "its schedule is arbitrary; check that the network learns (more --epochs, "
+            "its validation accuracy).",
+            file=sys.stderr,
+        )
 
 
 def _run_export(values, command_line):
@@ -697,6 +720,7 @@ def _search_table(report):
         ("epochs", report["epochs"]),
         ("best trial", report["best_trial"]),
         ("best validation accuracy", _percent(report["best_validation_accuracy"])),
+        ("final rewards", _rewards(report)),
         ("trial-epochs", report["trial_epochs"]),
         ("exploits", report["exploits"]),
         ("wall time per trial-epoch", (
@@ -706,6 +730,15 @@ def _search_table(report):
         ("schedule", report["schedule"]),
         ("ray experiment", report["experiment"]),
     ])
+
+
+def _rewards(report):
+    rewards = report.get("final_rewards")
+    if not rewards:
+        return "not recorded"
+    if report.get("rewards_all_equal"):
+        return f"all equal ({_percent(rewards[0])}): the schedule is arbitrary"
+    return f"{_percent(rewards[0])} to {_percent(rewards[-1])} over {len(rewards)} trials"
 
 
 def _percent(value):

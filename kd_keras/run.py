@@ -185,6 +185,100 @@ def _data_hint(model):
     return ""
 
 
+# A teacher is "near chance" when its Cohen's kappa on the evaluation data is
+# below this: its predictions remove less than a tenth of the errors that
+# guessing with its own class frequencies would make (10 balanced classes:
+# accuracy below 19%). Kappa, unlike accuracy, is 0 for a network that
+# predicts one class whatever the class balance.
+WEAK_TEACHER_KAPPA = 0.1
+# Enough test samples to tell a teacher from chance; a full pass over a large
+# TFDS test set would cost a run minutes before it starts.
+TEACHER_CHECK_SAMPLES = 2048
+
+
+def teacher_quality(logits, labels):
+    """Return accuracy, chance agreement and Cohen's kappa of predictions against labels.
+
+    Chance is the accuracy expected of guessing with the predictions' own
+    class frequencies, `sum_k p_pred(k) p_true(k)` (1 / classes for balanced
+    labels); kappa is `(accuracy - chance) / (1 - chance)`: 1 for a perfect
+    network, 0 for a guess or for one that always predicts the same class.
+
+    Args:
+        logits: `(n, classes)` scores.
+        labels: `(n,)` class ids or `(n, classes)` probabilities.
+
+    Returns:
+        A dict with `accuracy`, `chance` and `kappa`.
+
+    Example:
+    ```python
+    quality = kd_keras.run.teacher_quality(teacher.predict(x), y)
+    ```
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels.argmax(-1)
+    predicted = logits.argmax(-1)
+    classes = logits.shape[-1]
+    accuracy = float(np.mean(predicted == labels))
+    chance = float(np.dot(
+        np.bincount(predicted, minlength=classes) / len(labels),
+        np.bincount(labels.astype("int64"), minlength=classes)[:classes] / len(labels),
+    ))
+    kappa = (accuracy - chance) / (1.0 - chance) if chance < 1.0 else float(accuracy == 1.0)
+    return {"accuracy": accuracy, "chance": chance, "kappa": float(kappa)}
+
+
+def check_teacher(teacher, split, data_name, allow_weak=False, count=TEACHER_CHECK_SAMPLES):
+    """Refuse a teacher whose predictions on `split` are near chance; return its quality.
+
+    Near chance means Cohen's kappa below `WEAK_TEACHER_KAPPA` (see
+    `teacher_quality`): such a teacher (e.g. a short run whose BatchNorm
+    statistics never converged) teaches nothing, and a run on it would
+    report a perfect teacher-student agreement with noise.
+
+    Args:
+        teacher: the teacher model.
+        split: `(x, y)` arrays or a labelled `tf.data.Dataset`; at most
+            `count` samples are scored.
+        data_name: the data's name, for the message.
+        allow_weak: only return the quality (the `--allow_weak_teacher` flag).
+        count: samples scored.
+
+    Returns:
+        The `teacher_quality` dict.
+
+    Raises:
+        RunError: the teacher is near chance and `allow_weak` is False.
+
+    Example:
+    ```python
+    kd_keras.run.check_teacher(teacher, data.test, "digits")
+    ```
+    """
+    if isinstance(split, tuple):
+        split = (split[0][:count], split[1][:count])
+    else:
+        split = split.take(count)
+    quality = teacher_quality(*predict_split(teacher, split))
+    if quality["kappa"] < WEAK_TEACHER_KAPPA and not allow_weak:
+        raise RunError(weak_teacher_message(quality, data_name))
+    return quality
+
+
+def weak_teacher_message(quality, data_name, subject="The teacher"):
+    """The one-line error for a teacher near chance, with the fixes."""
+    return (
+        f"{subject} is near chance on {data_name}: accuracy {quality['accuracy']:.2%}, "
+        f"chance {quality['chance']:.2%} (Cohen's kappa {quality['kappa']:.2f} < "
+        f"{WEAK_TEACHER_KAPPA}): train it longer (BatchNorm's moving statistics need a "
+        "few hundred steps) or check its data, or pass --allow_weak_teacher "
+        "(allow_weak_teacher=True) to use it anyway."
+    )
+
+
 def evaluate(model, split, batch_size=256):
     """Return top-1 accuracy of `model` on `(x, y)` arrays or a labelled data set."""
     logits, labels = predict_split(model, split, batch_size)
@@ -343,6 +437,7 @@ def distill_job(
     teacher_precision="float32",
     deterministic=False,
     safe_mode=True,
+    allow_weak_teacher=False,
     **overrides,
 ):
     """Run a whole distillation job and write its run directory; return its metrics.
@@ -396,6 +491,8 @@ def distill_job(
         deterministic: TensorFlow's deterministic ops (see `kd_keras.distill`).
         safe_mode: refuse a teacher `.keras` file holding Python code
             (`Lambda` layers); `False` only for files you trust.
+        allow_weak_teacher: distil from a teacher near chance on the test
+            data (see `check_teacher`) instead of refusing it.
         **overrides: recipe overrides.
 
     Returns:
@@ -483,6 +580,7 @@ def distill_job(
             str(trained_teacher) if reuse_teacher else teacher, bundle, seed,
             epochs=teacher_epochs, verbose=verbose, safe_mode=safe_mode,
         )
+    check_teacher(teacher_model, bundle.test, f"the {dataset} test data", allow_weak_teacher)
     if student not in kd_models.names():
         raise RunError(
             f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
@@ -642,8 +740,15 @@ def train_teacher_job(
     schedule="adam",
     strategy="default",
     precision="float32",
+    allow_weak_teacher=False,
 ):
     """Train a teacher, save it as `.keras` with a JSON card beside it; return the card.
+
+    A teacher near chance on the test data (Cohen's kappa below
+    `WEAK_TEACHER_KAPPA`, see `check_teacher`) is still written, with its
+    card, but the job then raises `RunError` saying so, unless
+    `allow_weak_teacher`: `distill_job` and `kd_keras.search.search` refuse
+    such a teacher too.
 
     Args:
         model: zoo name of the teacher.
@@ -667,10 +772,11 @@ def train_teacher_job(
             chief writes the teacher).
         precision: the dtype policy the teacher trains in; it is saved in
             float32.
+        allow_weak_teacher: return normally for a teacher near chance.
 
     Returns:
-        The card dictionary (data, accuracy clean and shifted, seed, command,
-        policy).
+        The card dictionary (data, accuracy clean and shifted, chance
+        accuracy and kappa, seed, command, policy).
 
     Example:
     ```python
@@ -729,19 +835,26 @@ def train_teacher_job(
         "precision": precision,
         "seed": seed,
         "parameters": int(teacher.count_params()),
-        "test_accuracy": evaluate(teacher, bundle.test),
         "train_seconds": time.perf_counter() - started,
         "keras_version": keras.__version__,
         "command": command,
         "policy": None if policy is None else str(policy),
     }
+    quality = teacher_quality(*predict_split(teacher, bundle.test))
+    card["test_accuracy"] = quality["accuracy"]
+    card["test_chance_accuracy"] = quality["chance"]
+    card["test_kappa"] = quality["kappa"]
     if bundle.test_shifted is not None:
         card["test_accuracy_shifted"] = evaluate(teacher, bundle.test_shifted)
-    if not kd_strategy.is_chief(strategy):
-        return card  # the other workers trained the same teacher alongside
-    out.parent.mkdir(parents=True, exist_ok=True)
-    teacher.save(out)
-    _write_json(out.with_suffix(".json"), card)
+    if kd_strategy.is_chief(strategy):  # the other workers trained the same teacher alongside
+        out.parent.mkdir(parents=True, exist_ok=True)
+        teacher.save(out)
+        _write_json(out.with_suffix(".json"), card)
+    if quality["kappa"] < WEAK_TEACHER_KAPPA and not allow_weak_teacher:
+        raise RunError(weak_teacher_message(
+            quality, f"the {dataset} test data",
+            subject=f"{out} and its card are written, but the teacher",
+        ))
     return card
 
 

@@ -217,6 +217,7 @@ def test_the_whole_gpu_command_runs_on_mock_cifar(tmp_path):
             recipe="cutmix_pick", dataset="tfds:cifar10", teacher="resnet8", student="resnet8",
             epochs=1, batch_size=8, teacher_epochs=1, out=tmp_path / "run",
             export_formats=("keras",), data_dir=str(tmp_path / "tfds"), download=True, verbose=0,
+            allow_weak_teacher=True,  # a teacher of 16 random images is at chance
         )
     assert metrics["recipe"] == "cutmix_pick" and metrics["dataset"] == "tfds:cifar10"
     assert 0.0 <= metrics["student_accuracy"] <= 1.0
@@ -360,3 +361,72 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
     assert len(list(pathlib.Path("runs").iterdir())) == 3  # no new directory
     signature = json.loads((first / "run.json").read_text())
     assert run.find_unfinished("runs/distill-kd-digits-", signature) is None  # now finished
+
+
+def constant_teacher(path, input_shape=(28, 28, 1), favourite=3):
+    """A teacher that predicts one class whatever it sees, saved to `path`."""
+    inputs = keras.Input(input_shape)
+    bias = [0.0] * 10
+    bias[favourite] = 5.0
+    outputs = keras.layers.Dense(
+        10, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(bias)
+    )(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_teacher_quality_is_cohens_kappa():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=400)
+    # Right 60% of the time, otherwise a guess biased towards class 0.
+    guesses = np.where(rng.random(400) < 0.5, 0, rng.integers(0, 5, size=400))
+    predicted = np.where(rng.random(400) < 0.6, labels, guesses)
+    logits = np.eye(5)[predicted] + rng.normal(0, 0.01, (400, 5))
+    quality = run.teacher_quality(logits, labels)
+    assert quality["accuracy"] == np.mean(predicted == labels)
+    assert np.isclose(quality["kappa"], cohen_kappa_score(labels, predicted))
+    expected_chance = sum(np.mean(predicted == k) * np.mean(labels == k) for k in range(5))
+    assert np.isclose(quality["chance"], expected_chance)
+    # One-hot labels give the same; a constant predictor has kappa 0 whatever the balance.
+    assert run.teacher_quality(logits, np.eye(5)[labels]) == quality
+    skewed = np.array([1] * 90 + [0] * 10)
+    constant = run.teacher_quality(np.tile([0.0, 1.0], (100, 1)), skewed)
+    assert constant["accuracy"] == 0.9 and constant["kappa"] == 0.0
+
+
+def test_a_teacher_at_chance_is_refused_by_distill(tmp_path):
+    path = constant_teacher(tmp_path / "constant.keras")
+    with pytest.raises(run.RunError) as error:
+        run.distill_job(teacher=str(path), epochs=1, out=tmp_path / "run", verbose=0)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1
+    digits = kd_keras.data.load_digits()
+    share = np.mean(digits.test[1] == 3)
+    assert f"near chance on the digits test data: accuracy {share:.2%}, chance {share:.2%}" in message
+    assert "kappa 0.00 < 0.1" in message and "--allow_weak_teacher" in message
+    assert not (tmp_path / "run").exists()
+    metrics = run.distill_job(
+        teacher=str(path), epochs=1, out=tmp_path / "run", export_formats=("keras",),
+        verbose=0, allow_weak_teacher=True,
+    )
+    assert metrics["teacher_accuracy"] == share
+
+
+def test_train_teacher_writes_a_teacher_at_chance_but_says_so(tmp_path, monkeypatch):
+    # Training that leaves the network as initialised (at chance).
+    monkeypatch.setattr(run, "train_teacher", lambda teacher, *args, **kwargs: teacher)
+    out = tmp_path / "teacher.keras"
+    with pytest.raises(run.RunError) as error:
+        run.train_teacher_job("mlp", epochs=1, out=out, verbose=0)
+    message = str(error.value)
+    assert message.startswith(f"{out} and its card are written, but the teacher is near chance")
+    assert "--allow_weak_teacher" in message
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["test_kappa"] < run.WEAK_TEACHER_KAPPA and out.exists()
+    assert f"accuracy {card['test_accuracy']:.2%}, chance {card['test_chance_accuracy']:.2%}" in message
+    card = run.train_teacher_job(
+        "mlp", epochs=1, out=tmp_path / "again.keras", verbose=0, allow_weak_teacher=True
+    )
+    assert card["test_kappa"] < run.WEAK_TEACHER_KAPPA
