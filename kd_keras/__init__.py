@@ -1,13 +1,8 @@
-"""kd_keras: knowledge distillation for Keras 3 where the data is part of the model.
-
-Submodules load on first use (`kd_keras.data`, `kd_keras.distill`, ...), so
-`import kd_keras` and `kd-keras --help` do not wait for TensorFlow.
-"""
+"""kd_keras: knowledge distillation for Keras 3 where the data is part of the model."""
 
 import importlib
 import os
 import sys
-import types
 
 from kd_keras.version import __version__
 
@@ -31,6 +26,20 @@ _ATTRIBUTES = {
 __all__ = [*_SUBMODULES, *_ATTRIBUTES, "__version__"]
 
 
+def import_all():
+    """Import every submodule: the package's API, and the classes `.keras` files name.
+
+    `import kd_keras` does this, so `keras.saving.load_model` finds every
+    registered kd_keras class; only the `kd-keras` command defers it until
+    its flags are parsed, so that `--help` answers without TensorFlow.
+    """
+    for name in _SUBMODULES:
+        importlib.import_module(f"{__name__}.{name}")
+    # After the submodules: importing kd_keras.distill bound the name to the module.
+    for name, module in _ATTRIBUTES.items():
+        globals()[name] = getattr(importlib.import_module(module), name)
+
+
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
@@ -39,17 +48,13 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
-    return sorted({*globals(), *__all__})
+def _running_the_command():
+    # The console script (argv[0] .../kd-keras) or `python -m kd_keras.cli`.
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    script = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0]
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
+    return script == "kd-keras" or module == "kd_keras.cli"
 
 
-class _Package(types.ModuleType):
-    def __setattr__(self, name, value):
-        # Importing the submodule kd_keras.distill binds `kd_keras.distill`
-        # to that module; the package's `distill` is the function in it.
-        if name == "distill" and isinstance(value, types.ModuleType):
-            value = value.distill
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+if not _running_the_command():
+    import_all()

@@ -3,8 +3,8 @@
 `kd-keras COMMAND [--flags]` parses the flags after the command name with that
 command's own `absl.flags.FlagValues`, so `kd-keras COMMAND --help` lists
 exactly the flags the command takes and an unknown one is refused. Nothing
-here imports TensorFlow before the flags are parsed: `--help` and bad flags
-answer at once.
+here imports TensorFlow before the flags are parsed (`kd_keras/__init__.py`
+defers its imports in this process): `--help` and bad flags answer at once.
 """
 
 import dataclasses
@@ -558,6 +558,10 @@ def parse(argv):
 
 def main(parsed):
     """Run a parsed command; our own errors end in one line `kd-keras: error: ...`, exit 2."""
+    import kd_keras
+
+    # What `import kd_keras` does outside this command (see kd_keras.import_all).
+    kd_keras.import_all()
     from kd_keras import data as kd_data
     from kd_keras import export as kd_export
     from kd_keras import faults
