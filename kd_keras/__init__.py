@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 _SUBMODULES = (
     "atomic", "augment", "backup", "callbacks", "cifar100", "data", "export", "faults",
-    "layers", "losses", "models", "precision", "quantization", "recipes", "run", "search",
-    "shipped", "strategy", "text_data",
+    "layers", "losses", "models", "precision", "quantization", "quiet", "recipes", "run",
+    "search", "shipped", "strategy", "text_data",
 )
 # Public names defined in a submodule: name -> the module holding it.
 _ATTRIBUTES = {

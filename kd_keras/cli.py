@@ -16,6 +16,7 @@ from typing import Callable
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 PROGRAM = "kd-keras"
 HELP = ("-h", "--help", "-help", "--helpfull", "--helpshort")
@@ -106,8 +107,9 @@ def _define_verbose(flag_values, meaning=None):
         meaning or (
             "Output while training: auto = a progress bar on a terminal, one line per "
             "epoch otherwise (a log file); 0 = the summary only; 1 = progress bars; 2 = "
-            "one line per epoch; 3 = as 2, plus the TFLite converter's and LiteRT's own "
-            "messages (TensorFlow's C++ INFO lines need TF_CPP_MIN_LOG_LEVEL=0)."
+            "one line per epoch; 3 = as 2, plus the libraries' own log lines (TensorFlow's "
+            "Python INFO lines, the TFLite converter's and LiteRT's native messages; "
+            "TensorFlow's C++ INFO lines also need TF_CPP_MIN_LOG_LEVEL=0)."
         ),
         flag_values=flag_values,
     )
@@ -427,13 +429,19 @@ def _run_train_vae(values, command_line):
 def _run_search(values, command_line):
     from kd_keras import run
 
+    out = values.out or str(run.default_out("search", values.role, values.dataset))
+    if values.verbose in ("auto", "0"):
+        print(
+            f"Searching with {values.population} trials on Ray Tune into {out} (its progress: "
+            "--verbose=1)."
+        )
     try:
         report = run.search_job(
             role=values.role, dataset=values.dataset, model=values.model, bits=values.bits,
             teacher=values.teacher, population=values.population, epochs=values.epochs,
             perturbation_interval=values.perturbation_interval, train_size=values.train_size,
             batch_size=values.batch_size, learning_rate=values.learning_rate, seed=values.seed,
-            out=values.out, resume=values.resume, data_dir=values.data_dir,
+            out=out, resume=values.resume, data_dir=values.data_dir,
             download=_download(values),
             verbose=0 if values.verbose == "auto" else int(values.verbose),
             allow_weak_teacher=values.allow_weak_teacher, **_overrides(values.set),
@@ -568,14 +576,23 @@ def main(parsed):
     from kd_keras import run
 
     values = parsed.values
+    from kd_keras import quiet
+
+    verbose = values.verbose if "verbose" in values else "auto"
+    if verbose == "3":
+        quiet.show_native_logs()
+    else:
+        # TensorFlow's SavedModel writer logs every signature at INFO through absl.
+        absl_logging.set_verbosity(absl_logging.WARNING)
     if "cpu_devices" in values and values.cpu_devices:
         from kd_keras import strategy as kd_strategy
 
         kd_strategy.split_cpu(values.cpu_devices)
-    # The SavedModel and TFLite converters log every step at INFO.
-    import tensorflow as tf
+    if verbose != "3":
+        # The SavedModel and TFLite converters log every step at INFO.
+        import tensorflow as tf
 
-    tf.get_logger().setLevel("ERROR")
+        tf.get_logger().setLevel("ERROR")
     ours = (run.RunError, kd_data.DataError, faults.NumericalFault, kd_export.ParityError)
     try:
         parsed.command.run(values, _command_line(parsed.argv))

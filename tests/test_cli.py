@@ -37,16 +37,17 @@ def kd_keras_command(*args, cwd):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cli")
+    # --verbose left at auto, with stdout a pipe (as in a log file).
     result = kd_keras_command(
-        "distill", "--epochs=2", "--out=run", "--verbose=0",
+        "distill", "--epochs=2", "--out=run",
         "--export=keras,saved_model,tflite,tflite_float16,tflite_int8", cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return cwd / "run", result.stdout
+    return cwd / "run", result.stdout, result.stderr
 
 
 def test_distill_writes_the_run_directory(finished_run):
-    out, _ = finished_run
+    out, _, _ = finished_run
     metrics = json.loads((out / "metrics.json").read_text())
     for key in (
         "recipe", "dataset", "epochs", "teacher_accuracy", "student_accuracy", "agreement",
@@ -63,14 +64,57 @@ def test_distill_writes_the_run_directory(finished_run):
 
 
 def test_distill_prints_the_summary(finished_run):
-    _, stdout = finished_run
+    _, stdout, _ = finished_run
     for line in ("teacher accuracy", "student accuracy (shifted)", "teacher-student agreement",
                  "student parameters", "tflite_int8 size", "wall time"):
         assert line in stdout, line
 
 
+def test_distill_output_is_one_line_per_epoch_and_no_library_noise(finished_run):
+    _, stdout, stderr = finished_run
+    # No progress bars into a pipe: Keras' one line per epoch (verbose=2).
+    assert "\x1b[" not in stdout and "━" not in stdout and "\r" not in stdout
+    lines = stdout.splitlines()
+    assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2", lines[:4]
+    assert all(lines[i].startswith("22/22 - ") and "val_accuracy" in lines[i] for i in (1, 3))
+    assert lines[4].startswith("recipe ")  # then the summary
+    # Nothing from TensorFlow, absl, the TFLite converter or LiteRT, with five exports.
+    assert stderr.strip() == "", stderr[-2000:]
+
+
+def test_verbose_auto_is_progress_bars_only_on_a_terminal(cli, monkeypatch):
+    values = cli.COMMANDS["distill"].flag_values()
+    values(["kd-keras distill"])
+    for tty, expected in ((True, 1), (False, 2)):
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+        assert cli._keras_verbose(values) == expected
+    for given, expected in (("0", 0), ("1", 1), ("2", 2), ("3", 2)):
+        values.verbose = given
+        assert cli._keras_verbose(values) == expected
+
+
+def test_native_stderr_is_held_back_and_replayed_on_failure(capfd):
+    from kd_keras import quiet
+
+    with quiet.native_stderr_captured():
+        os.write(2, b"W0000 Ignored output_format.\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        with quiet.native_stderr_captured():
+            os.write(2, b"E0000 the converter's reason\n")
+            raise RuntimeError("conversion failed")
+    assert "the converter's reason" in capfd.readouterr().err
+    quiet.show_native_logs()
+    try:
+        with quiet.native_stderr_captured():
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate\n")
+    finally:
+        quiet.show_native_logs(False)
+    assert "XNNPACK" in capfd.readouterr().err
+
+
 def test_export_command_checks_parity(finished_run, tmp_path):
-    out, _ = finished_run
+    out, _, _ = finished_run
     result = kd_keras_command(
         "export", f"--model={out / 'student.keras'}", "--out=exported",
         "--export=tflite_int8", cwd=tmp_path,

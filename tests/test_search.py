@@ -322,7 +322,7 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     completed = subprocess.run(
         [
             KD_KERAS, "search", "--role=teacher", "--model=mlp", "--population=1",
-            "--epochs=1", "--train_size=64", "--batch_size=32", f"--out={out}", "--verbose=0",
+            "--epochs=1", "--train_size=64", "--batch_size=32", f"--out={out}",
         ],
         capture_output=True, text=True,
         env={**os.environ, FAIL_ONCE_ENV: str(marker), "TF_CPP_MIN_LOG_LEVEL": "3"},
@@ -332,6 +332,10 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     assert summary["role"] == "teacher" and summary["trial_epochs"] == 1
     assert f"{100 * summary['best_validation_accuracy']:.2f}%" in completed.stdout
     assert str(out / "schedule.json") in completed.stdout
+    # Quiet by default: neither Tune's tables and boxes nor Ray's INFO/WARNING lines.
+    for noise in ("Configuration for experiment", "View detailed results", "Trial status",
+                  "Token authentication", "INFO ", "╭"):
+        assert noise not in completed.stdout + completed.stderr, noise
     # One trial and no exploit: the schedule is its initial policy, PBA's zeros.
     assert pba.Schedule.load(out / "schedule.json") == pba.Schedule.constant(
         pba.Policy.zeros(), epochs=1

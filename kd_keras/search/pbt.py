@@ -1,6 +1,9 @@
 """`kd_keras.search.search`: population-based search of a role-wise augmentation agent on Ray Tune."""
 
+import contextlib
+import io
 import json
+import logging
 import os
 import pathlib
 import tempfile
@@ -137,7 +140,8 @@ def search(
         num_cpus: CPUs of a local Ray (default: all).
         data_dir: TFDS data directory.
         download: TFDS download policy (see `kd_keras.data.load_tfds`).
-        verbose: Ray Tune verbosity, 0 (silent) to 3.
+        verbose: Ray Tune verbosity, 0 (silent: also Ray's own log lines and
+            Tune's configuration box) to 3.
         allow_weak_teacher: role student: search with a teacher near chance
             on the validation data (see `kd_keras.run.check_teacher`) instead
             of refusing it.
@@ -178,10 +182,13 @@ def search(
         _write_json(out / SETTINGS_FILE, settings)
     started_ray = not ray.is_initialized()
     if started_ray:
+        # verbose=0 keeps Ray's own INFO and WARNING lines (a token-auth notice,
+        # PBT's "no checkpoint ... Skip exploit") out of the output.
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR if not verbose else logging.INFO}
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=False)
+            ray.init(**quiet)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
     try:
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, setup=setup), {"cpu": cpus_per_trial}
@@ -194,7 +201,9 @@ def search(
                 resample_probability, max_failures, seed, verbose,
             )
         epochs_before = epochs_trained(experiment)
-        with warnings.catch_warnings():
+        # Tune prints its configuration box and result paths even at verbose=0.
+        printed = contextlib.redirect_stdout(io.StringIO()) if not verbose else contextlib.nullcontext()
+        with warnings.catch_warnings(), printed:
             # Actor reuse is off on purpose (see _new_tuner).
             warnings.filterwarnings("ignore", "Consider boosting PBT performance")
             results = tuner.fit()
