@@ -444,8 +444,9 @@ def distill_job(
 
     The run directory holds `metrics.json`, TensorBoard logs in `logs/`, the
     student exported in each of `export_formats` (each checked for parity
-    with the Keras student), for recipes with an augmenter `views.png`, the
-    last grid of original vs augmented test images, and for a learned policy
+    with the Keras student), for recipes with an augmenter or a host-side
+    policy (rolewise) `views.png`, the last labelled grid of original vs
+    augmented test images with the teacher's and student's predictions, and for a learned policy
     `policy.json` and `policy.png`, its trajectory. A teacher given as a zoo
     name is trained first and kept as `teacher.keras`.
 
@@ -599,18 +600,26 @@ def distill_job(
             out / BACKUP_DIR, signature=signature, delete_checkpoint=False
         )
         callbacks = [keras.callbacks.TensorBoard(str(out / "logs"))]
-        snapshots = None
-        if chosen.augmenter is not None and len(bundle.input_shape) == 3:
+        snapshots = collapse = None
+        images = len(bundle.input_shape) == 3
+        if images and chosen.augmenter is not None:
             # People want to see what the augmenter makes: a grid of original
             # vs augmented test images in TensorBoard, the last one as a PNG.
             snapshots = kd_callbacks.ViewSnapshots(
                 out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10)
             )
-            callbacks.append(snapshots)
             collapse = faults.CollapseMonitor(
                 bundle.sample("test", 32), every=max(1, epochs // 10)
             )
-            callbacks.append(collapse)
+            callbacks += [snapshots, collapse]
+        elif images and getattr(chosen.host_augment, "batched", False):
+            # A policy applied on the host (rolewise's PBA schedule): the same
+            # grid, of what the input pipeline makes of the test images.
+            snapshots = kd_callbacks.ViewSnapshots(
+                out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10),
+                augment=chosen.host_augment.augment_batch,
+            )
+            callbacks.append(snapshots)
         if callable(getattr(chosen.augmenter, "log_scalars", None)):
             # A learned policy's magnitudes and probabilities, epoch by epoch.
             callbacks.append(PolicyTrajectory(out))
@@ -657,7 +666,7 @@ def distill_job(
             "optimizer_steps": _optimizer_steps(distiller),
             "resumed_from_epoch": backup.restored_epoch,
         }
-        if snapshots is not None:
+        if collapse is not None:
             metrics["augmenter_collapsed_epochs"] = collapse.collapsed_epochs
         metrics["exports"] = kd_export.export_student(
             # Mixed precision is for training: ship float32.

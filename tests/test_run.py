@@ -247,7 +247,7 @@ def test_augmenter_runs_save_the_views_grid(tmp_path):
         recipe="mixup", epochs=1, out=tmp_path / "run", export_formats=("keras",), verbose=0
     )
     image = keras.utils.load_img(tmp_path / "run" / "views.png")
-    assert image.size == (8 * 29 - 1, 2 * 28 + 1)
+    assert image.size[0] > 8 * 112 and 2 * 112 < image.size[1] < 3 * 112  # x4 digits, 2 rows
     assert metrics["recipe"] == "mixup"
     plain = run.distill_job(epochs=1, out=tmp_path / "plain", export_formats=("keras",), verbose=0)
     assert not (tmp_path / "plain" / "views.png").exists() and plain["recipe"] == "kd"
@@ -430,3 +430,36 @@ def test_train_teacher_writes_a_teacher_at_chance_but_says_so(tmp_path, monkeypa
         "mlp", epochs=1, out=tmp_path / "again.keras", verbose=0, allow_weak_teacher=True
     )
     assert card["test_kappa"] < run.WEAK_TEACHER_KAPPA
+
+
+def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
+    import tensorflow as tf
+
+    from kd_keras.augment import pba
+
+    schedule = pba.Schedule.constant(pba.HAND_SET_POLICY, epochs=1)
+    run.distill_job(
+        recipe="rolewise", policy=schedule, epochs=1, out=tmp_path / "run",
+        export_formats=("keras",), verbose=0, augment_seed=3,
+    )
+    grid = np.asarray(keras.utils.load_img(tmp_path / "run" / "views.png"))
+    assert grid.shape[1] > 8 * 112 and 2 * 112 < grid.shape[0] < 3 * 112
+    # The view row is what the run's host policy (its seed, epoch 0) makes of the test images.
+    x = kd_keras.data.load_digits().test[0][:8]
+    views = pba.PBAAugment(schedule, seed=3).augment_batch(x, np.zeros(8, "int32"))[0].numpy()
+    assert not np.array_equal(views, x)
+    _, boxes = kd_keras.plots.image_grid(
+        [("original", np.repeat(x, 3, -1)), ("view", np.repeat(views, 3, -1))],
+        [["T 0  S 0"] * 8] * 2, title="T, S: the teacher's and the student's predicted class",
+    )
+    for row, images in ((0, x), (1, views)):
+        for (top, left), image in zip(boxes[row], images):
+            expected = np.round(np.clip(image[..., 0], 0, 1) * 255).astype("uint8")
+            shown = grid[top : top + 112, left : left + 112, 0]
+            np.testing.assert_array_equal(shown, np.repeat(np.repeat(expected, 4, 0), 4, 1))
+    events = tf.io.gfile.glob(str(tmp_path / "run" / "logs" / "views" / "events.out.tfevents.*"))
+    tags = {
+        value.tag for path in events for event in tf.compat.v1.train.summary_iterator(path)
+        for value in event.summary.value
+    }
+    assert "views" in tags  # the same grid in TensorBoard
