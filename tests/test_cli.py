@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -363,6 +364,21 @@ def test_command_help_lists_that_commands_flags(cli, capsys, command, present, a
         assert len(block.split(": ", 1)[1]) > 5, block
         assert block.lower().count("default") >= 1, block
         assert block.count("(default: ") <= 1, block
+
+
+def test_the_readme_command_reference_names_only_flags_each_command_has(cli):
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Command line", 1)[1].split("```", 2)[1]
+    commands, current = {}, None
+    for line in section.splitlines():
+        if line.startswith("kd-keras "):
+            current = line.split()[1]
+        if current:
+            commands.setdefault(current, set()).update(re.findall(r"--(\w+)", line))
+    assert set(commands) == set(cli.COMMANDS)
+    for name, mentioned in commands.items():
+        defined = set(cli.COMMANDS[name].flag_values())
+        assert mentioned <= defined, (name, mentioned - defined)
 
 
 def test_help_lists_the_commands(cli, capsys):
