@@ -280,7 +280,9 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(
     monkeypatch.setenv(FAIL_ONCE_ENV, str(marker))
     settings = dict(
         role="student", teacher=str(tmp_path / "teacher.keras"), epochs=2,
-        out=tmp_path / "search", max_failures=0, temperature=2.0, **TINY,
+        out=tmp_path / "search", max_failures=0, temperature=2.0,
+        allow_weak_teacher=True,  # an untrained teacher: the plumbing is under test
+        **TINY,
     )
     with pytest.raises(kd_keras.run.RunError, match=r"1 of 2 trials failed .*resume=True"):
         kd_keras.search.search(**settings)
