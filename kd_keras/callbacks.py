@@ -68,6 +68,10 @@ class PhaseSchedule(keras.callbacks.Callback):
     ```
     """
 
+    # Read by Distiller.fit, which warns when a learnable augmenter trains
+    # without a schedule.
+    sets_distiller_phase = True
+
     def __init__(
         self,
         student_steps=None,
@@ -169,6 +173,12 @@ class PhaseSchedule(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.augmenter_epochs is not None:
             phase = self.phase_at_epoch(epoch)
+            if (self.params or {}).get("verbose") and phase != self._current:
+                print(
+                    "From this epoch on the augmenter trains (the student is frozen)."
+                    if phase == AUGMENTER else
+                    "From this epoch on the student trains (the augmenter is frozen)."
+                )
             # A resumed run that re-enters a phase mid-way keeps the restored
             # optimiser state; only the phase's first epoch starts afresh.
             self._set_phase(phase, reset=epoch in self.augmenter_epochs)
@@ -181,6 +191,11 @@ class PhaseSchedule(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._begin_step = batch
+
+    def on_train_end(self, logs=None):
+        # A Distiller handed back (or saved) after fit is a student to use:
+        # a further fit, save or export must not start in the augmenter phase.
+        self._set_phase(STUDENT, reset=False)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.student_steps is None:
@@ -208,6 +223,55 @@ class PhaseSchedule(keras.callbacks.Callback):
         if into or student == 0 or augmenter >= self.augmenter_steps:
             return cycles * self.cycle + into
         return (cycles - 1) * self.cycle + self.student_steps + augmenter
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` whose evaluation curves follow every training step.
+
+    Keras draws `evaluation_<metric>_vs_iterations` against the student
+    optimiser's `iterations`, which stand still while a Distiller trains its
+    augmenter: TST's policy epochs would stack their validation points on one
+    step. This callback draws them against `Distiller.steps_trained` (steps of
+    either phase) instead; everything else is Keras'.
+
+    Args:
+        *args: passed to `keras.callbacks.TensorBoard` (e.g. `log_dir`).
+        **kwargs: passed to `keras.callbacks.TensorBoard`.
+
+    Returns:
+        A `keras.callbacks.Callback`.
+
+    Example:
+    ```python
+    distiller.fit(train_ds, validation_data=test_ds,
+                  callbacks=[kd_keras.callbacks.TensorBoard("logs")])
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._steps_writer = None
+
+    def on_test_end(self, logs=None):
+        steps = getattr(self.model, "steps_trained", None)
+        if steps is None:
+            super().on_test_end(logs)
+            return
+        super().on_test_end({})
+        if self._steps_writer is None:
+            self._steps_writer = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, "validation")
+            )
+        with self._steps_writer.as_default():
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=steps)
+        self._steps_writer.flush()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self._steps_writer is not None:
+            self._steps_writer.close()
+            self._steps_writer = None
 
 
 def reset_optimizer(optimizer, augmenter):

@@ -69,7 +69,8 @@ def distill(
             `kd_keras.strategy.STRATEGIES` (`"mirrored"`, `"multiworker"`);
             None is one device. The recipe, the Distiller, its optimisers and
             the models are created in `strategy.scope()`; `batch_size` is the
-            global batch.
+            global batch, and with several replicas the last partial batch
+            of each epoch is dropped (so no replica gets an empty share).
         precision: the student's Keras dtype policy (`"float32"`,
             `"mixed_float16"`, `"mixed_bfloat16"`), or None to keep the
             student as built. Losses and softmaxes stay float32; under
@@ -117,8 +118,11 @@ def distill(
     _check_placed(distiller, strategy)
     num_classes = teacher.output_shape[-1]
     order = kd_data.SetEpoch()
+    # Under several replicas a last partial batch may leave a replica with
+    # no samples (a mean over nothing); drop it so every step splits evenly.
     train = _as_batches(
-        train_data, batch_size, num_classes, True, seed, recipe, order.epoch
+        train_data, batch_size, num_classes, True, seed, recipe, order.epoch,
+        drop_remainder=strategy.num_replicas_in_sync > 1,
     )
     check_logits(teacher, _sample_inputs(train_data), "teacher")
     validation = None
@@ -177,7 +181,10 @@ def _check_placed(distiller, strategy):
         )
 
 
-def _as_batches(data, batch_size, num_classes, training, seed, recipe=None, epoch=None):
+def _as_batches(
+    data, batch_size, num_classes, training, seed, recipe=None, epoch=None,
+    drop_remainder=False,
+):
     augment = recipe.host_augment if recipe is not None else None
     # Only training data must fill a batch; a small validation set is fine.
     minimum = batch_size if training else None
@@ -185,7 +192,9 @@ def _as_batches(data, batch_size, num_classes, training, seed, recipe=None, epoc
         kd_data.check_dataset(data, num_classes, minimum)
         if _is_batched(data):
             return data
-        return kd_data.pipeline(data, batch_size, training, augment, seed)
+        return kd_data.pipeline(
+            data, batch_size, training, augment, seed, drop_remainder=drop_remainder
+        )
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise kd_data.DataError(
             f"Expected (x, y) arrays or a tf.data.Dataset, got {type(data).__name__}: "
@@ -193,7 +202,10 @@ def _as_batches(data, batch_size, num_classes, training, seed, recipe=None, epoc
         )
     x, y = kd_data.check_arrays(*data, num_classes=num_classes, batch_size=minimum)
     x = x.astype("float32") if np.issubdtype(x.dtype, np.floating) else x
-    return kd_data.pipeline((x, y), batch_size, training, augment, seed, epoch=epoch)
+    return kd_data.pipeline(
+        (x, y), batch_size, training, augment, seed, epoch=epoch,
+        drop_remainder=drop_remainder,
+    )
 
 
 def _sample_inputs(data, count=64):

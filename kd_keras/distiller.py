@@ -1,5 +1,7 @@
 """The Distiller: a Keras model that trains a student from a frozen teacher."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -101,6 +103,8 @@ class Distiller(keras.Model):
                     "kd_keras.losses.TemperatureKL(4.0)."
                 )
 
+        for loss in distillation_losses:
+            _warn_if_logits_kl(loss)
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
@@ -120,6 +124,16 @@ class Distiller(keras.Model):
             trainable=False,
             name="phase",
         )
+        # Steps of either phase: a monotonic axis for curves drawn while the
+        # student's optimiser stands still (kd_keras.callbacks.TensorBoard).
+        self._steps_trained = self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="steps_trained",
+        )
         if not self.augmenter.built:
             self.augmenter.build(_shape(teacher, "input_shape"))
         self._build_trackers()
@@ -129,6 +143,11 @@ class Distiller(keras.Model):
     def learnable_augmenter(self):
         """True when the augmenter has trainable weights (and so a phase of its own)."""
         return bool(self.augmenter.trainable_weights)
+
+    @property
+    def steps_trained(self):
+        """Training steps taken so far in either phase, across `fit` calls."""
+        return int(ops.convert_to_numpy(self._steps_trained))
 
     @property
     def phase(self):
@@ -312,14 +331,56 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self._steps_trained.assign_add(1)
         if self._phase == AUGMENTER:
             self._augmenter_step(x, y)
-        else:
-            self._student_step(x, y)
-        return self._step_logs()
+            return self._step_logs(self._augmenter_metrics())
+        self._student_step(x, y)
+        return self._step_logs(self._student_metrics())
 
-    def _step_logs(self):
-        logs = self.get_metrics_result()
+    def fit(self, *args, callbacks=None, **kwargs):
+        if self.learnable_augmenter and not any(
+            getattr(callback, "sets_distiller_phase", False) for callback in callbacks or []
+        ):
+            frozen = AUGMENTER if self.phase == STUDENT else STUDENT
+            warnings.warn(
+                "The augmenter has trainable weights but no PhaseSchedule is among "
+                f"the callbacks: this fit trains only the {self.phase} (phase="
+                f"{self.phase!r}) and the {frozen} stays as it is; pass "
+                "kd_keras.callbacks.PhaseSchedule(...) to alternate the phases.",
+                stacklevel=2,
+            )
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def get_metrics_result(self):
+        # Eagerly (epoch ends, evaluate), only metrics updated since the last
+        # reset: an epoch that trained the augmenter alone must not log the
+        # student's untouched metrics as zeros.
+        result = super().get_metrics_result()
+        if not tf.executing_eagerly():
+            return result
+        stale = {metric.name for metric in self.metrics if not _updated(metric)}
+        if len(stale) == len(self.metrics):
+            return result
+        return {name: value for name, value in result.items() if name not in stale}
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras falls back to the last step's logs when their keys differ
+        # from the metrics'; a step-mode epoch's last step logs one phase's
+        # metrics only, so the epoch's logs always come from the metrics.
+        return self.get_metrics_result()
+
+    def _student_metrics(self):
+        return [
+            metric for name, metric in self._trackers.items()
+            if name != "augmenter_objective"
+        ] + [self._accuracy, self._agreement]
+
+    def _augmenter_metrics(self):
+        return [self._trackers["augmenter_objective"]]
+
+    def _step_logs(self, metrics):
+        logs = {metric.name: metric.result() for metric in metrics}
         if kd_strategy.is_multi_worker(self.distribute_strategy):
             # Keras averages step results across workers along a batch axis
             # (strategy.reduce(..., axis=0)), which a scalar lacks.
@@ -408,7 +469,7 @@ class Distiller(keras.Model):
         student_logits = self.student(x, training=False)
         terms = self._loss_terms(Views(x, y), teacher_logits, student_logits)
         self._update_trackers(terms, y, teacher_logits, student_logits)
-        return self._step_logs()
+        return self._step_logs(self._student_metrics())
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -463,6 +524,31 @@ class Distiller(keras.Model):
             deserialize(l) for l in config["distillation_losses"]
         ]
         return cls(**config)
+
+
+def _warn_if_logits_kl(loss):
+    # keras.distillation.LogitsDistillation's default loss="kl_divergence"
+    # becomes the function kl_divergence, not a KLDivergence instance, so no
+    # softmax is applied: the KL of logits clipped to [1e-7, 1] teaches nothing.
+    if not isinstance(loss, keras.distillation.LogitsDistillation):
+        return
+    if any(
+        function is keras.losses.kl_divergence
+        for function in keras.tree.flatten(loss.loss)
+    ):
+        warnings.warn(
+            "LogitsDistillation(loss='kl_divergence') applies no softmax in Keras "
+            f"{keras.__version__} (it takes the KL of clipped logits, which trains "
+            "to chance): pass loss=keras.losses.KLDivergence() or use "
+            "kd_keras.losses.TemperatureKL(temperature).",
+            stacklevel=3,
+        )
+
+
+def _updated(metric):
+    # Mean-based metrics count their updates; others are always logged.
+    count = getattr(metric, "count", None)
+    return count is None or float(ops.convert_to_numpy(count)) > 0
 
 
 def _loss_scaled(optimizer, float16):

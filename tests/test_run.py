@@ -117,11 +117,11 @@ def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, 
             if epoch == self.at:
                 raise KeyboardInterrupt
 
-    tensorboard = keras.callbacks.TensorBoard
+    tensorboard = kd_keras.callbacks.TensorBoard
 
     def interrupted_at(epoch):
         monkeypatch.setattr(
-            keras.callbacks, "TensorBoard",
+            kd_keras.callbacks, "TensorBoard",
             lambda log_dir: [tensorboard(log_dir), Interrupt(epoch)][1],
         )
 
@@ -138,7 +138,7 @@ def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, 
     with pytest.raises(run.RunError, match="unfinished run of another command"):
         run.distill_job(epochs=3, out=tmp_path / "late", verbose=0)
     # A lower learning rate (the fix for a NaN) resumes the same run.
-    monkeypatch.setattr(keras.callbacks, "TensorBoard", tensorboard)
+    monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", tensorboard)
     metrics = run.distill_job(
         epochs=2, out=tmp_path / "late", learning_rate=0.01, export_formats=("keras",), verbose=0
     )
@@ -151,7 +151,7 @@ def test_a_zoo_teacher_is_trained_once_per_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    monkeypatch.setattr(keras.callbacks, "TensorBoard", lambda log_dir: Interrupt())
+    monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", lambda log_dir: Interrupt())
     with pytest.raises(KeyboardInterrupt):
         run.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out, verbose=0)
     assert (out / "teacher.keras").exists()
@@ -161,7 +161,7 @@ def test_a_zoo_teacher_is_trained_once_per_run(tmp_path, monkeypatch):
         raise AssertionError("the run's teacher was trained again")
 
     monkeypatch.setattr(run, "train_teacher", must_not_train)
-    monkeypatch.setattr(keras.callbacks, "TensorBoard", lambda log_dir: keras.callbacks.Callback())
+    monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", lambda log_dir: keras.callbacks.Callback())
     captured = {}
     distill = run.distill
 
@@ -327,7 +327,7 @@ def test_export_of_a_student_of_other_data_names_the_dataset_flag(tmp_path):
 
 def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    tensorboard = keras.callbacks.TensorBoard
+    tensorboard = kd_keras.callbacks.TensorBoard
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -335,7 +335,7 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(
-        keras.callbacks, "TensorBoard", lambda log_dir: [tensorboard(log_dir), Interrupt()][1]
+        kd_keras.callbacks, "TensorBoard", lambda log_dir: [tensorboard(log_dir), Interrupt()][1]
     )
     with pytest.raises(run.Interrupted) as error:
         run.distill_job(epochs=2, export_formats=("keras",), verbose=0)
@@ -350,7 +350,7 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
         (decoy / "run.json").write_text(json.dumps(settings or json.loads((first / "run.json").read_text())))
         if settings is None:
             (decoy / "metrics.json").write_text("{}")
-    monkeypatch.setattr(keras.callbacks, "TensorBoard", tensorboard)
+    monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", tensorboard)
     capsys.readouterr()
     metrics = run.distill_job(epochs=2, export_formats=("keras",), verbose=0)
     assert metrics["out"] == str(first) and metrics["resumed_from_epoch"] == 1

@@ -388,7 +388,9 @@ class CutMix(_Mixing):
     image's pixels, is clipped to the image, and `lam` is then recomputed from
     the box's real area, so `1 - lam` is exactly the fraction of pixels taken
     from the partner. Pairing never matches an image with itself. Inputs are
-    `(batch, height, width, channels)` images.
+    `(batch, height, width, channels)` images; on one-row inputs (signals as
+    `(1, length, channels)` images) the box spans the row and cuts a segment
+    of `floor((1 - lam) * length)` samples.
 
     `relabel=False` keeps the mixed labels instead of the teacher's (see
     `MixUp`); `mix_labels` mixes labels with the real-area `lam`.
@@ -424,13 +426,18 @@ class CutMix(_Mixing):
                 f"CutMix mixes images of shape (batch, height, width, channels), "
                 f"got shape {x.shape}: use MixUp for other inputs."
             )
+        if x.shape[1] == 1 and x.shape[2] == 1:
+            raise ValueError(
+                f"CutMix cuts boxes out of images, got inputs of shape {x.shape} "
+                "with a single pixel: use MixUp for such inputs."
+            )
         shape = ops.shape(x)
         batch, height, width = shape[0], shape[1], shape[2]
         lam = sample_beta((batch,), self.alpha, seed=self.seed_generator)
         partner = derangement(batch, seed=self.seed_generator)
-        side = ops.sqrt(1.0 - lam)
-        rows, row_count = self._span(batch, height, side)
-        cols, col_count = self._span(batch, width, side)
+        row_side, col_side = _box_sides(lam, x.shape[1], x.shape[2])
+        rows, row_count = self._span(batch, height, row_side)
+        cols, col_count = self._span(batch, width, col_side)
         inside = rows[:, :, None, None] & cols[:, None, :, None]
         area = ops.cast(height, "float32") * ops.cast(width, "float32")
         lam = 1.0 - row_count * col_count / area
@@ -447,6 +454,23 @@ class CutMix(_Mixing):
         index = ops.cast(ops.arange(size), "float32")[None, :]
         mask = (index >= start[:, None]) & (index < stop[:, None])
         return mask, stop - start
+
+
+def _box_sides(lam, height, width):
+    """Relative box sides along height and width for a box of area `1 - lam`.
+
+    A square box (`sqrt(1 - lam)` of each side) on images; on one-row (or
+    one-column) inputs such as signals shaped `(1, length, channels)` the box
+    spans the single row and cuts `1 - lam` of the length, since a square
+    box's side `floor(sqrt(1 - lam) * 1)` would be 0 and every mixed view a
+    copy of its source.
+    """
+    if height == 1 and width != 1:
+        return ops.ones_like(lam), 1.0 - lam
+    if width == 1 and height != 1:
+        return 1.0 - lam, ops.ones_like(lam)
+    side = ops.sqrt(1.0 - lam)
+    return side, side
 
 
 @keras.saving.register_keras_serializable(package="kd_keras")
