@@ -389,7 +389,8 @@ def test_a_trained_teachers_optimizer_raises_no_false_alarm_on_load(tmp_path):
 
         warnings.warn("sentinel")  # pytest.warns needs one; nothing else may come
         restored = keras.saving.load_model(tmp_path / "distiller.keras")
-    assert [str(w.message) for w in caught] == ["sentinel"]
+    # NumPy 2's DeprecationWarnings from inside Keras are not about this.
+    assert [str(w.message) for w in caught if w.category is not DeprecationWarning] == ["sentinel"]
     assert not restored.teacher.compiled  # frozen here: no optimiser to restore
     for mine, original in (
         (restored.optimizer, distiller.optimizer),
