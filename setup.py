@@ -40,7 +40,8 @@ setup(
         "tensorboard>=2.16",
         "ai-edge-litert>=1.2",
         "numpy>=1.23",
-        "pillow>=9.0",
+        # The figures (kd_keras.plots) use Pillow's scalable default font (10.1).
+        "pillow>=10.1",
     ],
     extras_require={
         # The search tests need Ray Tune: CI installs it rather than skipping them.

@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from kd_keras import atomic
+from kd_keras import plots
 from kd_keras.distiller import AUGMENTER
 from kd_keras.distiller import STUDENT
 
@@ -311,20 +312,24 @@ def reset_optimizer(optimizer, augmenter):
 
 
 class ViewSnapshots(keras.callbacks.Callback):
-    """Writes a grid of original vs augmented views to TensorBoard during training.
+    """Writes a labelled grid of original vs augmented views to TensorBoard during training.
 
     Every `every` epochs (epochs 0, every, 2*every, ...) the Distiller's
     augmenter makes views of a fixed batch of `images`, exactly as a training
     step would (`augmenter.views(..., training=True)` with the Distiller's
-    teacher and student), and a two-row grid is written as an image summary
-    to `<log_dir>/views`: the originals on top, their views below, with
-    1-pixel white separators. When the views hold more samples than the batch
-    (e.g. `[x, x~]`), the second row shows the samples after the first `B`;
-    otherwise the views themselves. Pixel values are shown as they are when
-    the originals lie in `[0, 1]`, divided by 255 when in `[0, 255]`, and
-    otherwise min-max scaled by the originals' range; views use the same
-    scaling (clipped), so colour changes stay visible. Single-channel images
-    are shown in grey.
+    teacher and student), or, with `augment`, a host-side augmentation (e.g.
+    a PBA policy applied in the input pipeline) makes them; the grid
+    (`kd_keras.plots.image_grid`) is written as an image summary to
+    `<log_dir>/views`: a row "original" over a row "view", each image
+    upscaled with nearest-neighbour so its longer side is at least
+    `min_size` pixels, and under each the teacher's and the student's
+    predicted classes on it ("T 3  S 5"). When the views hold more samples
+    than the batch (e.g. `[x, x~]`), the second row shows the samples after
+    the first `B`; otherwise the views themselves. Pixel values are shown
+    as they are when the originals lie in `[0, 1]`, divided by 255 when in
+    `[0, 255]`, and otherwise min-max scaled by the originals' range; views
+    use the same scaling (clipped), so colour changes stay visible.
+    Single-channel images are shown in grey.
 
     Each epoch it also logs the augmenter's learned scalars when the
     augmenter has a `log_scalars()` method returning `{name: value}` (as
@@ -344,10 +349,16 @@ class ViewSnapshots(keras.callbacks.Callback):
         every: write an image every this many epochs.
         count: number of images shown (columns of the grid).
         name: tag of the image summary.
+        augment: optional host-side batch augmentation
+            `(images, labels) -> (images, labels)` shown instead of the
+            Distiller's augmenter, e.g. a `kd_keras.augment.pba.PBAAugment`'s
+            `augment_batch`.
+        min_size: the longer side of each image in the grid, at least.
 
     Returns:
         A `keras.callbacks.Callback`; after training, `last_grid` holds the
-        last grid as a float32 `(rows, cols, 3)` array in `[0, 1]`.
+        last grid as a float32 `(rows, cols, 3)` array in `[0, 1]` and
+        `last_boxes` the `(top, left)` pixel of each image in it, per row.
 
     Example:
     ```python
@@ -357,7 +368,10 @@ class ViewSnapshots(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, log_dir, images, labels=None, every=1, count=8, name="views"):
+    def __init__(
+        self, log_dir, images, labels=None, every=1, count=8, name="views", augment=None,
+        min_size=112,
+    ):
         super().__init__()
         if int(every) < 1:
             raise ValueError(f"every must be >= 1, got {every}.")
@@ -378,25 +392,36 @@ class ViewSnapshots(keras.callbacks.Callback):
         self.every = int(every)
         self.count = len(self.images)
         self.name = name
+        self.augment = augment
+        self.min_size = int(min_size)
         self.last_grid = None
+        self.last_boxes = None
         self._writer = None
 
     def snapshot(self):
         """Render the grid of the current augmenter now, without writing it.
 
         Returns:
-            A float32 `(2 * height + 1, count * (width + 1) - 1, 3)` array in
-            `[0, 1]`, also kept as `last_grid`.
+            A float32 `(rows, cols, 3)` array in `[0, 1]`, also kept as
+            `last_grid` (and the images' positions as `last_boxes`).
         """
         if self.model is None:
             raise ValueError(
                 "ViewSnapshots has no model yet: pass it to Distiller.fit, or "
                 "call set_model(distiller) first."
             )
-        views = self.model.make_views(self.images, self.labels)
         original = self.images
-        augmented = np.asarray(ops.convert_to_numpy(views.x), dtype="float32")
         batch = len(original)
+        if self.augment is not None:
+            labels = self.labels
+            if labels is None:
+                labels = ops.convert_to_numpy(
+                    ops.argmax(self.model.teacher(original, training=False), axis=-1)
+                )
+            augmented, _ = self.augment(original, labels)
+        else:
+            augmented = self.model.make_views(original, self.labels).x
+        augmented = np.asarray(ops.convert_to_numpy(augmented), dtype="float32")
         if len(augmented) > batch:
             augmented = augmented[batch : 2 * batch]
         if augmented.shape[1:] != original.shape[1:]:
@@ -405,16 +430,28 @@ class ViewSnapshots(keras.callbacks.Callback):
                 f"the images {original.shape[1:]}: ViewSnapshots shows views "
                 "of the images' own shape."
             )
-        if len(augmented) < batch:
-            blank = np.full((batch - len(augmented), *original.shape[1:]), np.nan)
-            augmented = np.concatenate([augmented, blank.astype("float32")])
         low, high = _display_range(original)
-        rows = [
-            _to_rgb(np.clip((images - low) / (high - low), 0.0, 1.0))
-            for images in (original, augmented)
-        ]
-        self.last_grid = _grid(rows)
+        rows, captions = [], []
+        for label, images in (("original", original), ("view", augmented)):
+            rows.append((label, _to_rgb(np.clip((images - low) / (high - low), 0.0, 1.0))))
+            captions.append(self._predictions(images))
+        pixels, self.last_boxes = plots.image_grid(
+            rows, captions, title="T, S: the teacher's and the student's predicted class",
+            min_size=self.min_size,
+        )
+        self.last_grid = pixels.astype("float32") / 255.0
         return self.last_grid
+
+    def _predictions(self, images):
+        finite = np.isfinite(images).all(axis=(1, 2, 3))
+        if not finite.any():
+            return [None] * len(images)
+        inputs = np.where(finite[:, None, None, None], images, 0.0).astype("float32")
+        teacher = ops.convert_to_numpy(ops.argmax(self.model.teacher(inputs, training=False), -1))
+        student = ops.convert_to_numpy(ops.argmax(self.model.student(inputs, training=False), -1))
+        return [
+            f"T {t}  S {s}" if ok else None for t, s, ok in zip(teacher, student, finite)
+        ]
 
     def save_png(self, path):
         """Write the last grid (rendered now if there is none yet) as a PNG.
@@ -527,14 +564,3 @@ def _to_rgb(images):
         return np.repeat(images, 3, axis=-1)
     return images[..., :3]
 
-
-def _grid(rows):
-    count, height, width, _ = rows[0].shape
-    grid = np.ones(
-        (len(rows) * (height + 1) - 1, count * (width + 1) - 1, 3), dtype="float32"
-    )
-    for row, images in enumerate(rows):
-        for column, image in enumerate(images):
-            top, left = row * (height + 1), column * (width + 1)
-            grid[top : top + height, left : left + width] = image
-    return grid

@@ -1,216 +1,670 @@
-"""The `kd-keras` command: distill, train-teacher, export. Thin: the jobs live in `kd_keras.run`."""
+"""The `kd-keras` command: one flag set per command. Thin: the jobs live in `kd_keras.run`.
 
+`kd-keras COMMAND [--flags]` parses the flags after the command name with that
+command's own `absl.flags.FlagValues`, so `kd-keras COMMAND --help` lists
+exactly the flags the command takes and an unknown one is refused. Nothing
+here imports TensorFlow before the flags are parsed (`kd_keras/__init__.py`
+defers its imports in this process): `--help` and bad flags answer at once.
+"""
+
+import dataclasses
+import pathlib
 import shlex
 import signal
 import sys
+from typing import Callable
 
 from absl import app
 from absl import flags
-from absl import logging
+from absl import logging as absl_logging
 
-COMMANDS = ("distill", "train-teacher", "train-vae", "export", "search")
-
-USAGE = f"""kd-keras COMMAND [--flags]
-
-Commands:
-  distill        distil a teacher into a student with a recipe (default: the
-                 shipped digits teacher -> MLP, recipe kd, offline)
-  train-teacher  train a teacher with cross-entropy and save it with a card
-  train-vae      train the VAE of the generative HARD augmenter, save it with a card
-  export         export a saved student to SavedModel / TFLite with parity checks
-  search         search a role-wise augmentation agent (PBA schedule) by
-                 population-based training on Ray Tune (extra: kd_keras[search])
-
-Run `kd-keras --helpfull` for every flag. Commands: {', '.join(COMMANDS)}.
-"""
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("recipe", "kd", "Recipe name (see kd_keras.recipes.names()).")
-flags.DEFINE_string("dataset", "digits", "'digits' or 'text-default' (embedded, offline) or 'tfds:NAME'.")
-flags.DEFINE_string(
-    "teacher", "shipped:digits_cnn", "Teacher: a .keras path, 'shipped:digits_cnn' or a zoo name."
-)
-flags.DEFINE_string("student", "mlp", "Student zoo name.")
-flags.DEFINE_integer(
-    "bits", None, "distill: DoReFa bits of the student's weights and activations "
-    "(e.g. 2; default full precision); search: the bits of --model."
-)
-flags.DEFINE_string(
-    "model", "cnn",
-    "train-teacher: zoo name; export: path of the .keras student; search: zoo name of "
-    "the network trained (default cnn for --role=teacher, mlp for --role=student).",
-)
-flags.DEFINE_integer("epochs", None, "Epochs (default: 30 on digits, else the recipe's).")
-flags.DEFINE_integer("batch_size", None, "Batch size (default: the recipe's).")
-flags.DEFINE_float("learning_rate", None, "Learning rate (default: the recipe's).")
-flags.DEFINE_integer("seed", 0, "Seed of everything random.")
-flags.DEFINE_integer("teacher_epochs", 30, "distill: epochs of a --teacher given as a zoo name.")
-flags.DEFINE_string("out", None, "Run directory (distill, export) or .keras path (train-teacher).")
-flags.DEFINE_list(
-    "export", ["keras", "saved_model", "tflite"],
-    "Export formats: keras, saved_model, tflite, tflite_float16, tflite_int8.",
-)
-flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-flags.DEFINE_enum(
-    "download", "auto", ["auto", "yes", "no"],
-    "TFDS download: auto = only when the servers are reachable.",
-)
-flags.DEFINE_integer("latent_dim", 16, "train-vae: size of the latent code.")
-flags.DEFINE_enum(
-    "role", "teacher", ["teacher", "student"],
-    "search: the agent's role: teacher (trains --model with CE) or student "
-    "(distils --model, default mlp, from the frozen --teacher).",
-)
-flags.DEFINE_integer("population", 16, "search: number of trials.")
-flags.DEFINE_integer("perturbation_interval", 3, "search: epochs between exploit/explore steps.")
-flags.DEFINE_integer(
-    "train_size", None, "search: train on a fixed seeded subset of this many samples."
-)
-flags.DEFINE_bool("resume", False, "search: continue the search in --out (after a crash).")
-flags.DEFINE_string(
-    "policy", None,
-    "PBA schedule JSON of role-wise KD: train-teacher's teacher agent, or distill's "
-    "student agent (--recipe=rolewise).",
-)
-flags.DEFINE_multi_string("set", [], "Recipe override KEY=VALUE (repeatable), e.g. temperature=2.")
-flags.DEFINE_enum(
-    "strategy", "default", ["default", "mirrored", "multiworker"],
-    "distill, train-teacher: tf.distribute strategy; multiworker reads TF_CONFIG.",
-)
-flags.DEFINE_integer(
-    "cpu_devices", None,
-    "Split the CPU into this many logical devices (replicas of --strategy=mirrored "
-    "on a machine without GPUs; for testing, not speed).",
-)
-flags.DEFINE_enum(
-    "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-    "distill: the student's precision; train-teacher: the teacher's. Saved in float32.",
-)
-flags.DEFINE_enum(
-    "teacher_precision", "float32", ["float32", "bfloat16", "float16"],
-    "distill: precision of the frozen teacher's forward pass.",
-)
-flags.DEFINE_enum(
-    "schedule", "adam", ["adam", "crd"],
-    "train-teacher: adam (Adam 1e-3, cosine, 30 epochs) or crd (the CRD CIFAR-100 "
-    "teacher recipe: SGD 0.05, x0.1 at 150/180/210 of 240 epochs, pad-crop-flip).",
-)
-flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras progress output.")
-flags.DEFINE_bool(
-    "deterministic", False,
-    "distill: TensorFlow's deterministic ops, so reruns give identical weights on GPU "
-    "too (slower there; ops without a deterministic kernel fail).",
-)
-flags.DEFINE_bool(
-    "unsafe_deserialization", False,
-    "Load .keras files that hold Python code (Lambda layers); only for files you trust.",
-)
+PROGRAM = "kd-keras"
+HELP = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
 
-def main(argv):
-    if len(argv) < 2 or argv[1] not in COMMANDS:
-        given = argv[1] if len(argv) > 1 else "nothing"
-        _fail(f"expected a command ({', '.join(COMMANDS)}), got {given}; see kd-keras --help.")
-    if len(argv) > 2:
-        _fail(f"unexpected arguments {' '.join(argv[2:])}: flags take the form --name=value.")
-    logging.set_verbosity(logging.WARNING)
-    from kd_keras import data as kd_data
-    from kd_keras import faults
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A `kd-keras` command: its one-line summary, its flags, and what it runs.
+
+    Args:
+        name: the command's name, e.g. `"distill"`.
+        summary: one line for `kd-keras --help`.
+        define: `define(flag_values)` defines the command's flags.
+        run: `run(flag_values, command_line)` runs it with the parsed flags.
+    """
+
+    name: str
+    summary: str
+    define: Callable
+    run: Callable
+
+    def flag_values(self):
+        """Return a fresh `FlagValues` holding this command's flags, unparsed."""
+        flag_values = flags.FlagValues()
+        self.define(flag_values)
+        return flag_values
+
+    def help(self):
+        """Return the `--help` text: usage, summary and every flag with its help and default."""
+        flag_values = self.flag_values()
+        lines = [
+            f"usage: {PROGRAM} {self.name} [--flag=value ...]", "",
+            flags.text_wrap(self.summary, indent=""), "", "flags:",
+        ]
+        for name in sorted(flag_values):
+            flag = flag_values[name]
+            label = f"--[no]{name}" if flag.boolean else f"--{name}"
+            lines.append(flags.text_wrap(f"{label}: {flag.help}", indent="      ", firstline_indent="  "))
+            # A flag without a default says in its help what happens instead.
+            details = [] if flag.default in (None, []) else [f"default: {_shown_default(flag)}"]
+            syntax = flag.parser.syntactic_help
+            if syntax and not flag.boolean and flag.flag_type() != "enum":
+                details.append(syntax)
+            if details:
+                lines.append(f"      ({'; '.join(details)})")
+        return "\n".join(lines)
+
+
+def _shown_default(flag):
+    if flag.boolean:
+        return str(flag.default).lower()
+    if isinstance(flag.default, list):
+        return ",".join(map(str, flag.default))
+    return str(flag.default)
+
+
+# Flags shared by several commands: each command defines its own copy, with
+# help text that says what the flag means for that command.
+
+
+def _define_data(flag_values, datasets="'digits' or 'text-default' (embedded, offline) or 'tfds:NAME'"):
+    flags.DEFINE_string("dataset", "digits", f"Data set: {datasets}.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "download", "auto", ["auto", "yes", "no"],
+        "TFDS download: auto = only when the servers are reachable.", flag_values=flag_values,
+    )
+
+
+def _define_allow_weak_teacher(flag_values, what):
+    flags.DEFINE_bool(
+        "allow_weak_teacher", False,
+        f"{what} a teacher near chance (Cohen's kappa < 0.1 on the evaluation data, e.g. "
+        "accuracy below 19% on 10 balanced classes) instead of refusing it.",
+        flag_values=flag_values,
+    )
+
+
+def _define_seed(flag_values):
+    flags.DEFINE_integer("seed", 0, "Seed of everything random.", flag_values=flag_values)
+
+
+def _define_verbose(flag_values, meaning=None):
+    flags.DEFINE_enum(
+        "verbose", "auto", ["auto", "0", "1", "2", "3"],
+        meaning or (
+            "Output while training: auto = a progress bar on a terminal, one line per "
+            "epoch otherwise (a log file); 0 = the summary only; 1 = progress bars; 2 = "
+            "one line per epoch; 3 = as 2, plus the libraries' own log lines (TensorFlow's "
+            "Python INFO lines, the TFLite converter's and LiteRT's native messages; "
+            "TensorFlow's C++ INFO lines also need TF_CPP_MIN_LOG_LEVEL=0)."
+        ),
+        flag_values=flag_values,
+    )
+
+
+def _define_strategy(flag_values, what):
+    flags.DEFINE_enum(
+        "strategy", "default", ["default", "mirrored", "multiworker"],
+        f"tf.distribute strategy of {what}; multiworker reads its cluster from TF_CONFIG.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "cpu_devices", None,
+        "Split the CPU into this many logical devices (replicas of --strategy=mirrored "
+        "on a machine without GPUs; for testing, not speed). Default: one device.",
+        lower_bound=1, flag_values=flag_values,
+    )
+
+
+def _define_batch_size(flag_values, default, meaning):
+    flags.DEFINE_integer(
+        "batch_size", default, f"Batch size{meaning}.", lower_bound=1, flag_values=flag_values
+    )
+
+
+def _define_export(flag_values):
+    flags.DEFINE_list(
+        "export", ["keras", "saved_model", "tflite"],
+        "Export formats: keras, saved_model, tflite, tflite_float16, tflite_int8.",
+        flag_values=flag_values,
+    )
+
+
+def _define_unsafe(flag_values):
+    flags.DEFINE_bool(
+        "unsafe_deserialization", False,
+        "Load .keras files that hold Python code (Lambda layers); only for files you trust.",
+        flag_values=flag_values,
+    )
+
+
+def _define_set(flag_values, recipe):
+    flags.DEFINE_multi_string(
+        "set", [],
+        f"Override an option of {recipe} KEY=VALUE (repeatable), e.g. temperature=2 "
+        "(default: the recipe's options).",
+        flag_values=flag_values,
+    )
+
+
+def _define_distill(flag_values):
+    flags.DEFINE_string(
+        "recipe", "kd", "Recipe name (see kd_keras.recipes.names()).", flag_values=flag_values
+    )
+    _define_data(flag_values)
+    flags.DEFINE_string(
+        "teacher", None,
+        "Teacher: a .keras path, 'shipped:digits_cnn', 'shipped:text_default' or a zoo name "
+        "(trained on the data first). Default: the data set's (shipped:digits_cnn on digits, "
+        "shipped:text_default on text-default, text_transformer on TFDS text sets).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "student", None,
+        "Student zoo name. Default: mlp, or text_cnn on text data.", flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "bits", None,
+        "DoReFa bits of the student's weights and activations (e.g. 2; default full precision).",
+        lower_bound=1, flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "epochs", None, "Epochs (default: 30 on digits, 10 on text-default, else the recipe's).",
+        lower_bound=1, flag_values=flag_values,
+    )
+    _define_batch_size(flag_values, None, " (default: the recipe's)")
+    flags.DEFINE_float(
+        "learning_rate", None, "Learning rate (default: the recipe's).", flag_values=flag_values
+    )
+    _define_seed(flag_values)
+    flags.DEFINE_integer(
+        "teacher_epochs", 30, "Epochs of a --teacher given as a zoo name.", lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "out", None,
+        "Run directory; an unfinished run there, of the same command, is resumed "
+        "(default: runs/distill-RECIPE-DATASET-TIME).",
+        flag_values=flag_values,
+    )
+    _define_export(flag_values)
+    flags.DEFINE_string(
+        "policy", None, "PBA schedule JSON of the student agent (--recipe=rolewise; default: the recipe's).",
+        flag_values=flag_values,
+    )
+    _define_set(flag_values, "the recipe")
+    _define_strategy(flag_values, "the distillation")
+    flags.DEFINE_enum(
+        "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+        "The student's precision; it is exported in float32.", flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "teacher_precision", "float32", ["float32", "bfloat16", "float16"],
+        "Precision of the frozen teacher's forward pass.", flag_values=flag_values,
+    )
+    _define_verbose(flag_values)
+    flags.DEFINE_bool(
+        "deterministic", False,
+        "TensorFlow's deterministic ops, so reruns give identical weights on GPU too "
+        "(slower there; ops without a deterministic kernel fail).",
+        flag_values=flag_values,
+    )
+    _define_unsafe(flag_values)
+    _define_allow_weak_teacher(flag_values, "Distil from")
+
+
+def _define_train_teacher(flag_values):
+    flags.DEFINE_string(
+        "model", "cnn", "Zoo name of the teacher (see kd_keras.models.names()).",
+        flag_values=flag_values,
+    )
+    _define_data(flag_values)
+    flags.DEFINE_integer(
+        "epochs", None, "Epochs (default: 30, or 240 with --schedule=crd).", lower_bound=1,
+        flag_values=flag_values,
+    )
+    _define_batch_size(flag_values, 64, "")
+    flags.DEFINE_float(
+        "learning_rate", None, "Initial learning rate (default: the schedule's, 1e-3 for adam, "
+        "0.05 for crd).", flag_values=flag_values,
+    )
+    _define_seed(flag_values)
+    flags.DEFINE_string(
+        "out", None,
+        "Path of the .keras teacher; its card is written beside it as .json "
+        "(default: runs/teacher-MODEL-DATASET-TIME.keras).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "policy", None,
+        "PBA schedule JSON of the teacher agent of role-wise KD, applied to the training images "
+        "(default: no augmentation).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "schedule", "adam", ["adam", "crd"],
+        "adam (Adam 1e-3, cosine, 30 epochs) or crd (the CRD CIFAR-100 teacher recipe: "
+        "SGD 0.05, x0.1 at 150/180/210 of 240 epochs, pad-crop-flip).",
+        flag_values=flag_values,
+    )
+    _define_strategy(flag_values, "the training")
+    flags.DEFINE_enum(
+        "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+        "The teacher's training precision; it is saved in float32.", flag_values=flag_values,
+    )
+    _define_verbose(flag_values)
+    _define_allow_weak_teacher(
+        flag_values, "Exit 0 for (the teacher and its card are written either way)"
+    )
+
+
+def _define_train_vae(flag_values):
+    _define_data(flag_values, "'digits' (offline) or 'tfds:NAME' (images in [0, 1])")
+    flags.DEFINE_integer("epochs", 100, "Epochs.", lower_bound=1, flag_values=flag_values)
+    _define_batch_size(flag_values, 64, "")
+    flags.DEFINE_integer(
+        "latent_dim", 16, "Size of the latent code.", lower_bound=1, flag_values=flag_values
+    )
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate.", flag_values=flag_values)
+    _define_seed(flag_values)
+    flags.DEFINE_string(
+        "out", "runs/vae.keras", "Path of the .keras VAE; its card is written beside it as .json.",
+        flag_values=flag_values,
+    )
+    _define_verbose(flag_values)
+
+
+def _define_search(flag_values):
+    flags.DEFINE_enum(
+        "role", "teacher", ["teacher", "student"],
+        "The agent's role: teacher (trains --model with CE) or student (distils --model "
+        "from the frozen --teacher).",
+        flag_values=flag_values,
+    )
+    _define_data(flag_values, "'digits' (offline) or 'tfds:NAME' (images)")
+    flags.DEFINE_string(
+        "model", None,
+        "Zoo name of the network trained (default: cnn for --role=teacher, mlp for "
+        "--role=student).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "teacher", None,
+        "--role=student: the frozen teacher, a .keras path, 'shipped:digits_cnn' or a zoo "
+        "name (default: shipped:digits_cnn).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "bits", None,
+        "Train --model as a DoReFa network of this many bits (default: full precision).",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "population", 16, "Number of trials.", lower_bound=1, flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "epochs", None, "Epochs of every trial (default: 30 on digits, else 200).",
+        lower_bound=1, flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "perturbation_interval", 3, "Epochs between exploit/explore steps.", lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "train_size", None,
+        "Train on a fixed seeded subset of this many samples (default: all the samples "
+        "not held out for the reward).",
+        lower_bound=1, flag_values=flag_values,
+    )
+    _define_batch_size(flag_values, 64, "")
+    flags.DEFINE_float(
+        "learning_rate", None,
+        "Learning rate (default: 1e-3 (Adam) for --role=teacher, the recipe's for "
+        "--role=student).",
+        flag_values=flag_values,
+    )
+    _define_seed(flag_values)
+    flags.DEFINE_string(
+        "out", None, "Output directory (default: runs/search-ROLE-DATASET-TIME).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "resume", False, "Continue the search in --out (after a crash or an interrupt).",
+        flag_values=flag_values,
+    )
+    _define_set(flag_values, "recipe rolewise (--role=student)")
+    _define_allow_weak_teacher(flag_values, "--role=student: search with")
+    _define_verbose(
+        flag_values,
+        "Output: auto or 0 = the summary only; 1, 2, 3 = Ray Tune's own verbosity (1: "
+        "its status tables).",
+    )
+
+
+def _define_export_command(flag_values):
+    flags.DEFINE_string(
+        "model", None, "Path of the .keras student to export (required, no default).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "out", None, "Directory for the exported files (required, no default).",
+        flag_values=flag_values,
+    )
+    _define_export(flag_values)
+    _define_data(
+        flag_values,
+        "the data the student was trained on, for the parity checks: 'digits', "
+        "'text-default' or 'tfds:NAME'",
+    )
+    _define_unsafe(flag_values)
+
+
+def _run_distill(values, command_line):
     from kd_keras import recipes
     from kd_keras import run
-    from kd_keras import strategy as kd_strategy
 
-    if FLAGS.cpu_devices:
-        kd_strategy.split_cpu(FLAGS.cpu_devices)
+    overrides = _overrides(values.set)
+    if values.learning_rate is not None:
+        overrides["learning_rate"] = values.learning_rate
+    if values.policy is not None:
+        if "policy" not in recipes.options(values.recipe):
+            _fail(
+                f"--policy is for recipes with a PBA policy (rolewise); recipe "
+                f"{values.recipe} has none: drop --policy or use --recipe=rolewise."
+            )
+        overrides["policy"] = values.policy
+    metrics = run.distill_job(
+        recipe=values.recipe, dataset=values.dataset, teacher=values.teacher,
+        student=values.student, epochs=values.epochs, batch_size=values.batch_size,
+        seed=values.seed, out=values.out, export_formats=tuple(values.export),
+        data_dir=values.data_dir, download=_download(values), teacher_epochs=values.teacher_epochs,
+        verbose=_keras_verbose(values), student_bits=values.bits, strategy=values.strategy,
+        precision=values.precision, teacher_precision=values.teacher_precision,
+        deterministic=values.deterministic, safe_mode=not values.unsafe_deserialization,
+        allow_weak_teacher=values.allow_weak_teacher, **overrides,
+    )
+    print(summary(metrics))
 
-    # The SavedModel and TFLite converters log every step at INFO.
-    import tensorflow as tf
 
-    tf.get_logger().setLevel("ERROR")
+def _run_train_teacher(values, command_line):
+    from kd_keras import run
 
-    download = {"auto": "auto", "yes": True, "no": False}[FLAGS.download]
-    verbose = FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose)
-    try:
-        if argv[1] == "distill":
-            overrides = _overrides(FLAGS.set)
-            if FLAGS.learning_rate is not None:
-                overrides["learning_rate"] = FLAGS.learning_rate
-            if FLAGS.policy is not None:
-                if "policy" not in recipes.options(FLAGS.recipe):
-                    _fail(
-                        f"--policy is for recipes with a PBA policy (rolewise); recipe "
-                        f"{FLAGS.recipe} has none: drop --policy or use --recipe=rolewise."
-                    )
-                overrides["policy"] = FLAGS.policy
-            metrics = run.distill_job(
-                recipe=FLAGS.recipe, dataset=FLAGS.dataset, teacher=FLAGS.teacher,
-                student=FLAGS.student, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                seed=FLAGS.seed, out=FLAGS.out, export_formats=tuple(FLAGS.export),
-                data_dir=FLAGS.data_dir, download=download, teacher_epochs=FLAGS.teacher_epochs,
-                verbose=verbose, student_bits=FLAGS.bits, strategy=FLAGS.strategy,
-                precision=FLAGS.precision, teacher_precision=FLAGS.teacher_precision,
-                deterministic=FLAGS.deterministic,
-                safe_mode=not FLAGS.unsafe_deserialization, **overrides,
-            )
-            print(summary(metrics))
-        elif argv[1] == "train-teacher":
-            card = run.train_teacher_job(
-                model=FLAGS.model, dataset=FLAGS.dataset, epochs=FLAGS.epochs,
-                batch_size=FLAGS.batch_size or 64, learning_rate=FLAGS.learning_rate,
-                seed=FLAGS.seed, out=FLAGS.out, data_dir=FLAGS.data_dir, download=download,
-                command=_command_line(), verbose=verbose, policy=FLAGS.policy,
-                schedule=FLAGS.schedule, strategy=FLAGS.strategy, precision=FLAGS.precision,
-            )
-            print(_table([(key, card[key]) for key in sorted(card)]))
-        elif argv[1] == "train-vae":
-            card = run.train_vae_job(
-                dataset=FLAGS.dataset, epochs=FLAGS.epochs or 100,
-                batch_size=FLAGS.batch_size or 64, latent_dim=FLAGS.latent_dim,
-                learning_rate=FLAGS.learning_rate or 1e-3, seed=FLAGS.seed,
-                out=FLAGS.out or "runs/vae.keras", data_dir=FLAGS.data_dir, download=download,
-                command=_command_line(), verbose=verbose,
-            )
-            print(_table([(key, card[key]) for key in sorted(card)]))
-        elif argv[1] == "search":
-            try:
-                report = run.search_job(
-                    role=FLAGS.role, dataset=FLAGS.dataset,
-                    model=FLAGS.model if FLAGS["model"].present else None, bits=FLAGS.bits,
-                    population=FLAGS.population, epochs=FLAGS.epochs,
-                    perturbation_interval=FLAGS.perturbation_interval,
-                    train_size=FLAGS.train_size, batch_size=FLAGS.batch_size or 64,
-                    learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, out=FLAGS.out,
-                    resume=FLAGS.resume, data_dir=FLAGS.data_dir, download=download,
-                    verbose=1 if verbose == "auto" else verbose,
-                    **({"teacher": FLAGS.teacher, **_overrides(FLAGS.set)}
-                       if FLAGS.role == "student" else {}),
-                )
-            except ImportError as error:  # the optional [search] extra
-                _fail(str(error).splitlines()[0])
-            print(_search_table(report))
-        else:
-            if not FLAGS.out:
-                _fail("export needs --out=DIRECTORY for the exported files.")
-            report = run.export_job(
-                FLAGS.model, FLAGS.out, tuple(FLAGS.export), dataset=FLAGS.dataset,
-                data_dir=FLAGS.data_dir, download=download,
-                safe_mode=not FLAGS.unsafe_deserialization,
-            )
-            print(_export_table(report))
-    except (
-        run.RunError, kd_data.DataError, faults.NumericalFault, ValueError, TypeError, OSError,
-    ) as error:
-        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
-    except KeyboardInterrupt:
-        resume = "; rerun the same command to resume from the last epoch checkpoint"
+    card = run.train_teacher_job(
+        model=values.model, dataset=values.dataset, epochs=values.epochs,
+        batch_size=values.batch_size, learning_rate=values.learning_rate, seed=values.seed,
+        out=values.out, data_dir=values.data_dir, download=_download(values),
+        command=command_line, verbose=_keras_verbose(values), policy=values.policy,
+        schedule=values.schedule, strategy=values.strategy, precision=values.precision,
+        allow_weak_teacher=values.allow_weak_teacher,
+    )
+    print(_table([(key, card[key]) for key in sorted(card)]))
+
+
+def _run_train_vae(values, command_line):
+    from kd_keras import run
+
+    card = run.train_vae_job(
+        dataset=values.dataset, epochs=values.epochs, batch_size=values.batch_size,
+        latent_dim=values.latent_dim, learning_rate=values.learning_rate, seed=values.seed,
+        out=values.out, data_dir=values.data_dir, download=_download(values),
+        command=command_line, verbose=_keras_verbose(values),
+    )
+    print(_table([(key, card[key]) for key in sorted(card)]))
+
+
+def _run_search(values, command_line):
+    from kd_keras import run
+
+    out = values.out or str(run.default_out("search", values.role, values.dataset))
+    if values.verbose in ("auto", "0"):
         print(
-            f"kd-keras: interrupted{resume if argv[1] == 'distill' else ''}.", file=sys.stderr
+            f"Searching with {values.population} trials on Ray Tune into {out} (its progress: "
+            "--verbose=1)."
         )
+    try:
+        report = run.search_job(
+            role=values.role, dataset=values.dataset, model=values.model, bits=values.bits,
+            teacher=values.teacher, population=values.population, epochs=values.epochs,
+            perturbation_interval=values.perturbation_interval, train_size=values.train_size,
+            batch_size=values.batch_size, learning_rate=values.learning_rate, seed=values.seed,
+            out=out, resume=values.resume, data_dir=values.data_dir,
+            download=_download(values),
+            verbose=0 if values.verbose == "auto" else int(values.verbose),
+            allow_weak_teacher=values.allow_weak_teacher, **_overrides(values.set),
+        )
+    except ImportError as error:  # the optional [search] extra
+        _fail(str(error).splitlines()[0])
+    print(_search_table(report))
+    if report.get("rewards_all_equal"):
+        print(
+            f"{PROGRAM}: warning: every trial ended with the same reward "
+            f"({_percent(report['final_rewards'][0])}): the search could not rank them, so "
+            "its schedule is arbitrary; check that the network learns (more --epochs, "
+            "its validation accuracy).",
+            file=sys.stderr,
+        )
+
+
+def _run_export(values, command_line):
+    from kd_keras import run
+
+    if not values.model:
+        _fail("export needs --model=PATH.keras, the student to export.")
+    if not values.out:
+        _fail("export needs --out=DIRECTORY for the exported files.")
+    report = run.export_job(
+        values.model, values.out, tuple(values.export), dataset=values.dataset,
+        data_dir=values.data_dir, download=_download(values),
+        safe_mode=not values.unsafe_deserialization,
+    )
+    print(_export_table(report))
+
+
+COMMANDS = {
+    command.name: command
+    for command in (
+        Command(
+            "distill",
+            "Distil a teacher into a student with a recipe (default: the shipped digits "
+            "teacher -> MLP, recipe kd, offline) and export the student.",
+            _define_distill, _run_distill,
+        ),
+        Command(
+            "train-teacher", "Train a teacher with cross-entropy and save it with a card.",
+            _define_train_teacher, _run_train_teacher,
+        ),
+        Command(
+            "train-vae",
+            "Train the VAE of the generative HARD augmenter and save it with a card.",
+            _define_train_vae, _run_train_vae,
+        ),
+        Command(
+            "export", "Export a saved student to SavedModel / TFLite with parity checks.",
+            _define_export_command, _run_export,
+        ),
+        Command(
+            "search",
+            "Search a role-wise augmentation agent (a PBA schedule) by population-based "
+            "training on Ray Tune (extra: kd_keras[search]).",
+            _define_search, _run_search,
+        ),
+    )
+}
+
+
+def usage():
+    """Return the text of `kd-keras --help`: the commands and how to get their flags."""
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {PROGRAM} COMMAND [--flag=value ...]", "", "commands:"]
+    for name, command in COMMANDS.items():
+        lines.append(
+            flags.text_wrap(
+                command.summary, indent=" " * (width + 4), firstline_indent=f"  {name:<{width}}  "
+            )
+        )
+    lines += ["", f"`{PROGRAM} COMMAND --help` lists a command's flags."]
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parsed:
+    """A parsed command line: the command and its parsed flags."""
+
+    command: Command
+    values: flags.FlagValues
+    argv: tuple
+
+
+def parse(argv):
+    """Parse `kd-keras COMMAND [--flags]`; print help and exit 0, or exit 2 with one line.
+
+    Args:
+        argv: the whole command line, program name first.
+
+    Returns:
+        A `Parsed`.
+    """
+    if len(argv) < 2 or argv[1] in (*HELP, "help"):
+        if len(argv) > 2 and argv[1] == "help" and argv[2] in COMMANDS:
+            print(COMMANDS[argv[2]].help())
+            sys.exit(0)
+        if len(argv) < 2:
+            print(usage(), file=sys.stderr)
+            _fail(f"expected a command ({', '.join(COMMANDS)}).")
+        print(usage())
+        sys.exit(0)
+    command = COMMANDS.get(argv[1])
+    if command is None:
+        _fail(f"expected a command ({', '.join(COMMANDS)}), got {argv[1]}; see {PROGRAM} --help.")
+    arguments = list(argv[2:])
+    if any(argument in HELP for argument in arguments):
+        print(command.help())
+        sys.exit(0)
+    values = command.flag_values()
+    try:
+        rest = values([f"{PROGRAM} {command.name}", *arguments])
+    except flags.Error as error:
+        _fail(f"{str(error).splitlines()[0]} (see {PROGRAM} {command.name} --help)")
+    if len(rest) > 1:
+        _fail(f"unexpected arguments {' '.join(rest[1:])}: flags take the form --name=value.")
+    return Parsed(command, values, tuple(argv))
+
+
+def main(parsed):
+    """Run a parsed command; our own errors end in one line `kd-keras: error: ...`, exit 2."""
+    import kd_keras
+
+    # What `import kd_keras` does outside this command (see kd_keras.import_all).
+    kd_keras.import_all()
+    from kd_keras import data as kd_data
+    from kd_keras import export as kd_export
+    from kd_keras import faults
+    from kd_keras import run
+
+    values = parsed.values
+    from kd_keras import quiet
+
+    verbose = values.verbose if "verbose" in values else "auto"
+    if verbose == "3":
+        quiet.show_native_logs()
+    else:
+        # TensorFlow's SavedModel writer logs every signature at INFO through absl.
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    if "cpu_devices" in values and values.cpu_devices:
+        from kd_keras import strategy as kd_strategy
+
+        kd_strategy.split_cpu(values.cpu_devices)
+    if verbose != "3":
+        # The SavedModel and TFLite converters log every step at INFO.
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+    ours = (run.RunError, kd_data.DataError, faults.NumericalFault, kd_export.ParityError)
+    try:
+        parsed.command.run(values, _command_line(parsed.argv))
+    except ours as error:
+        _fail(_first_line(error))
+    except (ValueError, TypeError) as error:
+        if not _raised_by_kd_keras(error):
+            raise  # a bug, ours or a library's: the traceback helps
+        _fail(_first_line(error))
+    except OSError as error:  # the machine's: a full disk, a permission
+        _fail(_first_line(error))
+    except KeyboardInterrupt as error:
+        print(f"{PROGRAM}: {_interrupted(error, parsed.argv)}", file=sys.stderr)
         sys.exit(130)
 
 
-def _command_line():
-    return " ".join(["kd-keras", *map(shlex.quote, sys.argv[1:])])
+def _interrupted(error, argv):
+    """The one line for Ctrl-C: what was kept, and the exact command that resumes it."""
+    out = getattr(error, "out", None)
+    if out is None:
+        return "interrupted; nothing was saved."
+    if not error.kept:
+        return f"interrupted before the first epoch checkpoint: nothing was saved and {out} was removed."
+    rerun = _command_line([*_without_flag(argv, "out"), f"--out={out}"])
+    if error.checkpoint_epoch is None:
+        kept = f"the teacher it trained is kept in {out}"
+    else:
+        kept = f"the checkpoint of epoch {error.checkpoint_epoch} is kept in {out}"
+    return f"interrupted; {kept}: rerun the same command to resume, or exactly: {rerun}"
+
+
+def _without_flag(argv, name):
+    kept, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument in (f"--{name}", f"-{name}"):
+            skip = True  # its value is the next argument
+        elif not argument.startswith((f"--{name}=", f"-{name}=")):
+            kept.append(argument)
+    return kept
+
+
+def _raised_by_kd_keras(error):
+    # Our checks raise ValueError / TypeError with the fix in the message;
+    # the same types raised inside Keras or TensorFlow are not ours to word.
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    if traceback is None:
+        return False
+    package = pathlib.Path(__file__).resolve().parent
+    return package in pathlib.Path(traceback.tb_frame.f_code.co_filename).resolve().parents
+
+
+def _first_line(error):
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _download(values):
+    return {"auto": "auto", "yes": True, "no": False}[values.download]
+
+
+def _keras_verbose(values):
+    """Keras' verbosity for `--verbose`: auto is progress bars on a terminal only."""
+    if values.verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return min(int(values.verbose), 2)
+
+
+def _command_line(argv):
+    return " ".join([PROGRAM, *map(shlex.quote, argv[1:])])
 
 
 def _overrides(pairs):
@@ -287,6 +741,7 @@ def _search_table(report):
         ("epochs", report["epochs"]),
         ("best trial", report["best_trial"]),
         ("best validation accuracy", _percent(report["best_validation_accuracy"])),
+        ("final rewards", _rewards(report)),
         ("trial-epochs", report["trial_epochs"]),
         ("exploits", report["exploits"]),
         ("wall time per trial-epoch", (
@@ -296,6 +751,15 @@ def _search_table(report):
         ("schedule", report["schedule"]),
         ("ray experiment", report["experiment"]),
     ])
+
+
+def _rewards(report):
+    rewards = report.get("final_rewards")
+    if not rewards:
+        return "not recorded"
+    if report.get("rewards_all_equal"):
+        return f"all equal ({_percent(rewards[0])}): the schedule is arbitrary"
+    return f"{_percent(rewards[0])} to {_percent(rewards[-1])} over {len(rewards)} trials"
 
 
 def _percent(value):
@@ -308,8 +772,14 @@ def _table(rows):
 
 
 def _fail(message):
-    print(f"kd-keras: error: {message}", file=sys.stderr)
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def _parse_for_absl(argv):
+    # absl's own flags (logging) are parsed empty: they are not ours to offer.
+    flags.FLAGS(argv[:1])
+    return parse(argv)
 
 
 def run():
@@ -317,17 +787,7 @@ def run():
     # SIGTERM (a scheduler's stop) ends the run like Ctrl-C: the run
     # directory keeps its checkpoint and the message says how to resume.
     signal.signal(signal.SIGTERM, _interrupt)
-    app.run(main, flags_parser=_parse)
-
-
-def _parse(argv):
-    if len(argv) > 1 and argv[1] in ("-h", "--help", "help"):
-        print(USAGE)
-        sys.exit(0)
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error).splitlines()[0])
+    app.run(main, flags_parser=_parse_for_absl)
 
 
 if __name__ == "__main__":

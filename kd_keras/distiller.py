@@ -657,9 +657,14 @@ class Distiller(keras.Model):
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
+        teacher = serialize(self.teacher)
+        # The teacher is frozen here: restored with its own compile state it
+        # got a fresh optimiser, and Keras warned that it skipped loading
+        # the saved one (41 variables vs 1), a false alarm.
+        teacher.pop("compile_config", None)
         return {
             **super().get_config(),
-            "teacher": serialize(self.teacher),
+            "teacher": teacher,
             "student": serialize(self.student),
             "augmenter": serialize(self.augmenter),
             "distillation_losses": [serialize(l) for l in self.distillation_losses],

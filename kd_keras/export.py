@@ -37,6 +37,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from kd_keras import atomic
+from kd_keras import quiet
 
 FORMATS = ("keras", "saved_model", "tflite", "tflite_float16", "tflite_int8")
 
@@ -161,20 +162,22 @@ def tflite_predict(path, x, batch_size=_BATCH_SIZE):
     logits = kd_keras.export.tflite_predict("export/student_int8.tflite", x)
     ```
     """
-    interpreter = Interpreter(model_path=os.fspath(path))
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
     x = _as_inputs(x)
     chunks = []
-    for start in range(0, len(x), batch_size):
-        chunk = _quantize(x[start : start + batch_size], input_detail)
-        interpreter.resize_tensor_input(input_detail["index"], chunk.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(input_detail["index"], chunk)
-        interpreter.invoke()
-        chunks.append(
-            _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
-        )
+    # LiteRT announces its XNNPACK delegate on stderr from C++.
+    with quiet.native_stderr_captured():
+        interpreter = Interpreter(model_path=os.fspath(path))
+        input_detail = interpreter.get_input_details()[0]
+        output_detail = interpreter.get_output_details()[0]
+        for start in range(0, len(x), batch_size):
+            chunk = _quantize(x[start : start + batch_size], input_detail)
+            interpreter.resize_tensor_input(input_detail["index"], chunk.shape)
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(input_detail["index"], chunk)
+            interpreter.invoke()
+            chunks.append(
+                _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
+            )
     return np.concatenate(chunks)
 
 
@@ -237,6 +240,11 @@ def _prepare_out_dir(out_dir, formats):
     # A stale artefact from an earlier export would sit beside checked ones
     # and look just as trustworthy, so refuse to overwrite or mix them. Other
     # files (a run's logs and metrics) may share the directory.
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(
+            f"{os.fspath(out_dir)!r} is a file, not a directory: export into a "
+            "directory (a new path or an existing folder)."
+        )
     stale = [
         _FILENAMES[fmt] for fmt in formats
         if os.path.exists(os.path.join(out_dir, _FILENAMES[fmt]))
@@ -295,7 +303,9 @@ def _convert(saved_model_dir, fmt, representative_data):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    # The converter's C++ warnings ("Ignored output_format.") are no news to a user.
+    with quiet.native_stderr_captured():
+        return converter.convert()
 
 
 def _representative_dataset(representative_data):

@@ -9,12 +9,14 @@ fails before its first checkpoint removes the directory it created.
 """
 
 import contextlib
+import glob
 import json
 import os
 import pathlib
 import shutil
 import tempfile
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -44,7 +46,7 @@ DEFAULT_TEACHER = "shipped:digits_cnn"
 DIGITS_EPOCHS = 30
 # Text runs default to the text zoo: the shipped transformer teacher on the
 # offline task (a zoo transformer, trained first, on a TFDS text set) and a
-# CNN student; the command's --teacher and --student defaults are digits'.
+# CNN student, when no teacher or student is given.
 DEFAULT_TEXT_TEACHER = "shipped:text_default"
 DEFAULT_TEXT_STUDENT = "text_cnn"
 TEXT_DEFAULT_EPOCHS = 10
@@ -53,10 +55,29 @@ TEXT_DEFAULT_EPOCHS = 10
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"
 TEACHER_FILE = "teacher.keras"
+# Where the default, time-stamped output paths live (relative to the working directory).
+DEFAULT_RUNS = pathlib.Path("runs")
 
 
 class RunError(RuntimeError):
     """A job that cannot run, with the fix in its one-line message."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: where it was and what it kept.
+
+    Args:
+        out: the run directory.
+        checkpoint_epoch: the epoch of the last checkpoint kept in it, or None.
+        kept: whether the directory was kept (it holds a checkpoint or a
+            trained teacher to resume from); False when it was removed.
+    """
+
+    def __init__(self, out, checkpoint_epoch, kept):
+        super().__init__(str(out))
+        self.out = pathlib.Path(out)
+        self.checkpoint_epoch = checkpoint_epoch
+        self.kept = kept
 
 
 def load_model(path, safe_mode=True):
@@ -80,6 +101,12 @@ def load_model(path, safe_mode=True):
     path = pathlib.Path(path)
     if not path.exists():
         raise RunError(f"Model file {path} does not exist: check the path.")
+    if not zipfile.is_zipfile(path):
+        # Keras says "File not found" for a file that is there but no archive.
+        raise RunError(
+            f"{path} is not a valid .keras file (not a zip archive: corrupt, "
+            f"truncated or another format): {_rebuild_hint(path)}."
+        )
     try:
         return keras.saving.load_model(path, safe_mode=safe_mode)
     except Exception as error:  # Keras raises many types for corrupt files.
@@ -90,10 +117,17 @@ def load_model(path, safe_mode=True):
                 "(load_model(..., safe_mode=False))."
             ) from error
         raise RunError(
-            f"Could not load model {path} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}): it is corrupt "
-            "or not a .keras file; rebuild it (see its card)."
+            f"{path} is not a valid .keras file ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no message'}): "
+            f"{_rebuild_hint(path)}."
         ) from error
+
+
+def _rebuild_hint(path):
+    card = path.with_suffix(".json")
+    if card.is_file():
+        return f"rebuild it with the command in its card {card}"
+    return "save the model again with model.save(...) and pass that file"
 
 
 def resolve_teacher(
@@ -120,23 +154,129 @@ def resolve_teacher(
             f"Unknown teacher {spec!r}: give a .keras path, 'shipped:digits_cnn' "
             f"or a zoo name ({', '.join(kd_models.names())})."
         )
-    _check_fits(teacher, bundle, "teacher")
+    _check_fits(
+        teacher, bundle, "teacher",
+        fix="give a teacher built for this data set, or no --teacher for its default",
+    )
     return teacher
 
 
-def _check_fits(model, bundle, role):
+def _check_fits(model, bundle, role, fix=None):
+    fix = fix or f"use a {role} built for this data set"
     if tuple(model.input_shape[1:]) != tuple(bundle.input_shape):
         raise RunError(
             f"The {role} takes inputs of shape {tuple(model.input_shape[1:])} but "
-            f"{bundle.name} has {tuple(bundle.input_shape)}: use a {role} built "
-            "for this data set."
+            f"{bundle.name} has {tuple(bundle.input_shape)}: {fix}{_data_hint(model)}."
         )
     if model.output_shape[-1] != bundle.num_classes:
         raise RunError(
             f"The {role} outputs {model.output_shape[-1]} classes but "
-            f"{bundle.name} has {bundle.num_classes}: use a {role} built for "
-            "this data set."
+            f"{bundle.name} has {bundle.num_classes}: {fix}{_data_hint(model)}."
         )
+
+
+def _data_hint(model):
+    # The offline data sets a model of this shape may be for.
+    shape = tuple(model.input_shape[1:])
+    if len(shape) == 1:
+        return f" (token ids of length {shape[0]}: --dataset=text-default or a TFDS text set)"
+    if shape == (28, 28, 1):
+        return " (28x28 grey images: --dataset=digits)"
+    return ""
+
+
+# A teacher is "near chance" when its Cohen's kappa on the evaluation data is
+# below this: its predictions remove less than a tenth of the errors that
+# guessing with its own class frequencies would make (10 balanced classes:
+# accuracy below 19%). Kappa, unlike accuracy, is 0 for a network that
+# predicts one class whatever the class balance.
+WEAK_TEACHER_KAPPA = 0.1
+# Enough test samples to tell a teacher from chance; a full pass over a large
+# TFDS test set would cost a run minutes before it starts.
+TEACHER_CHECK_SAMPLES = 2048
+
+
+def teacher_quality(logits, labels):
+    """Return accuracy, chance agreement and Cohen's kappa of predictions against labels.
+
+    Chance is the accuracy expected of guessing with the predictions' own
+    class frequencies, `sum_k p_pred(k) p_true(k)` (1 / classes for balanced
+    labels); kappa is `(accuracy - chance) / (1 - chance)`: 1 for a perfect
+    network, 0 for a guess or for one that always predicts the same class.
+
+    Args:
+        logits: `(n, classes)` scores.
+        labels: `(n,)` class ids or `(n, classes)` probabilities.
+
+    Returns:
+        A dict with `accuracy`, `chance` and `kappa`.
+
+    Example:
+    ```python
+    quality = kd_keras.run.teacher_quality(teacher.predict(x), y)
+    ```
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels.argmax(-1)
+    predicted = logits.argmax(-1)
+    classes = logits.shape[-1]
+    accuracy = float(np.mean(predicted == labels))
+    chance = float(np.dot(
+        np.bincount(predicted, minlength=classes) / len(labels),
+        np.bincount(labels.astype("int64"), minlength=classes)[:classes] / len(labels),
+    ))
+    kappa = (accuracy - chance) / (1.0 - chance) if chance < 1.0 else float(accuracy == 1.0)
+    return {"accuracy": accuracy, "chance": chance, "kappa": float(kappa)}
+
+
+def check_teacher(teacher, split, data_name, allow_weak=False, count=TEACHER_CHECK_SAMPLES):
+    """Refuse a teacher whose predictions on `split` are near chance; return its quality.
+
+    Near chance means Cohen's kappa below `WEAK_TEACHER_KAPPA` (see
+    `teacher_quality`): such a teacher (e.g. a short run whose BatchNorm
+    statistics never converged) teaches nothing, and a run on it would
+    report a perfect teacher-student agreement with noise.
+
+    Args:
+        teacher: the teacher model.
+        split: `(x, y)` arrays or a labelled `tf.data.Dataset`; at most
+            `count` samples are scored.
+        data_name: the data's name, for the message.
+        allow_weak: only return the quality (the `--allow_weak_teacher` flag).
+        count: samples scored.
+
+    Returns:
+        The `teacher_quality` dict.
+
+    Raises:
+        RunError: the teacher is near chance and `allow_weak` is False.
+
+    Example:
+    ```python
+    kd_keras.run.check_teacher(teacher, data.test, "digits")
+    ```
+    """
+    if isinstance(split, tuple):
+        split = (split[0][:count], split[1][:count])
+    else:
+        split = split.take(count)
+    quality = teacher_quality(*predict_split(teacher, split))
+    if quality["kappa"] < WEAK_TEACHER_KAPPA and not allow_weak:
+        raise RunError(weak_teacher_message(quality, data_name))
+    return quality
+
+
+def weak_teacher_message(quality, data_name, subject="The teacher"):
+    """The one-line error for a teacher near chance, with the fixes."""
+    return (
+        f"{subject} is near chance on {data_name}: accuracy {quality['accuracy']:.2%}, "
+        f"chance {quality['chance']:.2%} (Cohen's kappa {quality['kappa']:.2f} < "
+        f"{WEAK_TEACHER_KAPPA}): train it longer (BatchNorm's moving statistics need a "
+        "few hundred steps) or check its data, or pass --allow_weak_teacher "
+        "(allow_weak_teacher=True) to use it anyway."
+    )
 
 
 def evaluate(model, split, batch_size=256):
@@ -162,16 +302,25 @@ def _run_directory(out, signature=None):
     out = pathlib.Path(out)
     _check_unfinished(out, signature)
     created = not out.exists()
+    new_parents = [parent for parent in out.parents if not parent.exists()]
     out.mkdir(parents=True, exist_ok=True)
     if signature is not None:
         _write_json(out / RUN_FILE, signature)
     try:
         yield out
-    except BaseException:
+    except BaseException as error:
         # An interrupted or diverged run keeps what it can resume from; one
-        # that failed earlier leaves nothing behind.
-        if created and not _resumable(out):
+        # that failed earlier leaves nothing behind, not even the runs/
+        # folder it made for itself.
+        kept = _resumable(out) or not created
+        if not kept:
             shutil.rmtree(out, ignore_errors=True)
+            for parent in new_parents:  # innermost first; only empty ones:
+                with contextlib.suppress(OSError):  # another run may be in runs/ now
+                    parent.rmdir()
+        if isinstance(error, KeyboardInterrupt) and not isinstance(error, Interrupted):
+            checkpoint = kd_backup.read_checkpoint(out / BACKUP_DIR) if kept else None
+            raise Interrupted(out, checkpoint and checkpoint["epoch"], kept) from error
         raise
 
 
@@ -194,21 +343,20 @@ def _check_unfinished(out, signature=None):
         )
 
 
-def _check_writable(out):
+def _check_writable(out, what="the run directory"):
     existing = out
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise RunError(
-            f"Cannot create the run directory {out}: {existing} is a file; choose "
-            "another --out."
+            f"Cannot create {what} {out}: {existing} is a file; choose another --out."
         )
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise RunError(
-            f"Cannot write the run directory {out} ({error.strerror or error}): "
+            f"Cannot write {what} {out} ({error.strerror or error}): "
             "choose a writable --out."
         ) from error
 
@@ -223,15 +371,57 @@ def _write_json(path, content):
 
 
 def default_out(kind, recipe, dataset):
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path("runs") / f"{kind}-{recipe}-{dataset.replace(':', '_')}-{stamp}"
+    """Return the time-stamped default output path, `runs/<kind>-<recipe>-<dataset>-<time>`."""
+    return DEFAULT_RUNS / f"{_run_prefix(kind, recipe, dataset)}{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _run_prefix(kind, recipe, dataset):
+    return f"{kind}-{recipe}-{dataset.replace(':', '_')}-"
+
+
+def find_unfinished(prefix, signature):
+    """Return the latest unfinished, resumable run directory `<prefix>*` of `signature`, or None.
+
+    What `distill_job` without `out` resumes: a directory whose `run.json`
+    equals this command's settings, which has no `metrics.json` and holds a
+    checkpoint (or a trained teacher). The latest is the last by name (the
+    default names end in a time stamp).
+
+    Args:
+        prefix: path prefix of the candidates, e.g. `runs/distill-hard-digits-`.
+        signature: the settings the candidate's `run.json` must equal.
+
+    Returns:
+        A `pathlib.Path`, or None.
+
+    Example:
+    ```python
+    kd_keras.run.find_unfinished("runs/distill-hard-digits-", signature)
+    ```
+    """
+    prefix = pathlib.Path(prefix)
+    if not prefix.parent.is_dir():
+        return None
+    candidates = sorted(prefix.parent.glob(f"{glob.escape(prefix.name)}*"), reverse=True)
+    for candidate in candidates:
+        if not candidate.is_dir() or (candidate / "metrics.json").exists():
+            continue
+        if not _resumable(candidate):
+            continue
+        try:
+            stored = json.loads((candidate / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if stored == signature:
+            return candidate
+    return None
 
 
 def distill_job(
     recipe="kd",
     dataset=kd_data.DIGITS,
-    teacher=DEFAULT_TEACHER,
-    student="mlp",
+    teacher=None,
+    student=None,
     epochs=None,
     batch_size=None,
     seed=0,
@@ -247,36 +437,44 @@ def distill_job(
     teacher_precision="float32",
     deterministic=False,
     safe_mode=True,
+    allow_weak_teacher=False,
     **overrides,
 ):
     """Run a whole distillation job and write its run directory; return its metrics.
 
     The run directory holds `metrics.json`, TensorBoard logs in `logs/`, the
     student exported in each of `export_formats` (each checked for parity
-    with the Keras student), for recipes with an augmenter `views.png`, the
-    last grid of original vs augmented test images, and for a learned policy
+    with the Keras student), for recipes with an augmenter or a host-side
+    policy (rolewise) `views.png`, the last labelled grid of original vs
+    augmented test images with the teacher's and student's predictions, and for a learned policy
     `policy.json` and `policy.png`, its trajectory. A teacher given as a zoo
     name is trained first and kept as `teacher.keras`.
 
     The job is resumable: it checkpoints every epoch in `backup/` and records
-    its settings in `run.json`; the same call on the same `out` after an
-    interruption (or a `kd_keras.faults.NumericalFault`) continues from the
-    last checkpoint and trains the steps an uninterrupted run would.
-    `metrics.json` marks a finished run, which is never overwritten.
+    its settings in `run.json`; the same call on the same `out` (or again
+    without `out`) after an interruption (or a
+    `kd_keras.faults.NumericalFault`) continues from the last checkpoint and
+    trains the steps an uninterrupted run would. An interruption raises
+    `Interrupted` (a `KeyboardInterrupt`) naming the directory and its last
+    checkpoint. `metrics.json` marks a finished run, which is never
+    overwritten.
 
     Args:
         recipe: recipe name.
         dataset: `"digits"`, `"text-default"` or `"tfds:NAME"`.
-        teacher: `"shipped:digits_cnn"`, a `.keras` path or a zoo name; on
-            text data the default becomes `"shipped:text_default"`
-            (text-default) or `"text_transformer"` (TFDS text sets).
-        student: a zoo name; on text data the default `"mlp"` becomes
-            `"text_cnn"`.
+        teacher: `"shipped:digits_cnn"`, a `.keras` path or a zoo name;
+            None: the data set's default, `"shipped:digits_cnn"` on image
+            data, `"shipped:text_default"` on text-default and
+            `"text_transformer"` on TFDS text sets. A teacher given is used
+            as given, and refused if it does not fit the data.
+        student: a zoo name; None: `"mlp"`, or `"text_cnn"` on text data.
         epochs: epochs (default: 30 on digits, 10 on text-default, the
             recipe's elsewhere).
         batch_size: batch size (default: the recipe's).
         seed: seed of everything random.
-        out: run directory (default: `runs/distill-<recipe>-<dataset>-<time>`).
+        out: run directory; None: the latest unfinished run under `runs/`
+            whose `run.json` equals this call's settings, resumed (a line
+            says which), else a new `runs/distill-<recipe>-<dataset>-<time>`.
         export_formats: formats of `kd_keras.export.FORMATS`.
         data_dir: TFDS data directory.
         download: TFDS download policy (see `kd_keras.data.load_tfds`).
@@ -294,6 +492,8 @@ def distill_job(
         deterministic: TensorFlow's deterministic ops (see `kd_keras.distill`).
         safe_mode: refuse a teacher `.keras` file holding Python code
             (`Lambda` layers); `False` only for files you trust.
+        allow_weak_teacher: distil from a teacher near chance on the test
+            data (see `check_teacher`) instead of refusing it.
         **overrides: recipe overrides.
 
     Returns:
@@ -319,17 +519,19 @@ def distill_job(
             f"Unknown export format {', '.join(unknown)}: choose from "
             f"{', '.join(kd_export.FORMATS)}."
         )
-    if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
-        raise RunError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
     if out is not None:
         _check_writable(pathlib.Path(out))
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     text = isinstance(bundle, text_data.TextDataBundle)
-    if text:
-        if teacher == DEFAULT_TEACHER:
+    if teacher is None:
+        teacher = DEFAULT_TEACHER
+        if text:
             teacher = DEFAULT_TEXT_TEACHER if dataset == text_data.TEXT_DEFAULT else "text_transformer"
-        if student == "mlp":
-            student = DEFAULT_TEXT_STUDENT
+    if student is None:
+        student = DEFAULT_TEXT_STUDENT if text else "mlp"
+    if text:
         if getattr(chosen.augmenter, "vocabulary_size", 0) is None:
             # An augmenter that one-hots token ids needs the vocabulary
             # size, known only once the data is loaded.
@@ -347,11 +549,7 @@ def distill_job(
         elif getattr(chosen.host_augment, "then", False) is None:
             chosen.host_augment.then = kd_data.standard_augmentation()
     epochs = int(chosen.epochs if epochs is None else epochs)
-    out = pathlib.Path(out or default_out("distill", recipe, dataset))
-    chief = kd_strategy.is_chief(strategy)
-    if not chief:
-        # Every worker trains; only the chief keeps a run directory.
-        out = pathlib.Path(tempfile.mkdtemp(prefix="kd-keras-worker-")) / "run"
+    _check_data(bundle, batch_size or chosen.batch_size)
     signature = _signature(
         recipe=recipe, dataset=dataset, teacher=teacher, student=student,
         student_bits=student_bits, precision=precision,
@@ -360,6 +558,21 @@ def distill_job(
         # A run stopped by a NaN may resume from its last checkpoint at a lower rate.
         overrides={k: v for k, v in overrides.items() if k != "learning_rate"},
     )
+    chief = kd_strategy.is_chief(strategy)
+    if out is None and not kd_strategy.is_multi_worker(strategy):
+        # The same command without --out continues its latest unfinished run
+        # (multi-worker runs do not resume: the other workers start afresh).
+        out = find_unfinished(DEFAULT_RUNS / _run_prefix("distill", recipe, dataset), signature)
+        if out is not None:
+            epoch = (kd_backup.read_checkpoint(out / BACKUP_DIR) or {}).get("epoch", 0)
+            print(
+                f"Resuming the unfinished run {out} of the same command, from the end of "
+                f"epoch {epoch} (--out=DIR starts a new run elsewhere)."
+            )
+    out = pathlib.Path(out or default_out("distill", recipe, dataset))
+    if not chief:
+        # Every worker trains; only the chief keeps a run directory.
+        out = pathlib.Path(tempfile.mkdtemp(prefix="kd-keras-worker-")) / "run"
     _check_unfinished(out, signature)
     trained_teacher = out / TEACHER_FILE
     reuse_teacher = teacher in kd_models.names() and trained_teacher.exists()
@@ -368,6 +581,7 @@ def distill_job(
             str(trained_teacher) if reuse_teacher else teacher, bundle, seed,
             epochs=teacher_epochs, verbose=verbose, safe_mode=safe_mode,
         )
+    check_teacher(teacher_model, bundle.test, f"the {dataset} test data", allow_weak_teacher)
     if student not in kd_models.names():
         raise RunError(
             f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
@@ -386,18 +600,26 @@ def distill_job(
             out / BACKUP_DIR, signature=signature, delete_checkpoint=False
         )
         callbacks = [kd_callbacks.TensorBoard(str(out / "logs"))]
-        snapshots = None
-        if chosen.augmenter is not None and len(bundle.input_shape) == 3:
+        snapshots = collapse = None
+        images = len(bundle.input_shape) == 3
+        if images and chosen.augmenter is not None:
             # People want to see what the augmenter makes: a grid of original
             # vs augmented test images in TensorBoard, the last one as a PNG.
             snapshots = kd_callbacks.ViewSnapshots(
                 out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10)
             )
-            callbacks.append(snapshots)
             collapse = faults.CollapseMonitor(
                 bundle.sample("test", 32), every=max(1, epochs // 10)
             )
-            callbacks.append(collapse)
+            callbacks += [snapshots, collapse]
+        elif images and getattr(chosen.host_augment, "batched", False):
+            # A policy applied on the host (rolewise's PBA schedule): the same
+            # grid, of what the input pipeline makes of the test images.
+            snapshots = kd_callbacks.ViewSnapshots(
+                out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10),
+                augment=chosen.host_augment.augment_batch,
+            )
+            callbacks.append(snapshots)
         if callable(getattr(chosen.augmenter, "log_scalars", None)):
             # A learned policy's magnitudes and probabilities, epoch by epoch.
             callbacks.append(PolicyTrajectory(out))
@@ -444,7 +666,7 @@ def distill_job(
             "optimizer_steps": _optimizer_steps(distiller),
             "resumed_from_epoch": backup.restored_epoch,
         }
-        if snapshots is not None:
+        if collapse is not None:
             metrics["augmenter_collapsed_epochs"] = collapse.collapsed_epochs
         metrics["exports"] = kd_export.export_student(
             # Mixed precision is for training: ship float32.
@@ -469,6 +691,18 @@ def distill_job(
         shutil.rmtree(out.parent, ignore_errors=True)
     metrics["out"] = str(out) if chief else None
     return metrics
+
+
+def _check_positive(name, value):
+    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+        raise RunError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def _check_data(bundle, batch_size):
+    # Before any directory exists: a batch larger than the data (or bad
+    # arrays) must not leave an empty run directory behind.
+    if isinstance(bundle.train, tuple):
+        kd_data.check_arrays(*bundle.train, num_classes=bundle.num_classes, batch_size=batch_size)
 
 
 def _signature(**settings):
@@ -515,8 +749,15 @@ def train_teacher_job(
     schedule="adam",
     strategy="default",
     precision="float32",
+    allow_weak_teacher=False,
 ):
     """Train a teacher, save it as `.keras` with a JSON card beside it; return the card.
+
+    A teacher near chance on the test data (Cohen's kappa below
+    `WEAK_TEACHER_KAPPA`, see `check_teacher`) is still written, with its
+    card, but the job then raises `RunError` saying so, unless
+    `allow_weak_teacher`: `distill_job` and `kd_keras.search.search` refuse
+    such a teacher too.
 
     Args:
         model: zoo name of the teacher.
@@ -540,10 +781,11 @@ def train_teacher_job(
             chief writes the teacher).
         precision: the dtype policy the teacher trains in; it is saved in
             float32.
+        allow_weak_teacher: return normally for a teacher near chance.
 
     Returns:
-        The card dictionary (data, accuracy clean and shifted, seed, command,
-        policy).
+        The card dictionary (data, accuracy clean and shifted, chance
+        accuracy and kappa, seed, command, policy).
 
     Example:
     ```python
@@ -559,9 +801,12 @@ def train_teacher_job(
         )
     # Read first: a bad schedule file should fail before any data loads.
     pba_schedule = None if policy is None else pba.as_schedule(policy)
-    bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
     if model not in kd_models.names():
         raise RunError(f"Unknown model {model!r}: choose one of {', '.join(kd_models.names())}.")
+    bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    _check_data(bundle, batch_size)
     out = pathlib.Path(out or default_out("teacher", model, dataset).with_suffix(".keras"))
     if out.suffix != ".keras":
         raise RunError(f"--out must end in .keras, got {out}.")
@@ -599,19 +844,26 @@ def train_teacher_job(
         "precision": precision,
         "seed": seed,
         "parameters": int(teacher.count_params()),
-        "test_accuracy": evaluate(teacher, bundle.test),
         "train_seconds": time.perf_counter() - started,
         "keras_version": keras.__version__,
         "command": command,
         "policy": None if policy is None else str(policy),
     }
+    quality = teacher_quality(*predict_split(teacher, bundle.test))
+    card["test_accuracy"] = quality["accuracy"]
+    card["test_chance_accuracy"] = quality["chance"]
+    card["test_kappa"] = quality["kappa"]
     if bundle.test_shifted is not None:
         card["test_accuracy_shifted"] = evaluate(teacher, bundle.test_shifted)
-    if not kd_strategy.is_chief(strategy):
-        return card  # the other workers trained the same teacher alongside
-    out.parent.mkdir(parents=True, exist_ok=True)
-    teacher.save(out)
-    _write_json(out.with_suffix(".json"), card)
+    if kd_strategy.is_chief(strategy):  # the other workers trained the same teacher alongside
+        out.parent.mkdir(parents=True, exist_ok=True)
+        teacher.save(out)
+        _write_json(out.with_suffix(".json"), card)
+    if quality["kappa"] < WEAK_TEACHER_KAPPA and not allow_weak_teacher:
+        raise RunError(weak_teacher_message(
+            quality, f"the {dataset} test data",
+            subject=f"{out} and its card are written, but the teacher",
+        ))
     return card
 
 
@@ -666,8 +918,11 @@ def train_vae_job(
     out = pathlib.Path(out)
     if out.suffix != ".keras":
         raise RunError(f"--out must end in .keras, got {out}.")
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
     started = time.perf_counter()
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    _check_data(bundle, batch_size)
     train_images = _vae_images(bundle, "train")
     test_images = _vae_images(bundle, "test")
     keras.utils.set_random_seed(seed)
@@ -715,9 +970,10 @@ def export_job(
     safe_mode=True,
 ):
     """Export a saved student to `formats` with parity checks on real inputs; return the report."""
+    _check_writable(pathlib.Path(out), "the export directory")
     student = load_model(model_path, safe_mode=safe_mode)
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
-    _check_fits(student, bundle, "student")
+    _check_fits(student, bundle, "student", fix="pass the --dataset it was trained on")
     return kd_export.export_student(
         student,
         out,

@@ -241,6 +241,15 @@ def read_events(log_dir):
     return found
 
 
+def block(grid, box, size):
+    top, left = box
+    return grid[top : top + size, left : left + size]
+
+
+def upscaled(image, factor):
+    return np.repeat(np.repeat(image, factor, 0), factor, 1)
+
+
 def test_view_snapshots_write_images_and_scalars(tmp_path):
     distiller = make(LearnableOffset(), augmenter_optimizer=keras.optimizers.SGD(1.0))
     distiller.phase = "augmenter"
@@ -252,24 +261,50 @@ def test_view_snapshots_write_images_and_scalars(tmp_path):
     _, value = events["views"][-1]
     assert value.metadata.plugin_data.plugin_name == "images"
     width, height, png = tf.make_ndarray(value.tensor)
-    assert (int(width), int(height)) == (4 * 9 - 1, 2 * 9 - 1)
-    assert tf.io.decode_png(png).shape == (17, 35, 3)
+    grid = snapshots.last_grid
+    assert (int(height), int(width)) == grid.shape[:2]
+    np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), np.round(grid * 255).astype("uint8"))
     offset = float(distiller.augmenter.offset)
     assert offset != 0.0
     assert [step for step, _ in events["augmenter/offset"]] == [0, 1, 2]
     last = {tag: tf.make_ndarray(values[-1][1].tensor) for tag, values in events.items()}
     np.testing.assert_allclose(last["augmenter/offset"], offset, rtol=1e-5)
     np.testing.assert_allclose(last["augmenter/pair/1"], 2 * offset, rtol=1e-5)
-    # The second row shows the views after the first B samples: x + offset.
-    grid = snapshots.last_grid
-    assert grid.shape == (17, 35, 3)
+    # 8x8 images drawn 112 px wide (x14, nearest-neighbour); the second row
+    # shows the views after the first B samples: x + offset.
+    boxes = snapshots.last_boxes
+    assert [len(row) for row in boxes] == [4, 4]
     low, high = x[:4].min(), x[:4].max()
-    expected = np.clip((x[0, ..., 0] + offset - low) / (high - low), 0, 1)
-    np.testing.assert_allclose(grid[9:17, 0:8, 1], expected, atol=1e-5)
+    for row, shift in ((0, 0.0), (1, offset)):
+        for i in range(4):
+            expected = np.clip((x[i, ..., 0] + shift - low) / (high - low), 0, 1)
+            shown = block(grid, boxes[row][i], 112)[..., 1]
+            np.testing.assert_allclose(shown, upscaled(expected, 14), atol=0.5 / 255 + 1e-6)
     path = snapshots.save_png(tmp_path / "views.png")
     with Image.open(path) as image:
         assert image.format == "PNG"
-        assert image.size == (35, 17)
+        assert image.size == (grid.shape[1], grid.shape[0])
+
+
+def test_view_snapshots_caption_each_image_with_both_predictions(tmp_path):
+    distiller = make(LearnableOffset())
+    x, _ = tiny_batch(count=6, seed=3)
+    snapshots = ViewSnapshots(tmp_path, x, count=6)
+    snapshots.set_model(distiller)
+    teacher = np.asarray(distiller.teacher(x, training=False)).argmax(1)
+    student = np.asarray(distiller.student(x, training=False)).argmax(1)
+    assert snapshots._predictions(x) == [f"T {t}  S {s}" for t, s in zip(teacher, student)]
+    missing = x.copy()
+    missing[2] = np.nan
+    assert snapshots._predictions(missing)[2] is None
+    grid = snapshots.snapshot()
+    for row in snapshots.last_boxes:
+        for top, left in row:
+            caption = grid[top + 112 : top + 112 + 14, left : left + 112]
+            assert (caption < 0.5).any()  # ink under every image
+    # The row labels are written left of the first image.
+    top, left = snapshots.last_boxes[0][0]
+    assert (grid[top : top + 112, :left] < 0.5).any()
 
 
 def test_view_snapshots_with_the_identity_augmenter_shows_the_originals(tmp_path):
@@ -280,13 +315,29 @@ def test_view_snapshots_with_the_identity_augmenter_shows_the_originals(tmp_path
     snapshots.set_model(distiller)
     snapshots.save_png(tmp_path / "views.png")  # renders when nothing was written yet
     grid = snapshots.last_grid
-    assert grid.shape == (2 * 8 + 1, 5 * 9 - 1, 3)
-    np.testing.assert_array_equal(grid[:8], grid[9:])
-    np.testing.assert_array_equal(grid[8], 1.0)  # white separators
-    np.testing.assert_array_equal(grid[:, 8], 1.0)
-    np.testing.assert_allclose(grid[:8, :8, 0], images[0], atol=1e-6)  # shown as they are
-    assert np.all(grid[..., 0] == grid[..., 2])  # grey
+    boxes = snapshots.last_boxes
+    assert [len(row) for row in boxes] == [5, 5]
+    for i in range(5):
+        original, view = (block(grid, boxes[row][i], 112) for row in (0, 1))
+        np.testing.assert_array_equal(original, view)
+        np.testing.assert_allclose(original[..., 0], upscaled(images[i], 14), atol=0.5 / 255 + 1e-6)
+        assert np.all(original[..., 0] == original[..., 2])  # grey
     with Image.open(tmp_path / "views.png") as image:
-        assert image.size == (44, 17)
+        assert image.size == (grid.shape[1], grid.shape[0])
+        assert image.size[0] >= 5 * 112 and image.size[1] >= 2 * 112
     with pytest.raises(ValueError, match="1, 3 or 4 channels"):
         ViewSnapshots(tmp_path, np.zeros((2, 4, 4, 2)))
+
+
+def test_view_snapshots_of_a_host_augmentation(tmp_path):
+    distiller = make()
+    x, _ = tiny_batch(count=4, seed=5)
+    snapshots = ViewSnapshots(tmp_path, x, augment=lambda images, labels: (images[:, ::-1], labels))
+    snapshots.set_model(distiller)
+    grid = snapshots.snapshot()
+    low, high = x.min(), x.max()
+    flipped = np.clip((x[0, ::-1, :, 0] - low) / (high - low), 0, 1)
+    shown = block(grid, snapshots.last_boxes[1][0], 112)[..., 0]
+    np.testing.assert_allclose(shown, upscaled(flipped, 14), atol=0.5 / 255 + 1e-6)
+
+

@@ -86,4 +86,5 @@ def test_distill_job_writes_the_views(tmp_path):
     assert metrics["recipe"] == "hard"
     assert 0.0 <= metrics["student_accuracy_shifted"] <= 1.0
     image = keras.utils.load_img(tmp_path / "run" / "views.png")
-    assert image.size == (8 * 29 - 1, 2 * 29 - 1)  # 8 originals over 8 views
+    # 8 originals over 8 views, each 28x28 digit drawn 112 px wide.
+    assert image.size[0] > 8 * 112 and 2 * 112 < image.size[1] < 3 * 112

@@ -176,6 +176,43 @@ def test_bad_settings_fail_before_any_training(tmp_path):
     assert not (tmp_path / "ray").exists()
 
 
+def test_equal_rewards_are_reported_as_an_arbitrary_schedule(capsys):
+    from kd_keras import cli
+    from kd_keras.search.pbt import reward_summary
+
+    assert reward_summary([0.119, 0.2, 0.119]) == {
+        "final_rewards": [0.119, 0.119, 0.2], "rewards_all_equal": False,
+    }
+    assert reward_summary([0.119] * 4)["rewards_all_equal"]
+    assert not reward_summary([0.5])["rewards_all_equal"]  # one trial ranks nothing
+    report = {
+        "role": "teacher", "model": "cnn", "population": 4, "epochs": 3, "best_trial": "a",
+        "best_validation_accuracy": 0.119, "trial_epochs": 12, "exploits": 2,
+        "seconds_per_trial_epoch": 1.0, "schedule": "s.json", "experiment": "ray",
+        **reward_summary([0.119] * 4),
+    }
+    assert "final rewards              all equal (11.90%): the schedule is arbitrary" in (
+        cli._search_table(report)
+    )
+    report.update(reward_summary([0.1, 0.3, 0.2]))
+    assert "10.00% to 30.00% over 3 trials" in cli._search_table(report)
+
+
+def test_a_student_search_refuses_a_teacher_at_chance_before_any_trial(tmp_path, monkeypatch):
+    # A teacher that predicts class 0 whatever it sees.
+    inputs = keras.Input((28, 28, 1))
+    flat = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(10, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([5.0] + [0.0] * 9))(flat)
+    keras.Model(inputs, outputs).save(tmp_path / "constant.keras")
+    ray, _ = kd_keras.search.import_ray()
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("started Ray"))
+    settings = {**TINY, "model_kwargs": {"width": 8, "depth": 1}}
+    with pytest.raises(kd_keras.run.RunError, match=r"near chance on the search's validation data: accuracy \d+\.\d+%.*kappa 0\.00.*--allow_weak_teacher"):
+        kd_keras.search.search(role="student", teacher=str(tmp_path / "constant.keras"),
+                               out=tmp_path / "search", **settings)
+    assert not (tmp_path / "search").exists()
+
+
 # --- searches on a local Ray ----------------------------------------------------------
 
 
@@ -197,6 +234,10 @@ def test_search_writes_the_best_trials_schedule(teacher_search):
         kd_keras.data.load_digits().train, train_size=96, validation_size=64, seed=1
     )
     assert kd_keras.run.evaluate(model, validation) == summary["best_validation_accuracy"]
+    # Every trial's last reward, as Ray recorded it, and whether they tie.
+    rewards = sorted(result.metrics["validation_accuracy"] for result in result_grid(out / "ray"))
+    assert summary["final_rewards"] == rewards and summary["best_validation_accuracy"] == rewards[-1]
+    assert summary["rewards_all_equal"] == (rewards[0] == rewards[-1])
 
 
 def test_schedule_is_the_lineage_the_best_weights_were_trained_under(teacher_search):
@@ -239,7 +280,9 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(
     monkeypatch.setenv(FAIL_ONCE_ENV, str(marker))
     settings = dict(
         role="student", teacher=str(tmp_path / "teacher.keras"), epochs=2,
-        out=tmp_path / "search", max_failures=0, temperature=2.0, **TINY,
+        out=tmp_path / "search", max_failures=0, temperature=2.0,
+        allow_weak_teacher=True,  # an untrained teacher: the plumbing is under test
+        **TINY,
     )
     with pytest.raises(kd_keras.run.RunError, match=r"1 of 2 trials failed .*resume=True"):
         kd_keras.search.search(**settings)
@@ -281,7 +324,7 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     completed = subprocess.run(
         [
             KD_KERAS, "search", "--role=teacher", "--model=mlp", "--population=1",
-            "--epochs=1", "--train_size=64", "--batch_size=32", f"--out={out}", "--verbose=0",
+            "--epochs=1", "--train_size=64", "--batch_size=32", f"--out={out}",
         ],
         capture_output=True, text=True,
         env={**os.environ, FAIL_ONCE_ENV: str(marker), "TF_CPP_MIN_LOG_LEVEL": "3"},
@@ -291,6 +334,10 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     assert summary["role"] == "teacher" and summary["trial_epochs"] == 1
     assert f"{100 * summary['best_validation_accuracy']:.2f}%" in completed.stdout
     assert str(out / "schedule.json") in completed.stdout
+    # Quiet by default: neither Tune's tables and boxes nor Ray's INFO/WARNING lines.
+    for noise in ("Configuration for experiment", "View detailed results", "Trial status",
+                  "Token authentication", "INFO ", "╭"):
+        assert noise not in completed.stdout + completed.stderr, noise
     # One trial and no exploit: the schedule is its initial policy, PBA's zeros.
     assert pba.Schedule.load(out / "schedule.json") == pba.Schedule.constant(
         pba.Policy.zeros(), epochs=1

@@ -143,6 +143,7 @@ def test_the_backward_command_runs_on_a_tfds_text_set(tmp_path):
             recipe="backward", dataset="tfds:imdb_reviews", epochs=1, batch_size=8,
             teacher_epochs=1, out=tmp_path / "run", export_formats=("keras",),
             data_dir=str(tmp_path / "tfds"), download=True, verbose=0,
+            allow_weak_teacher=True,  # a teacher of 16 random reviews is at chance
         )
     assert metrics["teacher"] == "text_transformer" and metrics["student"] == "text_cnn"
     assert 0.0 <= metrics["agreement"] <= 1.0

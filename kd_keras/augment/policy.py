@@ -10,6 +10,7 @@ from keras import ops
 
 from kd_keras import atomic
 from kd_keras import losses as kd_losses
+from kd_keras import plots
 from kd_keras.augment import ops as image_ops
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
@@ -356,8 +357,8 @@ class PolicyTrajectory(keras.callbacks.Callback):
     Distiller's `augmenter.log_scalars()` (e.g. a
     `kd_keras.augment.LearnedPolicy`), and at the end of training writes
     `policy.json` (a list of `{"epoch": e, "magnitude/<op>": m, ...}`, epoch
-    0 being the prior) and `policy.png` (the trajectories, drawn by
-    `plot_policy_trajectory`) to `directory`. `policy.json` is also rewritten
+    0 being the prior) and `policy.png` (one small panel per op, drawn by
+    `kd_keras.plots.plot_policy_trajectory`) to `directory`. `policy.json` is also rewritten
     after every epoch, and a run resumed at epoch `e` (by
     `kd_keras.backup.Backup`) continues from its records up to `e`.
 
@@ -413,7 +414,7 @@ class PolicyTrajectory(keras.callbacks.Callback):
         json_path = self._write_json()
         png_path = os.path.join(self.directory, "policy.png")
         with atomic.replacing(png_path) as temporary:
-            plot_policy_trajectory(self.history, temporary)
+            plots.plot_policy_trajectory(self.history, temporary)
         return json_path, png_path
 
     def _write_json(self):
@@ -422,86 +423,3 @@ class PolicyTrajectory(keras.callbacks.Callback):
         atomic.write_text(json_path, json.dumps(self.history, indent=2))
         return json_path
 
-
-# Distinct line colours (Tableau 20's strong half, then its light half).
-_PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
-)
-
-
-def plot_policy_trajectory(history, path):
-    """Draw the magnitude and probability of each op over the epochs as a PNG.
-
-    Two panels (magnitude, probability; both on a `[0, 1]` axis) with one
-    line per op and a legend, drawn with Pillow so no plotting library is
-    needed.
-
-    Args:
-        history: records `{"epoch": e, "magnitude/<op>": m,
-            "probability/<op>": p, ...}`, as `PolicyTrajectory.history`.
-        path: the PNG file to write.
-
-    Returns:
-        `path`.
-
-    Example:
-    ```python
-    kd_keras.augment.policy.plot_policy_trajectory(trajectory.history, "policy.png")
-    ```
-    """
-    from PIL import Image
-    from PIL import ImageDraw
-
-    if not history:
-        raise ValueError("history is empty: record at least one epoch.")
-    names = []
-    for record in history:
-        for key in record:
-            if "/" in key and key.split("/", 1)[1] not in names:
-                names.append(key.split("/", 1)[1])
-    colours = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
-    epochs = [record["epoch"] for record in history]
-    first, last = min(epochs), max(epochs)
-    span = max(last - first, 1)
-
-    panel_width, panel_height, margin, legend_width = 420, 260, 40, 130
-    width = 2 * (panel_width + margin) + margin + legend_width
-    height = panel_height + 2 * margin
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    for column, kind in enumerate(("magnitude", "probability")):
-        left = margin + column * (panel_width + margin)
-        top, bottom, right = margin, margin + panel_height, left + panel_width
-        draw.text((left, top - 16), kind, fill="black")
-        for value in (0.0, 0.5, 1.0):
-            y = bottom - value * panel_height
-            draw.line([left, y, right, y], fill=(220, 220, 220))
-            draw.text((left - 24, y - 6), f"{value:.1f}", fill="black")
-        draw.rectangle([left, top, right, bottom], outline="black")
-        draw.text((left, bottom + 4), f"epoch {first}", fill="black")
-        draw.text((right - 40, bottom + 4), f"epoch {last}", fill="black")
-        for name in names:
-            key = f"{kind}/{name}"
-            points = [
-                (
-                    left + (record["epoch"] - first) / span * panel_width,
-                    bottom - min(max(record[key], 0.0), 1.0) * panel_height,
-                )
-                for record in history
-                if key in record
-            ]
-            if len(points) > 1:
-                draw.line(points, fill=colours[name], width=2)
-            for x, y in points[-1:]:
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colours[name])
-    legend_left = width - legend_width
-    for row, name in enumerate(names):
-        y = margin + 14 * row
-        swatch = [legend_left, y + 2, legend_left + 10, y + 10]
-        draw.rectangle(swatch, fill=colours[name])
-        draw.text((legend_left + 14, y), name, fill="black")
-    image.save(path, format="PNG")
-    return path

@@ -1,6 +1,9 @@
 """`kd_keras.search.search`: population-based search of a role-wise augmentation agent on Ray Tune."""
 
+import contextlib
+import io
 import json
+import logging
 import os
 import pathlib
 import tempfile
@@ -67,6 +70,7 @@ def search(
     data_dir=None,
     download="auto",
     verbose=0,
+    allow_weak_teacher=False,
     **recipe_overrides,
 ):
     """Search a role-wise augmentation agent (a PBA schedule) by population-based training.
@@ -84,7 +88,9 @@ def search(
     networks seeing the policy's view (stage 2). The best trial's policy log
     becomes the schedule: `out/schedule.json`; `out/search.json` summarises
     the search (best trial and validation accuracy, trial-epochs, exploits,
-    wall time per trial-epoch) and `out/ray/` holds the Ray experiment, from which
+    wall time per trial-epoch, every trial's final reward, and whether they were all
+    equal, in which case the search could not rank its trials and the schedule is
+    arbitrary) and `out/ray/` holds the Ray experiment, from which
     `resume=True` continues an interrupted or failed search with the same
     settings. A crashed trial restarts from its last checkpoint, up to
     `max_failures` times.
@@ -134,7 +140,11 @@ def search(
         num_cpus: CPUs of a local Ray (default: all).
         data_dir: TFDS data directory.
         download: TFDS download policy (see `kd_keras.data.load_tfds`).
-        verbose: Ray Tune verbosity, 0 (silent) to 3.
+        verbose: Ray Tune verbosity, 0 (silent: also Ray's own log lines and
+            Tune's configuration box) to 3.
+        allow_weak_teacher: role student: search with a teacher near chance
+            on the validation data (see `kd_keras.run.check_teacher`) instead
+            of refusing it.
         **recipe_overrides: role student: overrides of recipe `rolewise`.
 
     Returns:
@@ -155,7 +165,7 @@ def search(
     setup, settings = _prepare(
         role, dataset, model, teacher, population, epochs, perturbation_interval,
         train_size, validation_size, batch_size, learning_rate, seed, initial_policy,
-        model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides,
+        model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides, allow_weak_teacher,
     )
     out = pathlib.Path(out or kd_run.default_out("search", role, dataset)).resolve()
     experiment = out / EXPERIMENT
@@ -172,10 +182,13 @@ def search(
         _write_json(out / SETTINGS_FILE, settings)
     started_ray = not ray.is_initialized()
     if started_ray:
+        # verbose=0 keeps Ray's own INFO and WARNING lines (a token-auth notice,
+        # PBT's "no checkpoint ... Skip exploit") out of the output.
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR if not verbose else logging.INFO}
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=False)
+            ray.init(**quiet)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
     try:
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, setup=setup), {"cpu": cpus_per_trial}
@@ -188,7 +201,9 @@ def search(
                 resample_probability, max_failures, seed, verbose,
             )
         epochs_before = epochs_trained(experiment)
-        with warnings.catch_warnings():
+        # Tune prints its configuration box and result paths even at verbose=0.
+        printed = contextlib.redirect_stdout(io.StringIO()) if not verbose else contextlib.nullcontext()
+        with warnings.catch_warnings(), printed:
             # Actor reuse is off on purpose (see _new_tuner).
             warnings.filterwarnings("ignore", "Consider boosting PBT performance")
             results = tuner.fit()
@@ -219,7 +234,7 @@ def search(
 def _prepare(
     role, dataset, model, teacher, population, epochs, perturbation_interval,
     train_size, validation_size, batch_size, learning_rate, seed, initial_policy,
-    model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides,
+    model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides, allow_weak_teacher,
 ):
     if role not in ROLES:
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
@@ -262,6 +277,10 @@ def _prepare(
     if role == "student":
         teacher = teacher or kd_run.DEFAULT_TEACHER
         teacher_model = kd_run.resolve_teacher(teacher, bundle, seed, verbose=0)
+        # The rewards would all be chance: refuse before a single trial runs.
+        kd_run.check_teacher(
+            teacher_model, validation, "the search's validation data", allow_weak_teacher
+        )
         teacher_bytes = _keras_bytes(teacher_model)
         if learning_rate is not None:
             overrides["learning_rate"] = learning_rate
@@ -450,8 +469,33 @@ def _best_schedule(results, experiment, epochs):
         "best_trial": trial_id,
         "best_validation_accuracy": float(best.metrics[VALIDATION_ACCURACY]),
         "policy_history": [[epoch, policy] for epoch, policy in history],
+        **reward_summary([result.metrics[VALIDATION_ACCURACY] for result in results]),
     }
     return pba.Schedule.from_history(history, epochs=epochs), summary
+
+
+def reward_summary(rewards):
+    """Summarise the trials' final rewards: sorted, and whether they are all equal.
+
+    Equal rewards (e.g. every trial at chance) mean the search could not
+    rank its trials, so its best schedule is an arbitrary one.
+
+    Args:
+        rewards: each trial's final validation accuracy.
+
+    Returns:
+        `{"final_rewards": sorted floats, "rewards_all_equal": bool}`.
+
+    Example:
+    ```python
+    kd_keras.search.pbt.reward_summary([0.119, 0.119])["rewards_all_equal"]  # True
+    ```
+    """
+    rewards = sorted(float(reward) for reward in rewards)
+    return {
+        "final_rewards": rewards,
+        "rewards_all_equal": len(rewards) > 1 and rewards[0] == rewards[-1],
+    }
 
 
 def epochs_trained(experiment):
