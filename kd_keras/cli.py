@@ -154,8 +154,9 @@ def _define_unsafe(flag_values):
 def _define_set(flag_values, recipe):
     flags.DEFINE_multi_string(
         "set", [],
-        f"Override an option of {recipe} KEY=VALUE (repeatable), e.g. temperature=2 "
-        "(default: the recipe's options).",
+        f"Override an option of {recipe} or a setting of its config KEY=VALUE "
+        "(repeatable), e.g. temperature=2 or optimizer.learning_rate=0.1; "
+        "--print_config shows them all (default: the recipe's).",
         flag_values=flag_values,
     )
 
@@ -163,6 +164,12 @@ def _define_set(flag_values, recipe):
 def _define_distill(flag_values):
     flags.DEFINE_string(
         "recipe", "kd", "Recipe name (see kd_keras.recipes.names()).", flag_values=flag_values
+    )
+    flags.DEFINE_bool(
+        "print_config", False,
+        "Print the recipe's resolved config (after --set) as JSON and exit; a run keeps "
+        "it as config.json.",
+        flag_values=flag_values,
     )
     _define_data(flag_values)
     flags.DEFINE_string(
@@ -379,7 +386,7 @@ def _run_distill(values, command_line):
 
     overrides = _overrides(values.set)
     if values.learning_rate is not None:
-        overrides["learning_rate"] = values.learning_rate
+        overrides["optimizer.learning_rate"] = values.learning_rate
     if values.policy is not None:
         if "policy" not in recipes.options(values.recipe):
             _fail(
@@ -387,6 +394,10 @@ def _run_distill(values, command_line):
                 f"{values.recipe} has none: drop --policy or use --recipe=rolewise."
             )
         overrides["policy"] = values.policy
+    if values.print_config:
+        config = recipes.get(values.recipe, overrides, teacher=values.teacher, student=values.student)
+        print(recipes.to_json(config))
+        return
     metrics = run.distill_job(
         recipe=values.recipe, dataset=values.dataset, teacher=values.teacher,
         student=values.student, epochs=values.epochs, batch_size=values.batch_size,
@@ -675,8 +686,11 @@ def _overrides(pairs):
     for pair in pairs:
         key, separator, value = pair.partition("=")
         key = key.strip()
-        if not separator or not key.isidentifier():
-            raise ValueError(f"--set expects KEY=VALUE with a recipe option as KEY, got {pair!r}.")
+        if not separator or not all(part.isidentifier() or part.isdigit() for part in key.split(".")):
+            raise ValueError(
+                "--set expects KEY=VALUE with a recipe option or a (dotted) config "
+                f"setting as KEY, e.g. temperature=2 or optimizer.learning_rate=0.1, got {pair!r}."
+            )
         try:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):

@@ -33,6 +33,7 @@ def distill(
     strategy=None,
     precision=None,
     teacher_precision=None,
+    data_augmentation=None,
     **overrides,
 ):
     """Distil `teacher` into `student` with a named recipe and return the trained Distiller.
@@ -80,6 +81,9 @@ def distill(
         teacher_precision: `"bfloat16"` or `"float16"` runs the frozen
             teacher's forward pass in that precision (a cast copy,
             `kd_keras.models.cast_model`), `"float32"` in float32, None as built.
+        data_augmentation: the data's own per-sample tf.data augmentation
+            (e.g. `kd_keras.data.standard_augmentation()`, pad-crop-flip), run
+            after the recipe's host policy when it has one, as PBA does.
         **overrides: recipe options (e.g. `temperature=2.0`) and config
             settings, top-level (`student_loss_weight=0.3`) or dotted
             (`**{"optimizer.learning_rate": 0.1}`), see `kd_keras.recipes.get`.
@@ -119,6 +123,10 @@ def distill(
         student = _prepared(student, strategy, precision, building=precision)
         distiller = build.distiller(config, teacher, student)
     host_augment = build.host_augment(config)
+    if host_augment is None:
+        host_augment = data_augmentation
+    elif data_augmentation is not None:
+        host_augment.then = data_augmentation
     num_classes = teacher.output_shape[-1]
     order = kd_data.SetEpoch()
     # Under several replicas a last partial batch may leave a replica with

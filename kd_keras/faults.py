@@ -13,7 +13,11 @@ class NumericalFault(ArithmeticError):
 
 
 # The total is NaN whenever a term is: named only when no term is.
-_TOTALS = ("loss", "val_loss")
+_TOTALS = tuple(
+    prefix + name
+    for prefix in ("", "val_")
+    for name in ("loss", "total_loss", "distillation_loss")
+)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

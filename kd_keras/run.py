@@ -30,6 +30,7 @@ from kd_keras import faults
 from kd_keras import models as kd_models
 from kd_keras import precision as kd_precision
 from kd_keras import recipes
+from kd_keras.recipes import build
 from kd_keras import shipped
 from kd_keras import strategy as kd_strategy
 from kd_keras import teacher as teacher_module
@@ -509,10 +510,6 @@ def distill_job(
     # First of all: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = kd_strategy.get(strategy)
     kd_precision.check(precision, teacher_precision)
-    # Before anything draws: the student's initial weights come from this seed.
-    keras.utils.set_random_seed(seed)
-    with strategy.scope():
-        chosen = recipes.get(recipe, **overrides)
     unknown = sorted(set(export_formats) - set(kd_export.FORMATS))
     if unknown:
         raise RunError(
@@ -523,6 +520,10 @@ def distill_job(
     _check_positive("batch_size", batch_size)
     if out is not None:
         _check_writable(pathlib.Path(out))
+    # The recipe's settings and files (a policy schedule) are checked before
+    # any data loads.
+    config = recipes.get(recipe, overrides, teacher=teacher, student=student)
+    build.host_augment(config)
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     text = isinstance(bundle, text_data.TextDataBundle)
     if teacher is None:
@@ -531,32 +532,30 @@ def distill_job(
             teacher = DEFAULT_TEXT_TEACHER if dataset == text_data.TEXT_DEFAULT else "text_transformer"
     if student is None:
         student = DEFAULT_TEXT_STUDENT if text else "mlp"
-    if text:
-        if getattr(chosen.augmenter, "vocabulary_size", 0) is None:
-            # An augmenter that one-hots token ids needs the vocabulary
-            # size, known only once the data is loaded.
-            chosen.augmenter.vocabulary_size = bundle.model_kwargs["vocabulary_size"]
+    config = resolve_config(recipe, overrides, teacher, student, bundle)
     if epochs is None and dataset == kd_data.DIGITS:
         epochs = DIGITS_EPOCHS
     if epochs is None and dataset == text_data.TEXT_DEFAULT:
         epochs = TEXT_DEFAULT_EPOCHS
-    if dataset != kd_data.DIGITS and not text:
-        # Natural-image sets get the papers' standard pad-crop-flip (after a
-        # PBA policy, as PBA's CIFAR pipeline does); digits stay centred,
-        # which is what the shifted test measures.
-        if chosen.host_augment is None:
-            chosen.host_augment = kd_data.standard_augmentation()
-        elif getattr(chosen.host_augment, "then", False) is None:
-            chosen.host_augment.then = kd_data.standard_augmentation()
-    epochs = int(chosen.epochs if epochs is None else epochs)
-    _check_data(bundle, batch_size or chosen.batch_size)
+    # Natural-image sets get the papers' standard pad-crop-flip (after a PBA
+    # policy, as PBA's CIFAR pipeline does); digits stay centred, which is
+    # what the shifted test measures.
+    data_augmentation = (
+        kd_data.standard_augmentation() if dataset != kd_data.DIGITS and not text else None
+    )
+    epochs = int(config["epochs"] if epochs is None else epochs)
+    batch_size = int(batch_size or config["batch_size"])
+    _check_data(bundle, batch_size)
     signature = _signature(
         recipe=recipe, dataset=dataset, teacher=teacher, student=student,
         student_bits=student_bits, precision=precision,
         teacher_precision=teacher_precision, epochs=epochs, batch_size=batch_size,
         seed=seed,
         # A run stopped by a NaN may resume from its last checkpoint at a lower rate.
-        overrides={k: v for k, v in overrides.items() if k != "learning_rate"},
+        overrides={
+            k: v for k, v in overrides.items()
+            if k not in ("learning_rate", "optimizer.learning_rate")
+        },
     )
     chief = kd_strategy.is_chief(strategy)
     if out is None and not kd_strategy.is_multi_worker(strategy):
@@ -600,9 +599,11 @@ def distill_job(
             out / BACKUP_DIR, signature=signature, delete_checkpoint=False
         )
         callbacks = [kd_callbacks.TensorBoard(str(out / "logs"))]
+        _write_json(out / "config.json", json.loads(recipes.to_json(config)))
         snapshots = collapse = None
         images = len(bundle.input_shape) == 3
-        if images and chosen.augmenter is not None:
+        host = build.host_augment(config)
+        if images and config["augmenter"] is not None:
             # People want to see what the augmenter makes: a grid of original
             # vs augmented test images in TensorBoard, the last one as a PNG.
             snapshots = kd_callbacks.ViewSnapshots(
@@ -612,26 +613,25 @@ def distill_job(
                 bundle.sample("test", 32), every=max(1, epochs // 10)
             )
             callbacks += [snapshots, collapse]
-        elif images and getattr(chosen.host_augment, "batched", False):
+        elif images and host is not None:
             # A policy applied on the host (rolewise's PBA schedule): the same
             # grid, of what the input pipeline makes of the test images.
             snapshots = kd_callbacks.ViewSnapshots(
                 out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10),
-                augment=chosen.host_augment.augment_batch,
+                augment=host.augment_batch,
             )
             callbacks.append(snapshots)
-        if callable(getattr(chosen.augmenter, "log_scalars", None)):
+        if (config["augmenter"] or {}).get("class_name") == "LearnedPolicy":
             # A learned policy's magnitudes and probabilities, epoch by epoch.
             callbacks.append(PolicyTrajectory(out))
-        schedule = getattr(chosen.host_augment, "schedule", None)
-        if schedule is not None:
+        if host is not None:
             # The student agent's PBA schedule, beside the student it trained.
-            schedule.save(out / "pba_schedule.json")
+            host.schedule.save(out / "pba_schedule.json")
         distiller = distill(
             teacher_model,
             student_model,
             bundle.train,
-            recipe=chosen,
+            recipe=config,
             epochs=epochs,
             batch_size=batch_size,
             validation_data=bundle.test,
@@ -643,6 +643,7 @@ def distill_job(
             teacher_precision=teacher_precision,
             backup=backup,
             deterministic=deterministic,
+            data_augmentation=data_augmentation,
         )
         if snapshots is not None:
             snapshots.save_png(out / "views.png")
@@ -658,7 +659,7 @@ def distill_job(
             "precision": precision,
             "teacher_precision": teacher_precision,
             "epochs": epochs,
-            "batch_size": int(batch_size or chosen.batch_size),
+            "batch_size": batch_size,
             "seed": seed,
             "teacher_parameters": int(teacher_model.count_params()),
             "student_parameters": int(student_model.count_params()),
@@ -691,6 +692,28 @@ def distill_job(
         shutil.rmtree(out.parent, ignore_errors=True)
     metrics["out"] = str(out) if chief else None
     return metrics
+
+
+def resolve_config(recipe, overrides, teacher, student, bundle):
+    """The recipe config of a job: its options, the pair's settings, the data's vocabulary.
+
+    Args:
+        recipe: a recipe name.
+        overrides: recipe options and config settings (see `kd_keras.recipes.get`).
+        teacher: the teacher's spec (a zoo name picks per-pair settings).
+        student: the student's zoo name.
+        bundle: the `kd_keras.data.DataBundle` it runs on.
+
+    Returns:
+        The config dict.
+    """
+    config = recipes.get(recipe, overrides, teacher=teacher, student=student)
+    augmenter = config["augmenter"]
+    if augmenter and "vocabulary_size" in augmenter and augmenter["vocabulary_size"] is None:
+        # An augmenter that one-hots token ids needs the vocabulary size,
+        # known only once the data is loaded.
+        augmenter["vocabulary_size"] = bundle.model_kwargs.get("vocabulary_size")
+    return config
 
 
 def _check_positive(name, value):

@@ -32,7 +32,7 @@ def train_teacher(
     recipe of CRD / RepDistiller that trained the teachers of every table in
     METHODS.md: SGD momentum 0.9, learning rate 0.05, weight decay 5e-4,
     multiplied by 0.1 at epochs 150, 180 and 210 of 240 (the same fractions
-    of a shorter run; the step decay of `kd_keras.recipes.Recipe`), with
+    of a shorter run; the step decay of `kd_keras.recipes.blocks.crd_schedule`), with
     batch 64 and pad-crop-flip (`kd_keras.data.standard_augmentation()`) as
     `augment`, which `kd-keras train-teacher --schedule=crd` sets.
 
@@ -110,8 +110,9 @@ def _optimizer(schedule, learning_rate, steps_per_epoch, epochs):
                 "data has no known length: pass arrays or a data set of known cardinality."
             )
         # The KD recipe's optimiser is CRD's: the same SGD and step decay.
-        crd = recipes.kd(learning_rate=learning_rate or LEARNING_RATES["crd"])
-        return crd.optimizer(steps_per_epoch, epochs)
+        crd = recipes.kd()
+        crd["optimizer"]["learning_rate"] = learning_rate or LEARNING_RATES["crd"]
+        return recipes.build.optimizer(crd, steps_per_epoch, epochs)
     rate = learning_rate or LEARNING_RATES["adam"]
     # A pipeline of unknown length has no schedule to decay over: keep the
     # rate constant rather than decaying it to zero after one step.

@@ -447,7 +447,7 @@ def test_parsed_flags_reach_the_job(cli, monkeypatch, capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == "kd-keras: error: stop here: nothing to fix."
     assert seen["recipe"] == "hard" and seen["epochs"] == 4 and seen["verbose"] == 2
-    assert seen["temperature"] == 2 and seen["learning_rate"] == 0.01
+    assert seen["temperature"] == 2 and seen["optimizer.learning_rate"] == 0.01
     assert seen["export_formats"] == ("keras", "tflite") and seen["allow_weak_teacher"] is True
     # Not given: the job picks the data set's defaults.
     assert seen["teacher"] is None and seen["student"] is None and seen["batch_size"] is None

@@ -47,7 +47,7 @@ def test_distill_bad_input():
     x, y = tiny_batch(count=8)
     with pytest.raises(ValueError, match="Unknown recipe 'nope'"):
         kd_keras.distill(tiny_teacher(), tiny_student(), (x, y), recipe="nope")
-    with pytest.raises(ValueError, match="has no option tempreature"):
+    with pytest.raises(ValueError, match="has no option or setting 'tempreature'"):
         kd_keras.distill(tiny_teacher(), tiny_student(), (x, y), tempreature=2.0)
     with pytest.raises(kd_keras.data.DataError, match="empty"):
         kd_keras.distill(tiny_teacher(), tiny_student(), (x[:0], y[:0]))

@@ -9,7 +9,7 @@ from keras import ops
 
 import kd_keras
 from kd_keras.augment import Augmenter
-from kd_keras.augment import Views
+from kd_keras.augment import View
 from kd_keras.backup import Backup
 from kd_keras.backup import read_checkpoint
 from kd_keras.faults import CollapseMonitor
@@ -105,8 +105,8 @@ class Squash(Augmenter):
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
-            return Views(x, y)
-        return Views(self.scale * x + (1.0 - self.scale) * 0.5, y)
+            return View(x, y)
+        return View(self.scale * x + (1.0 - self.scale) * 0.5, y)
 
     def objective(self, x, y, teacher_fn, student_fn):
         return self.scale * self.scale
@@ -118,7 +118,7 @@ class Constant(Augmenter):
         self.value = value
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
-        return Views(ops.zeros_like(x) + self.value, y)
+        return View(ops.zeros_like(x) + self.value, y)
 
 
 def monitored(augmenter, **monitor_options):

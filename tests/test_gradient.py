@@ -282,12 +282,14 @@ def test_config_round_trip_and_argument_errors():
 
 
 def test_recipe_has_the_documented_settings():
-    recipe = kd_keras.recipes.get("backward", vocabulary_size=50)
-    assert recipe.student_loss_weight == 0.1
-    assert recipe.distillation_loss_weights == [1.0]
-    assert recipe.distillation_losses[0].temperature == 4.0
-    assert (recipe.learning_rate, recipe.epochs, recipe.batch_size) == (0.05, 240, 64)
-    augmenter = recipe.augmenter
+    config = kd_keras.recipes.get("backward", {"augmenter.vocabulary_size": 50})
+    assert config["student_loss_weight"] == 0.1
+    assert config["distillation_loss_weights"] == [1.0]
+    assert config["distillation_losses"][0]["temperature"] == 4.0
+    assert (config["optimizer"]["learning_rate"], config["epochs"], config["batch_size"]) == (
+        0.05, 240, 64
+    )
+    augmenter = kd_keras.recipes.build.augmenter(config)
     assert isinstance(augmenter, BackwardPerturbation)
     assert (augmenter.steps, augmenter.norm, augmenter.vocabulary_size) == (3, "l2", 50)
     assert augmenter.temperature == 4.0

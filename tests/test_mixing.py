@@ -242,8 +242,8 @@ def test_distiller_runs_the_teacher_once_with_cutmix_pick():
 @pytest.mark.parametrize("relabel", [True, False])
 def test_loss_is_the_papers_with_teacher_relabelling(relabel):
     teacher, student = teacher_model(), student_model()
-    recipe = kd_keras.recipes.get("cutmix", relabel=relabel)
-    distiller = recipe.build(teacher, student)
+    config = kd_keras.recipes.get("cutmix", {"relabel": relabel, "per": "sample"})
+    distiller = kd_keras.recipes.build.distiller(config, teacher, student)
     augmenter = distiller.augmenter
     reference = kd_keras.augment.CutMix.from_config(augmenter.get_config())
     reference.seed_generator.state.assign(augmenter.seed_generator.state)
@@ -384,21 +384,26 @@ def test_recipes_have_the_papers_settings():
     for name in ("mixup", "cutmix", "cutmix_pick", "funmatch"):
         assert name in kd_keras.recipes.names()
     cutmix = kd_keras.recipes.get("cutmix")
-    assert cutmix.student_loss_weight == 0.1
-    assert cutmix.distillation_loss_weights == [1.0]
-    assert cutmix.distillation_losses[0].temperature == 4.0
-    assert (cutmix.epochs, cutmix.batch_size, cutmix.learning_rate) == (240, 64, 0.05)
-    assert isinstance(cutmix.augmenter, kd_keras.augment.CutMix)
-    assert cutmix.augmenter.relabel
-    assert not kd_keras.recipes.get("mixup", relabel=False).augmenter.relabel
-    assert kd_keras.recipes.get("mixup", patient=True).epochs == 960
-    pick = kd_keras.recipes.get("cutmix_pick", criterion="teacher_entropy", patient=True)
-    assert pick.epochs == 960 and pick.augmenter.criterion == "teacher_entropy"
-    assert pick.augmenter.n_run == 2
-    funmatch = kd_keras.recipes.get("funmatch", flip=False)
-    assert funmatch.student_loss_weight == 0.0
-    assert not funmatch.augmenter.flip and not funmatch.augmenter.include_clean
-    assert funmatch.epochs > 960
+    assert cutmix["student_loss_weight"] == 0.1
+    assert cutmix["distillation_loss_weights"] == [1.0]
+    assert cutmix["distillation_losses"][0]["temperature"] == 4.0
+    assert (cutmix["epochs"], cutmix["batch_size"]) == (240, 64)
+    assert cutmix["optimizer"]["learning_rate"] == 0.05
+    augmenter = kd_keras.recipes.build.augmenter(cutmix)
+    assert isinstance(augmenter, kd_keras.augment.CutMix)
+    assert augmenter.relabel and augmenter.per == "batch"
+    assert cutmix["student_forward"] == "per_view"
+    assert not kd_keras.recipes.get("mixup", {"relabel": False})["augmenter"]["relabel"]
+    assert kd_keras.recipes.get("mixup", {"patient": True})["epochs"] == 960
+    pick = kd_keras.recipes.get("cutmix_pick", {"criterion": "teacher_entropy", "patient": True})
+    assert pick["epochs"] == 960 and pick["augmenter"]["criterion"] == "teacher_entropy"
+    assert pick["augmenter"]["n_run"] == 2
+    assert kd_keras.recipes.get("cutmix_pick")["augmenter"]["criterion"] == "student_entropy"
+    funmatch = kd_keras.recipes.get("funmatch", {"flip": False})
+    assert funmatch["student_loss_weight"] == 0.0
+    funmatch_augmenter = kd_keras.recipes.build.augmenter(funmatch)
+    assert not funmatch_augmenter.flip and not funmatch_augmenter.include_clean
+    assert funmatch["epochs"] > 960
 
 
 def official_box_sides(lam, size):

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import kd_keras
 from kd_keras import recipes
+from kd_keras.recipes import build
 from kd_keras.augment import ops as image_ops
 from kd_keras.augment import pba
 
@@ -470,17 +471,18 @@ def test_train_teacher_switches_policies_between_epochs_of_fit():
 def test_rolewise_recipe(tmp_path):
     assert "rolewise" in recipes.names()
     assert "policy" in recipes.options("rolewise") and "policy" not in recipes.options("kd")
-    recipe = recipes.get("rolewise")
-    assert recipe.student_loss_weight == 0.1 and recipe.distillation_loss_weights == [0.9]
-    assert recipe.distillation_losses[0].temperature == 4.0 and recipe.augmenter is None
-    augment = recipe.host_augment
+    config = recipes.get("rolewise")
+    assert config["student_loss_weight"] == 0.1 and config["distillation_loss_weights"] == [1.0]
+    assert config["distillation_losses"][0]["temperature"] == 4.0 and config["augmenter"] is None
+    augment = build.host_augment(config)
     assert augment.schedule == pba.Schedule.constant(pba.HAND_SET_POLICY)
-    (callback,) = recipe.callbacks(30)
+    (callback,) = build.callbacks(config, 30, augment)
     assert callback.augment is augment and callback.epochs == 30
     schedule = pba.Schedule([(0, pba.Policy.random(0)), (1, pba.Policy.random(1))], epochs=2)
     schedule.save(tmp_path / "s.json")
-    assert recipes.get("rolewise", policy=str(tmp_path / "s.json")).host_augment.schedule == schedule
-    assert recipes.get("rolewise", policy=schedule).host_augment.schedule == schedule
+    from_file = build.host_augment(recipes.get("rolewise", {"policy": str(tmp_path / "s.json")}))
+    assert from_file.schedule == schedule
+    assert build.host_augment(recipes.get("rolewise", {"policy": schedule})).schedule == schedule
 
 
 def kd_keras_command(*args, cwd):

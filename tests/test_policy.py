@@ -121,10 +121,12 @@ def test_views_apply_num_ops_ops_per_image():
 def test_student_loss_is_tst_loss(digits):
     x, y = digits[0][:32], (digits[1][:32] % 4)
     teacher, student = tiny_teacher(), tiny_student()
-    recipe = kd_keras.recipes.tst()
     # Invert alone, always on: x~ = 1 - x, so the loss can be computed by hand.
-    recipe.augmenter = LearnedPolicy(ops=["Invert"], num_ops=1, initial_probability=1 - 1e-6)
-    distiller = recipe.build(teacher, student)
+    config = kd_keras.recipes.get("tst", {
+        "augmenter": {"class_name": "LearnedPolicy", "ops": ["Invert"], "num_ops": 1,
+                      "initial_probability": 1 - 1e-6},
+    })
+    distiller = kd_keras.recipes.build.distiller(config, teacher, student)
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))
     logs = distiller.train_on_batch(x, y, return_dict=True)
 
@@ -150,17 +152,25 @@ def test_student_loss_is_tst_loss(digits):
 
 
 def test_recipe_scales_policy_phases_to_the_run():
-    recipe = kd_keras.recipes.get("tst")
-    assert recipe.epochs == 240 and recipe.batch_size == 64 and recipe.learning_rate == 0.05
-    windows = {e: [c.augmenter_epochs for c in recipe.callbacks(e)] for e in (1, 4, 30, 240)}
-    assert windows == {1: [], 4: [{1: 1, 2: 1}], 30: [{4: 1, 11: 1}], 240: [{30: 5, 90: 5}]}
-    (schedule,) = recipe.callbacks(240)
+    config = kd_keras.recipes.get("tst")
+    assert config["epochs"] == 240 and config["batch_size"] == 128
+    assert config["optimizer"]["learning_rate"] == 0.1 and config["optimizer"]["nesterov"]
+    build = kd_keras.recipes.build
+    windows = {e: [c.augmenter_epochs for c in build.callbacks(config, e)] for e in (1, 4, 30, 240)}
+    # Inserted phases: 30 epochs before student epochs 30 and 90 of 240, the
+    # same fractions of shorter runs.
+    assert windows == {
+        1: [], 4: [{1: 1, 3: 1}], 30: [{4: 4, 15: 4}], 240: [{30: 30, 120: 30}]
+    }
+    assert build.fit_epochs(config, 240) == 300
+    (schedule,) = build.callbacks(config, 240)
     assert schedule.reset_augmenter_optimizer
-    optimizer = recipe.augmenter_optimizer()
-    assert isinstance(optimizer, keras.optimizers.SGD)
+    optimizer = build._optimizer(config["augmenter_optimizer"])
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.global_clipnorm is None
     assert optimizer.momentum == 0.9 and float(optimizer.learning_rate) == pytest.approx(0.01)
-    assert recipe.augmenter.num_ops == 4 and recipe.augmenter.temperature == 0.05
-    assert kd_keras.recipes.get("kd").callbacks(30) == []
+    augmenter = build.augmenter(config)
+    assert augmenter.num_ops == 4 and augmenter.temperature == 0.05
+    assert build.callbacks(kd_keras.recipes.get("kd"), 30) == []
 
 
 def test_policy_phase_changes_only_theta(digits, tmp_path):
@@ -183,8 +193,10 @@ def test_policy_phase_changes_only_theta(digits, tmp_path):
     teacher_before = _values(teacher.variables)
     trajectory = PolicyTrajectory(tmp_path)
     distiller = kd_keras.distill(
-        teacher, student, (x, y), recipe="tst", epochs=3, policy_epochs=[1],
-        policy_epoch_length=1, policy_learning_rate=0.5, verbose=0,
+        teacher, student, (x, y), recipe="tst", epochs=2, verbose=0,
+        # One policy epoch inserted before student epoch 1 of 2.
+        **{"phases.starts": [1], "phases.length": 1, "phases.full_epochs": 2,
+           "augmenter_optimizer.learning_rate": 0.5, "batch_size": 64},
         callbacks=[Snapshot(), trajectory],
     )
     policy = distiller.augmenter

@@ -92,7 +92,7 @@ def test_a_failed_export_keeps_the_training_and_a_rerun_only_exports(tmp_path, m
     assert metrics["optimizer_steps"] == {"student": 2 * 22}
     assert metrics["exports"]["keras"]["agreement"] == 1.0
     assert sorted(p.name for p in out.iterdir()) == [
-        "logs", "metrics.json", "run.json", "student.keras",
+        "config.json", "logs", "metrics.json", "run.json", "student.keras",
     ]
 
 
@@ -140,7 +140,8 @@ def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, 
     # A lower learning rate (the fix for a NaN) resumes the same run.
     monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", tensorboard)
     metrics = run.distill_job(
-        epochs=2, out=tmp_path / "late", learning_rate=0.01, export_formats=("keras",), verbose=0
+        epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0,
+        **{"optimizer.learning_rate": 0.01},
     )
     assert metrics["resumed_from_epoch"] == 1 and metrics["optimizer_steps"] == {"student": 44}
 

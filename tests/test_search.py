@@ -296,12 +296,13 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(
         kd_keras.data.load_digits().train, train_size=96, validation_size=64, seed=0
     )
     for result in result_grid(tmp_path / "search" / "ray"):
-        recipe = kd_keras.recipes.get("rolewise", policy=schedule)
-        distiller = recipe.build(
+        recipe = kd_keras.recipes.get("rolewise", {"policy": schedule})
+        distiller = kd_keras.recipes.build.distiller(
+            recipe,
             kd_keras.run.load_model(tmp_path / "teacher.keras"),
             kd_keras.models.get("mlp", (28, 28, 1), 10, width=8, depth=1),
         )
-        recipe.compile(distiller, steps_per_epoch=3, epochs=2)
+        kd_keras.recipes.build.compile(distiller, recipe, steps_per_epoch=3, epochs=2)
         student_before = [keras.ops.convert_to_numpy(w) for w in distiller.student.weights]
         with result.checkpoint.as_directory() as directory:
             distiller.load_weights(pathlib.Path(directory) / "latest.weights.h5")

@@ -34,13 +34,14 @@ def test_crd_schedule_is_sgd_with_the_step_decay_of_the_crd_teachers():
         tiny_teacher(), (x, y), epochs=2, batch_size=8, verbose=0, schedule="crd"
     )
     optimizer = teacher.optimizer
-    assert isinstance(optimizer, keras.optimizers.SGD)
+    # PyTorch's SGD with coupled weight decay, as CRD's train_teacher.py.
+    assert isinstance(optimizer, kd_keras.optimizers.CoupledSGD)
     assert optimizer.momentum == 0.9
-    np.testing.assert_allclose(optimizer.weight_decay, 5e-4)
-    # 8 steps: x0.1 after 150/240, 180/240 and 210/240 of them (steps 5, 6, 7).
+    np.testing.assert_allclose(optimizer.coupled_weight_decay, 5e-4)
+    # 8 steps: x0.1 from 150/240, 180/240 and 210/240 of them on (steps 5, 6, 7).
     rates = [float(optimizer._learning_rate(step)) for step in range(9)]
     np.testing.assert_allclose(
-        rates, [0.05] * 6 + [0.005, 5e-4, 5e-5], rtol=1e-6
+        rates, [0.05] * 5 + [0.005, 5e-4, 5e-5, 5e-5], rtol=1e-6
     )
 
 

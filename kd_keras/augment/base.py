@@ -137,6 +137,11 @@ class Augmenter(keras.layers.Layer):
     ```
     """
 
+    @property
+    def keeps_input(self):
+        """True when the first view `views` returns is its input, unchanged."""
+        return True
+
     def views(self, x, y, teacher_fn, student_fn, training=True):
         """Return the `Views` one step trains the student on.
 

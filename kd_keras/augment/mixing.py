@@ -219,6 +219,10 @@ class _Mixing(Augmenter):
             state.assign(ops.cast([random.randint(1, int(1e9)), 0], state.dtype))
         super().build(input_shape)
 
+    @property
+    def keeps_input(self):
+        return self.include_clean
+
     def mix_images(self, x):
         """Mix a batch of images; returns `(x_mixed, partner, lam)`."""
         raise NotImplementedError("abstract: MixUp and CutMix define how images mix")

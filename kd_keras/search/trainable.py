@@ -132,7 +132,7 @@ def train_trial(config, setup):
             )
         else:
             teacher = _load_teacher(setup.teacher_bytes)
-            recipe = recipes.get("rolewise", policy=schedule, **setup.recipe_overrides)
+            recipe = recipes.get("rolewise", {"policy": schedule, **setup.recipe_overrides})
             distill(
                 teacher, network, setup.train, recipe=recipe, epochs=setup.epochs,
                 batch_size=setup.batch_size, seed=seed, callbacks=callbacks, verbose=0,
