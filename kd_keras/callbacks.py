@@ -411,28 +411,34 @@ class ViewSnapshots(keras.callbacks.Callback):
                 "call set_model(distiller) first."
             )
         original = self.images
-        batch = len(original)
         if self.augment is not None:
             labels = self.labels
             if labels is None:
                 labels = ops.convert_to_numpy(
                     ops.argmax(self.model.teacher(original, training=False), axis=-1)
                 )
-            augmented, _ = self.augment(original, labels)
+            shown = [("view", self.augment(original, labels)[0])]
         else:
-            augmented = self.model.make_views(original, self.labels).x
-        augmented = np.asarray(ops.convert_to_numpy(augmented), dtype="float32")
-        if len(augmented) > batch:
-            augmented = augmented[batch : 2 * batch]
-        if augmented.shape[1:] != original.shape[1:]:
-            raise ValueError(
-                f"The augmenter's views have shape {augmented.shape[1:]} but "
-                f"the images {original.shape[1:]}: ViewSnapshots shows views "
-                "of the images' own shape."
-            )
+            views = self.model.make_views(original, self.labels)
+            # The first view is the batch itself for augmenters that keep it;
+            # every other view (one per stage of a Stack) gets a row.
+            made = list(views)[1:] if self.model.augmenter.keeps_input else list(views)
+            names = ["view"] if len(made) == 1 else [f"view {i + 1}" for i in range(len(made))]
+            shown = [(name, view.x[: len(original)]) for name, view in zip(names, made)]
+        shown = [
+            (name, np.asarray(ops.convert_to_numpy(images), dtype="float32"))
+            for name, images in shown
+        ]
+        for _, augmented in shown:
+            if augmented.shape[1:] != original.shape[1:]:
+                raise ValueError(
+                    f"The augmenter's views have shape {augmented.shape[1:]} but "
+                    f"the images {original.shape[1:]}: ViewSnapshots shows views "
+                    "of the images' own shape."
+                )
         low, high = _display_range(original)
         rows, captions = [], []
-        for label, images in (("original", original), ("view", augmented)):
+        for label, images in [("original", original), *shown]:
             rows.append((label, _to_rgb(np.clip((images - low) / (high - low), 0.0, 1.0))))
             captions.append(self._predictions(images))
         pixels, self.last_boxes = plots.image_grid(

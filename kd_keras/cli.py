@@ -388,7 +388,7 @@ def _run_distill(values, command_line):
     if values.learning_rate is not None:
         overrides["optimizer.learning_rate"] = values.learning_rate
     if values.policy is not None:
-        if "policy" not in recipes.options(values.recipe):
+        if not any("policy" in recipes.options(part) for part in values.recipe.split("+")):
             _fail(
                 f"--policy is for recipes with a PBA policy (rolewise); recipe "
                 f"{values.recipe} has none: drop --policy or use --recipe=rolewise."

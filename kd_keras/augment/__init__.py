@@ -18,5 +18,6 @@ from kd_keras.augment.mixing import MixUp
 from kd_keras.augment.policy import LearnedPolicy
 from kd_keras.augment.policy import PolicyTrajectory
 from kd_keras.augment.seed import ReplicaSeedGenerator
+from kd_keras.augment.stack import Stack
 from kd_keras.augment.warp import affine_matrix
 from kd_keras.augment.warp import affine_warp

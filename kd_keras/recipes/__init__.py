@@ -78,6 +78,9 @@ def get(recipe, overrides=None, teacher=None, student=None):
     if isinstance(recipe, dict):
         config = copy.deepcopy(recipe)
         name = config.get("name", "custom")
+    elif "+" in str(recipe):
+        name = recipe
+        config = _stacked(recipe, overrides, teacher, student)
     else:
         name = recipe
         function = _function(name)
@@ -96,12 +99,48 @@ def get(recipe, overrides=None, teacher=None, student=None):
     return config
 
 
+def _stacked(recipe, overrides, teacher, student):
+    """`"a+b"`: recipe a's config with its augmenter followed by recipe b's.
+
+    A recipe option goes to every part that has it; the first part with
+    phases brings its phases and augmenter optimiser, the first with a host
+    augmentation brings it; everything else (losses, optimiser, schedule)
+    is the first part's.
+    """
+    parts = []
+    for part in recipe.split("+"):
+        accepted = options(part)
+        chosen = {key: value for key, value in overrides.items() if key in accepted}
+        parts.append(get(part, chosen, teacher=teacher, student=student))
+    for key in {key for part in recipe.split("+") for key in options(part)}:
+        overrides.pop(key, None)
+    config = copy.deepcopy(parts[0])
+    config["name"] = recipe
+    stages = [part["augmenter"] for part in parts if part["augmenter"] is not None]
+    config["augmenter"] = (
+        None if not stages else stages[0] if len(stages) == 1
+        else {"class_name": "Stack", "stages": stages}
+    )
+    with_phases = [part for part in parts if part["phases"] is not None]
+    if with_phases:
+        config["phases"] = with_phases[0]["phases"]
+        config["augmenter_optimizer"] = with_phases[0]["augmenter_optimizer"]
+    hosts = [part["host_augment"] for part in parts if part["host_augment"] is not None]
+    config["host_augment"] = hosts[0] if hosts else None
+    return config
+
+
 def to_json(config):
     """The config as indented JSON (objects that are not JSON become their repr)."""
     return json.dumps(config, indent=2, sort_keys=True, default=repr)
 
 
 def _function(name):
+    if "+" in str(name):
+        raise ValueError(
+            f"{name!r} stacks recipes: its options are those of its parts "
+            f"({', '.join(name.split('+'))})."
+        )
     if name not in _RECIPES:
         raise ValueError(f"Unknown recipe {name!r}: choose one of {', '.join(names())}.")
     return _RECIPES[name]

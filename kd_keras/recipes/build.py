@@ -52,12 +52,16 @@ def distiller(config, teacher, student):
 
 
 def augmenter(config):
-    """Return the in-step augmenter a config names, or None."""
+    """Return the in-step augmenter a config names (a `Stack` for stacked recipes), or None."""
     spec = config.get("augmenter")
-    if spec is None:
-        return None
+    return None if spec is None else _augmenter(spec, config)
+
+
+def _augmenter(spec, config):
     spec = dict(spec)
     name = spec.get("class_name")
+    if name == "Stack":
+        return augment.Stack([_augmenter(stage, config) for stage in spec["stages"]])
     if name == "GenerativeAugmenter" and isinstance(spec.get("vae"), str):
         spec["vae"] = _load_vae(spec["vae"])
     if spec.get("relabel") is False and "mixed_label_weight" not in spec:
