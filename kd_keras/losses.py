@@ -161,33 +161,6 @@ def entropy_per_sample(logits, temperature=1.0):
     return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
 
 
-def log_label_probability(labels, logits):
-    """Per-sample `log p(y)` under `softmax(logits)`, in float32, for integer or soft labels.
-
-    For soft labels `p(y) = sum_c y_c p_c`, so `log p(y) = logsumexp_c(z_c +
-    log y_c) - logsumexp(z)` over the classes with `y_c > 0`. Finite for any
-    finite logits (no probability is ever formed, so none underflows).
-
-    Args:
-        labels: `(batch,)` (or `(batch, 1)`) class ids, or `(batch, classes)`
-            per-class probabilities.
-        logits: `(batch, classes)` logits, any float dtype.
-
-    Returns:
-        A float32 tensor of shape `(batch,)`, at most 0.
-
-    Example:
-    ```python
-    log_p = kd_keras.losses.log_label_probability(y, teacher_logits)
-    ```
-    """
-    log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-    if _is_sparse(labels, log_p):
-        ids = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
-        return ops.squeeze(ops.take_along_axis(log_p, ids, axis=-1), -1)
-    return _log_weighted_sum_exp(log_p, ops.cast(labels, "float32"))
-
-
 def log_one_minus_label_probability(labels, logits, epsilon=0.0):
     """Per-sample `log(1 - p(y) + epsilon)` under `softmax(logits)`, in float32.
 
