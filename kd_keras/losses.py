@@ -1,7 +1,13 @@
-"""Distillation losses: temperature-scaled KL between teacher and student logits."""
+"""Distillation losses and the log-probabilities the augmenters' objectives need, all from logits."""
+
+import math
 
 import keras
 from keras import ops
+
+# Stands in for log(0) where a class is masked out: far below any finite
+# log-probability of float32 logits, and finite, so no gradient meets inf.
+_LOG_ZERO = -1e30
 
 
 @keras.saving.register_keras_serializable(package="kd_keras")
@@ -131,6 +137,78 @@ def cross_entropy_per_sample(labels, logits):
     return keras.losses.categorical_crossentropy(
         ops.cast(labels, "float32"), logits, from_logits=True
     )
+
+
+def entropy_per_sample(logits, temperature=1.0):
+    """Per-sample entropy of `softmax(logits / T)` in float32, in nats.
+
+    Computed from log-softmax, so a confident distribution (probabilities
+    underflowing to 0) has entropy 0, not NaN.
+
+    Args:
+        logits: `(batch, classes)` logits, any float dtype.
+        temperature: softmax temperature.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+    ```python
+    h = kd_keras.losses.entropy_per_sample(teacher_logits)
+    ```
+    """
+    log_p = ops.log_softmax(ops.cast(logits, "float32") / temperature, axis=-1)
+    return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
+
+
+def log_one_minus_label_probability(labels, logits, epsilon=0.0):
+    """Per-sample `log(1 - p(y) + epsilon)` under `softmax(logits)`, in float32.
+
+    `1 - p(y)` is the probability of the other classes, so its log is
+    `logsumexp` of the other logits minus `logsumexp` of all (for soft labels
+    the classes weighted by `1 - y_c`), and `epsilon` is added in log space
+    (`logaddexp` with `log(epsilon)`). Unlike `log(1 - softmax(z)[y])` it does
+    not reach `log(0)` when the model is certain, and no graph rewrite can
+    fold `epsilon` away (TensorFlow's turns `1 - p + eps` into `(1 + eps) -
+    p`, which is 0 in float32 when `p` rounds to 1).
+
+    Args:
+        labels: `(batch,)` (or `(batch, 1)`) class ids, or `(batch, classes)`
+            per-class probabilities.
+        logits: `(batch, classes)` logits, any float dtype.
+        epsilon: added to `1 - p(y)` inside the log (>= 0); with 0 the
+            result is about `-1e30` for a single class.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+    ```python
+    # TST's student term, -log(1 - p_s(y) + 1e-8):
+    term = -kd_keras.losses.log_one_minus_label_probability(y, logits, 1e-8)
+    ```
+    """
+    if not epsilon >= 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}: use e.g. 1e-8.")
+    log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    if _is_sparse(labels, log_p):
+        ids = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        others = 1.0 - ops.one_hot(ids, log_p.shape[-1], dtype="float32")
+    else:
+        others = 1.0 - ops.cast(labels, "float32")
+    log_rest = _log_weighted_sum_exp(log_p, others)
+    if epsilon > 0:
+        log_rest = ops.logaddexp(log_rest, math.log(epsilon))
+    return log_rest
+
+
+def _log_weighted_sum_exp(values, weights):
+    # log sum_c w_c exp(v_c) for weights in [0, 1]; a zero weight is masked
+    # before its log is taken, so neither the value nor a gradient meets log(0).
+    weights = ops.clip(weights, 0.0, 1.0)
+    positive = weights > 0.0
+    log_weights = ops.log(ops.where(positive, weights, 1.0))
+    return ops.logsumexp(ops.where(positive, values + log_weights, _LOG_ZERO), axis=-1)
 
 
 def predicted_class(labels_or_logits):

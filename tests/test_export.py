@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kd_keras import export
 
@@ -86,16 +87,48 @@ def test_every_format_exports_and_only_artefacts_are_written(exported):
     assert set(os.listdir(out_dir)) == ALL_FILES
 
 
-def test_report_entries_are_sane(exported):
+def _artefact_outputs(fmt, path, x):
+    # Each artefact run by its own runtime, as a user would.
+    if fmt == "keras":
+        return keras.saving.load_model(path, safe_mode=True).predict(x, verbose=0)
+    if fmt == "saved_model":
+        loaded = tf.saved_model.load(str(path))  # owns the variables serve reads
+        return loaded.serve(tf.constant(x)).numpy()
+    return export.tflite_predict(path, x)
+
+
+def _parity(outputs, reference):
+    return (
+        float(np.max(np.abs(outputs - reference))),
+        float(np.mean(np.argmax(outputs, -1) == np.argmax(reference, -1))),
+    )
+
+
+def test_report_entries_are_what_each_artefact_measures(exported, student, data):
     _, report = exported
+    x_check = data[2]
+    reference = student.predict(x_check, verbose=0)
     for fmt, entry in report.items():
         assert set(entry) == {"path", "bytes", "max_abs_diff", "agreement"}, fmt
-        assert os.path.exists(entry["path"]), fmt
-        assert entry["bytes"] > 0, fmt
-        assert 0.0 <= entry["agreement"] <= 1.0, fmt
-        assert 0.0 <= entry["max_abs_diff"] < float("inf"), fmt
+        assert entry["bytes"] == _tree_size(entry["path"]), fmt
+        max_abs_diff, agreement = _parity(_artefact_outputs(fmt, entry["path"], x_check), reference)
+        # Batch sizes other than the export's may round differently (~1e-6).
+        assert entry["max_abs_diff"] == pytest.approx(max_abs_diff, rel=1e-4, abs=1e-5), fmt
+        assert entry["agreement"] == agreement, fmt
+    # Quantisation really changes the logits: the comparison is not of a model with itself.
+    assert report["tflite_int8"]["max_abs_diff"] > 1e-3
     assert report["tflite_int8"]["bytes"] < report["tflite_float16"]["bytes"]
     assert report["tflite_float16"]["bytes"] < report["tflite"]["bytes"]
+
+
+def _tree_size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
 
 
 def test_report_meets_default_tolerances(exported):
@@ -229,3 +262,71 @@ def test_overwrite_replaces_the_artefacts_of_an_interrupted_export(student, data
     )
     assert report["keras"]["agreement"] == 1.0
     assert sorted(os.listdir(tmp_path)) == ["student.keras"]
+
+
+@pytest.fixture(scope="module")
+def bias_shift(student, data):
+    # A shift of the last bias that flips about a third of the predictions.
+    reference = student.predict(data[2], verbose=0)
+    rng = np.random.default_rng(5)
+    for spread in np.linspace(0.1, 10.0, 100):
+        shift = (spread * rng.normal(size=NUM_CLASSES)).astype("float32")
+        agreement = np.mean(np.argmax(reference + shift, -1) == np.argmax(reference, -1))
+        if agreement < 0.7:
+            return shift
+    raise AssertionError("no shift flips the predictions")
+
+
+def test_parity_measures_a_real_difference(student, data, bias_shift, tmp_path, monkeypatch):
+    # Every artefact is written from a copy of the student whose last bias is
+    # shifted, so each logit differs by exactly that shift: the report must
+    # measure max|shift| and the agreement NumPy computes from the reference.
+    shifted = keras.models.clone_model(student)
+    shifted.set_weights(student.get_weights())
+    head = shifted.layers[-1]
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, bias + bias_shift])
+    write = export._write
+    monkeypatch.setattr(
+        export, "_write", lambda model, *args: write(shifted, *args)
+    )
+    x_check = data[2]
+    reference = student.predict(x_check, verbose=0)
+    expected_diff = float(np.abs(bias_shift).max())
+    expected_agreement = float(
+        np.mean(np.argmax(reference + bias_shift, -1) == np.argmax(reference, -1))
+    )
+    assert 0.3 < expected_agreement < 0.7
+    report = export.export_student(
+        student,
+        tmp_path,
+        formats=("keras", "saved_model", "tflite"),
+        check_data=x_check,
+        tolerances={
+            fmt: {"max_abs_diff": 100.0, "agreement": 0.0}
+            for fmt in ("keras", "saved_model", "tflite")
+        },
+    )
+    for fmt in ("keras", "saved_model"):
+        assert report[fmt]["max_abs_diff"] == pytest.approx(expected_diff, rel=1e-5), fmt
+        assert report[fmt]["agreement"] == expected_agreement, fmt
+    assert report["tflite"]["max_abs_diff"] == pytest.approx(expected_diff, abs=2e-3)
+    assert abs(report["tflite"]["agreement"] - expected_agreement) <= 2 / len(x_check)
+
+
+@pytest.mark.parametrize("fmt", ["keras", "saved_model"])
+def test_default_tolerances_reject_a_real_difference(
+    fmt, student, data, bias_shift, tmp_path, monkeypatch
+):
+    shifted = keras.models.clone_model(student)
+    shifted.set_weights(student.get_weights())
+    head = shifted.layers[-1]
+    kernel, bias = head.get_weights()
+    # Small enough to keep every prediction: only max_abs_diff can fail.
+    head.set_weights([kernel, bias + 1e-3 * bias_shift / np.abs(bias_shift).max()])
+    write = export._write
+    monkeypatch.setattr(export, "_write", lambda model, *args: write(shifted, *args))
+    with pytest.raises(export.ParityError, match=f"{fmt}: max_abs_diff 0.001 exceeds"):
+        export.export_student(student, tmp_path, formats=(fmt,), check_data=data[2])
+    assert os.listdir(tmp_path) == []
+

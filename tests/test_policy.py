@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import tiny_student
 from conftest import tiny_teacher
 from PIL import Image
@@ -149,6 +150,55 @@ def test_student_loss_is_tst_loss(digits):
     assert distiller.student_loss_weight == 0.5
     assert distiller.distillation_loss_weights == [1.0]
     assert distiller.student_forward == "joint"
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("labels", ["ids", "soft"])
+def test_objective_is_tst_loss_computed_in_numpy(digits, labels):
+    # Invert alone, always on: x~ = 1 - x. Linear networks, the student
+    # certain on half the views (p_s(y) rounds to 1 in float32, so its term
+    # is -log(1e-8)), the teacher unsure: both terms are large and distinct.
+    x, ids = digits[0][:16], digits[1][:16]
+    rng = np.random.default_rng(0)
+    w_t, w_s = rng.normal(size=(64, 10)), rng.normal(size=(64, 10))
+    flat_tilde = (1.0 - x).reshape(16, -1).astype("float64")
+    z_t = flat_tilde @ w_t
+    z_s = flat_tilde @ w_s
+    # Make the student's logit of the label +60 on the first 8 views.
+    boost = np.zeros((16, 10))
+    boost[np.arange(8), ids[:8]] = 60.0 - z_s[np.arange(8), ids[:8]] + z_s[:8].max(-1)
+    z_s = z_s + boost
+    if labels == "ids":
+        y = ids
+        weights = np.eye(10)[ids]
+    else:
+        y = (0.6 * np.eye(10)[ids] + 0.4 * np.eye(10)[(ids + 3) % 10]).astype("float32")
+        weights = y.astype("float64")
+
+    def network(w, offset):
+        w = keras.ops.convert_to_tensor(w.astype("float32"))
+        offset = keras.ops.convert_to_tensor(offset.astype("float32"))
+        return lambda v: keras.ops.reshape(v, (16, -1)) @ w + offset
+
+    teacher_fn = network(w_t, np.zeros((16, 10)))
+    student_fn = network(w_s, boost)
+    log_p_t, p_s = _log_softmax(z_t), np.exp(_log_softmax(z_s))
+    teacher_term = -(weights * log_p_t).sum(-1)
+    student_term = -np.log(1.0 - (weights * p_s).sum(-1) + 1e-8)
+    expected = teacher_term.mean() + student_term.mean()
+    assert student_term.mean() > 0.5 and teacher_term.mean() > 5.0
+    policy = LearnedPolicy(ops=["Invert"], num_ops=1, initial_probability=1 - 1e-6, seed=0)
+    policy.build((None, *SHAPE))
+    eager = float(policy.objective(x, y, teacher_fn, student_fn))
+    graph = float(
+        tf.function(lambda: policy.objective(x, y, teacher_fn, student_fn))()
+    )
+    assert eager == pytest.approx(expected, rel=1e-5)
+    assert graph == pytest.approx(expected, rel=1e-5)
 
 
 def test_recipe_scales_policy_phases_to_the_run():

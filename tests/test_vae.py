@@ -52,6 +52,43 @@ def test_binary_crossentropy_per_image_by_hand():
     )
 
 
+def _negative_elbo_by_hand(vae, x, noise=None):
+    # float64 NumPy from the encoder's and decoder's outputs; the decoder
+    # renders the mean code (evaluation) or mean + sigma * noise (training).
+    mean, log_var = (np.asarray(v, "float64") for v in vae.encode(x))
+    z = mean if noise is None else mean + np.exp(0.5 * log_var) * noise
+    p = np.clip(np.asarray(vae.decode(z.astype("float32")), "float64"), 1e-7, 1 - 1e-7)
+    x = np.asarray(x, "float64")
+    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(len(x), -1).sum(-1)
+    kl = -0.5 * (1 + log_var - mean**2 - np.exp(log_var)).sum(-1)
+    return bce.mean(), kl.mean()
+
+
+@pytest.mark.parametrize("beta", [0.5, 3.0])
+def test_loss_is_the_negative_elbo_by_hand(digits, beta):
+    x = digits.test[0][:16]
+    vae = _small_vae(beta=beta)
+    # A posterior far from N(0, I), so the KL term weighs in the loss.
+    head = vae.encoder.get_layer("log_var")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, bias + 2.0])
+    vae.compile(optimizer=keras.optimizers.SGD(0.0))
+    bce, kl = _negative_elbo_by_hand(vae, x)
+    assert kl > 0.01 * bce  # far above the 1e-5 tolerance
+    logs = vae.test_on_batch(x, return_dict=True)
+    assert logs["reconstruction_loss"] == pytest.approx(bce, rel=1e-5)
+    assert logs["kl_loss"] == pytest.approx(kl, rel=1e-5)
+    assert logs["loss"] == pytest.approx(bce + beta * kl, rel=1e-5)
+    # Training samples one code per image with the model's seed generator.
+    twin = keras.random.SeedGenerator()
+    twin.state.assign(vae.seed_generator.state)
+    noise = np.asarray(keras.random.normal((16, vae.latent_dim), seed=twin), "float64")
+    bce, kl = _negative_elbo_by_hand(vae, x, noise)
+    logs = vae.train_on_batch(x, return_dict=True)
+    assert logs["reconstruction_loss"] == pytest.approx(bce, rel=1e-5)
+    assert logs["loss"] == pytest.approx(bce + beta * kl, rel=1e-5)
+
+
 def test_train_step_decreases_loss(digits):
     x = digits.train[0][:64]
     vae = _small_vae()

@@ -292,6 +292,11 @@ class BackwardPerturbation(Augmenter):
             gradient = gradient - ops.mean(gradient, axis=-1, keepdims=True)
         if self.norm == "linf":
             return ops.sign(gradient)
+        # Scaled by its largest entry first, so the squares neither overflow
+        # (huge logits) nor underflow (a saturated KL's tiny gradients): the
+        # direction has unit norm whenever the gradient is not 0.
+        largest = _per_sample(ops.max, ops.abs(gradient))
+        gradient = gradient / ops.where(largest > 0.0, largest, 1.0)
         return gradient / (ops.sqrt(_per_sample(ops.sum, gradient**2)) + 1e-12)
 
     def project(self, x_new, x, text, epsilon):

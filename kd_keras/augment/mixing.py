@@ -21,6 +21,7 @@ from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
 from kd_keras.augment.seed import ReplicaSeedGenerator
+from kd_keras.losses import entropy_per_sample
 from kd_keras.losses import kl_per_sample
 
 CRITERIA = ("kl", "teacher_entropy", "student_entropy")
@@ -613,8 +614,7 @@ class CutMixPick(CutMix):
         if self.criterion == "kl":
             return kl_per_sample(teacher_logits, student_logits, self.temperature)
         logits = teacher_logits if self.criterion == "teacher_entropy" else student_logits
-        log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-        return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
+        return entropy_per_sample(logits)
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:

@@ -283,7 +283,11 @@ class LearnedPolicy(Augmenter):
 
         `mean[-log p_t(y | x~)] + mean[-log(1 - p_s(y | x~) + 1e-8)]`, in
         float32, differentiable w.r.t. the policy's weights through both
-        networks.
+        networks. Both terms are computed from logits (the teacher's as a
+        cross-entropy, which for soft labels is `-sum_c y_c log p_t(c)`; the
+        student's by `kd_keras.losses.log_one_minus_label_probability`, with
+        `p_s(y) = sum_c y_c p_s(c)`), so they stay finite however confident
+        the networks are.
 
         Args:
             x: a batch of images in `[0, 1]`.
@@ -300,9 +304,10 @@ class LearnedPolicy(Augmenter):
         teacher_logits = ops.cast(teacher_fn(x_tilde), "float32")
         student_logits = ops.cast(student_fn(x_tilde), "float32")
         teacher_wrong = kd_losses.cross_entropy_per_sample(y, teacher_logits)
-        student_right = _label_probability(y, student_logits)
-        student_right_loss = -ops.log(1.0 - student_right + _EPSILON)
-        return ops.mean(teacher_wrong) + ops.mean(student_right_loss)
+        student_right = -kd_losses.log_one_minus_label_probability(
+            y, student_logits, _EPSILON
+        )
+        return ops.mean(teacher_wrong) + ops.mean(student_right)
 
     def log_scalars(self):
         """Return the current policy for logging: `{"magnitude/<op>": m, "probability/<op>": p}`.
@@ -340,14 +345,6 @@ class LearnedPolicy(Augmenter):
             "fill_value": self.fill_value,
             "seed": self.seed,
         }
-
-
-def _label_probability(y, logits):
-    probabilities = ops.softmax(logits, axis=-1)
-    if len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1):
-        labels = ops.reshape(ops.cast(y, "int32"), (-1, 1))
-        return ops.squeeze(ops.take_along_axis(probabilities, labels, axis=-1), -1)
-    return ops.sum(ops.cast(y, "float32") * probabilities, axis=-1)
 
 
 class PolicyTrajectory(keras.callbacks.Callback):
