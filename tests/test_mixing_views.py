@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import per_sample
+
 import kd_keras
 
 SHAPE = (8, 8, 1)
@@ -60,7 +62,7 @@ LAYERS = {
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_unrelabelled_views_carry_each_image_mixed_label(kind):
     x, y = _constant_images(), np.arange(COUNT)
-    layer = LAYERS[kind](relabel=False, num_classes=COUNT, seed=5)
+    layer = LAYERS[kind](relabel=False, num_classes=COUNT, seed=5, per="sample")
     layer.build((None, *SHAPE))
     _, partner, lam = (np.array(v) for v in _twin(layer).mix_images(x))
     views = layer.views(x, y, None, None)
@@ -72,15 +74,15 @@ def test_unrelabelled_views_carry_each_image_mixed_label(kind):
     labels = np.array(views.y)
     np.testing.assert_allclose(labels[:COUNT], one_hot)
     np.testing.assert_allclose(labels[COUNT:], expected, atol=1e-6)
-    np.testing.assert_array_equal(np.array(views.label_weight), [1.0] * COUNT + [9.0] * COUNT)
-    np.testing.assert_array_equal(np.array(views.distill_weight), [1.0] * COUNT + [0.0] * COUNT)
+    np.testing.assert_array_equal(per_sample(views, "label_weight"), [1.0] * COUNT + [9.0] * COUNT)
+    np.testing.assert_array_equal(per_sample(views, "distill_weight"), [1.0] * COUNT + [0.0] * COUNT)
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_relabelled_views_carry_the_label_of_the_image_covering_more(kind):
     x = _constant_images(64)
     y = np.arange(64) % COUNT
-    layer = LAYERS[kind](seed=2)
+    layer = LAYERS[kind](seed=2, per="sample")
     layer.build((None, *SHAPE))
     _, partner, lam = (np.array(v) for v in _twin(layer).mix_images(x))
     views = layer.views(x, y, None, None)
@@ -90,7 +92,7 @@ def test_relabelled_views_carry_the_label_of_the_image_covering_more(kind):
     np.testing.assert_array_equal(np.array(views.y)[64:], covering)
     differ = y != y[partner]
     assert np.sum(differ & (lam > 0.5)) >= 5 and np.sum(differ & (lam < 0.5)) >= 5
-    np.testing.assert_array_equal(np.array(views.label_weight), [1.0] * 64 + [0.0] * 64)
+    np.testing.assert_array_equal(per_sample(views, "label_weight"), [1.0] * 64 + [0.0] * 64)
 
 
 def test_cutmix_boxes_are_spread_over_the_image():
@@ -98,7 +100,7 @@ def test_cutmix_boxes_are_spread_over_the_image():
     # holds about a quarter of the box centres and every pixel is pasted over.
     count, shape = 512, (16, 20, 1)
     x = _constant_images(count, shape)
-    mixed, partner, _ = (np.array(v) for v in kd_keras.augment.CutMix(seed=3).mix_images(x))
+    mixed, partner, _ = (np.array(v) for v in kd_keras.augment.CutMix(seed=3, per="sample").mix_images(x))
     boxes = (mixed != x)[..., 0]
     boxes = boxes[boxes.any(axis=(1, 2))]
     assert len(boxes) > 0.9 * count
@@ -120,7 +122,8 @@ def test_cutmix_pick_views_without_relabelling_or_clean_half(relabel, include_cl
     x, y = _constant_images(), np.arange(COUNT)
     teacher_fn, student_fn = _networks()
     layer = kd_keras.augment.CutMixPick(
-        n_run=3, relabel=relabel, include_clean=include_clean, num_classes=COUNT, seed=4
+        n_run=3, relabel=relabel, include_clean=include_clean, num_classes=COUNT, seed=4,
+        per="sample",
     )
     layer.build((None, *SHAPE))
     candidates, source, partner, lam = (np.array(v) for v in _twin(layer).candidates(x))
@@ -144,17 +147,17 @@ def test_cutmix_pick_views_without_relabelling_or_clean_half(relabel, include_cl
     if relabel:
         np.testing.assert_array_equal(labels[clean:], np.where(share >= 0.5, s, p))
         np.testing.assert_array_equal(labels[:clean], y[:clean])
-        np.testing.assert_array_equal(np.array(views.label_weight), [1.0] * clean + [0.0] * COUNT)
+        np.testing.assert_array_equal(per_sample(views, "label_weight"), [1.0] * clean + [0.0] * COUNT)
     else:
         expected = share[:, None] * one_hot[s] + (1 - share[:, None]) * one_hot[p]
         np.testing.assert_allclose(labels[clean:], expected, atol=1e-6)
         np.testing.assert_allclose(labels[:clean], one_hot[:clean])
         if include_clean:
             np.testing.assert_array_equal(
-                np.array(views.label_weight), [1.0] * COUNT + [9.0] * COUNT
+                per_sample(views, "label_weight"), [1.0] * COUNT + [9.0] * COUNT
             )
             np.testing.assert_array_equal(
-                np.array(views.distill_weight), [1.0] * COUNT + [0.0] * COUNT
+                per_sample(views, "distill_weight"), [1.0] * COUNT + [0.0] * COUNT
             )
         else:
-            assert views.label_weight is None and views.distill_weight is None
+            assert (views.label_weight, views.distill_weight) == (1.0, 1.0)

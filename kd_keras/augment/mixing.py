@@ -298,15 +298,12 @@ class _Mixing(Augmenter):
         # The paper's no-relabelling baseline: mixed one-hot labels on x' and
         # no KD there, 0.1 CE(y, x) + 0.9 CE(y_mixed, x') + 0.9 KD(x) with a
         # student_loss_weight of 0.1 and a mixed_label_weight of 9.
-        mixed = View(
-            x_new,
-            _blend_labels(y_source, y_partner, lam, num_classes),
-            teacher_new,
-            label_weight=self.mixed_label_weight,
-            distill_weight=0.0,
-        )
+        y_mixed = _blend_labels(y_source, y_partner, lam, num_classes)
         if not self.include_clean:
-            return mixed
+            return View(x_new, y_mixed, teacher_new)
+        mixed = View(
+            x_new, y_mixed, teacher_new, label_weight=self.mixed_label_weight, distill_weight=0.0
+        )
         clean = View(x, _soft(y, num_classes), teacher_clean, deterministic=True)
         return Views(clean, mixed)
 
