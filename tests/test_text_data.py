@@ -145,6 +145,15 @@ def test_the_backward_command_runs_on_a_tfds_text_set(tmp_path):
             data_dir=str(tmp_path / "tfds"), download=True, verbose=0,
             allow_weak_teacher=True,  # a teacher of 16 random reviews is at chance
         )
+        bundle = kd_keras.data.load(
+            "tfds:imdb_reviews", data_dir=str(tmp_path / "tfds"), download=True
+        )
     assert metrics["teacher"] == "text_transformer" and metrics["student"] == "text_cnn"
-    assert 0.0 <= metrics["agreement"] <= 1.0
+    teacher = keras.saving.load_model(tmp_path / "run" / "teacher.keras")
+    student = keras.saving.load_model(tmp_path / "run" / "student.keras")
+    teacher_logits, _ = kd_keras.run.predict_split(teacher, bundle.test)
+    student_logits, _ = kd_keras.run.predict_split(student, bundle.test)
+    assert metrics["agreement"] == pytest.approx(
+        np.mean(teacher_logits.argmax(-1) == student_logits.argmax(-1)), abs=1e-9
+    )
     assert (tmp_path / "run" / "vocabulary.txt").exists()
