@@ -680,7 +680,8 @@ def _hard_recipe(
     # The student's optimiser counts only its own steps, a share of each
     # cycle: scaling the fractions by that share makes its rate decay at
     # 150/180/210 of 240 of the steps it actually takes.
-    share = student_steps / (student_steps + augmenter_steps)
+    learnable = getattr(augmenter, "learnable", True)
+    share = student_steps / (student_steps + augmenter_steps) if learnable else 1.0
     return Recipe(
         name=name,
         student_loss_weight=student_loss_weight,
@@ -693,11 +694,17 @@ def _hard_recipe(
         decay_fractions=tuple(f * share for f in CIFAR_DECAY_FRACTIONS),
         epochs=int(epochs),
         batch_size=batch_size,
-        augmenter_optimizer=functools.partial(
-            keras.optimizers.Adam, augmenter_learning_rate
+        # An augmenter without weights (a search) has no phase of its own:
+        # every step is a student step.
+        augmenter_optimizer=(
+            functools.partial(keras.optimizers.Adam, augmenter_learning_rate)
+            if learnable
+            else None
         ),
-        callbacks=functools.partial(
-            _step_schedule, int(student_steps), int(augmenter_steps)
+        callbacks=(
+            functools.partial(_step_schedule, int(student_steps), int(augmenter_steps))
+            if learnable
+            else _no_callbacks
         ),
         jit_compile=jit_compile,
     )
@@ -718,6 +725,16 @@ def hard(
     max_shear=0.3,
     max_translation=0.25,
     noise_dim=8,
+    sampler="network",
+    candidates=1,
+    refine_steps=0,
+    refine_step_size=0.25,
+    entropy_weight=0.0,
+    initial_std=0.5,
+    spread_floor=0.0,
+    consistency="kl",
+    interpolation="bilinear",
+    fill_value=0.0,
     learning_rate=0.05,
     momentum=0.9,
     weight_decay=5e-4,
@@ -802,6 +819,16 @@ def hard(
         temperature=augmenter_temperature,
         lambda_t=lambda_t,
         image_conditioned=image_conditioned,
+        sampler=sampler,
+        candidates=candidates,
+        refine_steps=refine_steps,
+        refine_step_size=refine_step_size,
+        entropy_weight=entropy_weight,
+        initial_std=initial_std,
+        spread_floor=spread_floor,
+        consistency=consistency,
+        interpolation=interpolation,
+        fill_value=fill_value,
     )
     return _hard_recipe(
         "hard",
