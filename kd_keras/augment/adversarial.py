@@ -567,7 +567,7 @@ class SpatialAugmenter(_HardAugmenter):
                 gain = kd_losses.kl_per_sample(
                     teacher_views, student_fn(views), self.temperature
                 ) - self.lambda_t * self._consistency(teacher_tiled, teacher_views)
-            gradient = tape.gradient(ops.sum(gain), squashed)
+            gradient = tape.gradient(gain, squashed)  # of the sum over samples
             squashed = ops.clip(
                 squashed + self.refine_step_size * ops.sign(gradient) * active,
                 -1.0,
