@@ -734,6 +734,7 @@ def hard(
     spread_floor=0.0,
     consistency="kl",
     interpolation="bilinear",
+    score="teacher",
     fill_value=0.0,
     learning_rate=0.05,
     momentum=0.9,
@@ -828,6 +829,7 @@ def hard(
         spread_floor=spread_floor,
         consistency=consistency,
         interpolation=interpolation,
+        score=score,
         fill_value=fill_value,
     )
     return _hard_recipe(

@@ -18,6 +18,7 @@ _PARAMETERS = ("rotation", "scale", "shear_x", "shear_y", "translate_x", "transl
 _ALONG_WIDTH = ("scale", "translate_x")
 SAMPLERS = ("uniform", "gaussian", "network")
 CONSISTENCIES = ("kl", "ce")
+SCORES = ("teacher", "student")
 
 
 class _HardAugmenter(Augmenter):
@@ -177,6 +178,14 @@ class SpatialAugmenter(_HardAugmenter):
         spread_floor: floor of the batch std of each squashed parameter
             below which the objective is penalised (0: off).
         consistency: `"kl"` or `"ce"`, the teacher-consistency term `C`.
+        score: how the search ranks candidates: `"teacher"` runs teacher
+            and student on every candidate and ranks by
+            `KL(p_t^T(x~) || p_s^T(x~))` among those the teacher keeps in
+            its class; `"student"` runs only the student on the candidates
+            and ranks by `KL(p_t^T(x) || p_s^T(x~))` (the teacher's view of
+            the clean image as the target), and the teacher sees only the
+            kept view, which falls back to `x` if the teacher relabels it:
+            `candidates - 1` fewer teacher passes per step.
         interpolation: `"bilinear"` or `"nearest"`, how the student phase's
             views are rendered (the objective always uses bilinear, which is
             differentiable in the parameters).
@@ -220,6 +229,7 @@ class SpatialAugmenter(_HardAugmenter):
         spread_floor=0.0,
         consistency="kl",
         interpolation="bilinear",
+        score="teacher",
         seed=None,
         **kwargs,
     ):
@@ -255,6 +265,7 @@ class SpatialAugmenter(_HardAugmenter):
             ("sampler", sampler, SAMPLERS),
             ("consistency", consistency, CONSISTENCIES),
             ("interpolation", interpolation, warp.INTERPOLATIONS),
+            ("score", score, SCORES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
@@ -279,6 +290,7 @@ class SpatialAugmenter(_HardAugmenter):
         self.spread_floor = float(spread_floor)
         self.consistency = consistency
         self.interpolation = interpolation
+        self.score = score
         self.seed = seed
         self.seed_generator = ReplicaSeedGenerator(seed)
         self._active = None  # per-parameter 0/1 mask, set in build
@@ -559,14 +571,20 @@ class SpatialAugmenter(_HardAugmenter):
         squashed, _ = self.squashed_parameters(tiled)
         squashed = ops.stop_gradient(squashed)
         active = ops.convert_to_tensor(self._active, "float32")
+        by_teacher = self.score == "teacher"
         for _ in range(self.refine_steps):
             with tf.GradientTape() as tape:
                 tape.watch(squashed)
                 views = self._render(tiled, squashed)
-                teacher_views = teacher_fn(views)
-                gain = kd_losses.kl_per_sample(
-                    teacher_views, student_fn(views), self.temperature
-                ) - self.lambda_t * self._consistency(teacher_tiled, teacher_views)
+                if by_teacher:
+                    teacher_views = teacher_fn(views)
+                    gain = kd_losses.kl_per_sample(
+                        teacher_views, student_fn(views), self.temperature
+                    ) - self.lambda_t * self._consistency(teacher_tiled, teacher_views)
+                else:  # the student alone, against the teacher's view of x
+                    gain = kd_losses.kl_per_sample(
+                        teacher_tiled, student_fn(views), self.temperature
+                    )
             gradient = tape.gradient(gain, squashed)  # of the sum over samples
             squashed = ops.clip(
                 squashed + self.refine_step_size * ops.sign(gradient) * active,
@@ -575,27 +593,45 @@ class SpatialAugmenter(_HardAugmenter):
             )
             squashed = ops.stop_gradient(squashed)
         views = ops.stop_gradient(self._render(tiled, squashed, self.interpolation))
-        teacher_views = ops.stop_gradient(teacher_fn(views))
-        score = kd_losses.kl_per_sample(
-            teacher_views, ops.stop_gradient(student_fn(views)), self.temperature
-        )
-        keeps = ops.argmax(teacher_views, axis=-1) == ops.argmax(teacher_tiled, axis=-1)
-        # KL >= 0, so -1 marks a candidate the teacher relabels.
-        score = ops.reshape(ops.where(keeps, score, -1.0), (k, batch))
+        student_views = ops.stop_gradient(student_fn(views))
+        if by_teacher:
+            teacher_views = ops.stop_gradient(teacher_fn(views))
+            score = kd_losses.kl_per_sample(
+                teacher_views, student_views, self.temperature
+            )
+            keeps = ops.argmax(teacher_views, axis=-1) == ops.argmax(
+                teacher_tiled, axis=-1
+            )
+            # KL >= 0, so -1 marks a candidate the teacher relabels.
+            score = ops.where(keeps, score, -1.0)
+        else:
+            score = kd_losses.kl_per_sample(
+                teacher_tiled, student_views, self.temperature
+            )
+        score = ops.reshape(score, (k, batch))
         best = ops.argmax(score, axis=0)
-        found = ops.max(score, axis=0) >= 0.0
 
         def pick(values):
             values = ops.reshape(values, (k, batch, *ops.shape(values)[1:]))
             values = ops.moveaxis(values, 0, 1)
             return tf.gather(values, best, axis=1, batch_dims=1)
 
+        if by_teacher:
+            found = ops.max(score, axis=0) >= 0.0
+            teacher_picked = pick(teacher_views)
+        else:
+            # Only the kept view meets the teacher, which must keep its class.
+            teacher_picked = ops.stop_gradient(teacher_fn(pick(views)))
+            found = ops.argmax(teacher_picked, axis=-1) == ops.argmax(
+                teacher_clean, axis=-1
+            )
+
         def where_found(values, fallback):
             mask = ops.reshape(found, (batch,) + (1,) * (len(values.shape) - 1))
             return ops.where(mask, values, ops.cast(fallback, values.dtype))
 
         x_tilde = where_found(pick(views), x)
-        teacher_tilde = where_found(pick(teacher_views), teacher_clean)
+        teacher_tilde = where_found(teacher_picked, teacher_clean)
         kept = where_found(pick(squashed), ops.zeros_like(squashed[:batch]))
         return x_tilde, teacher_tilde, teacher_clean, kept
 
@@ -668,6 +704,7 @@ class SpatialAugmenter(_HardAugmenter):
             "spread_floor": self.spread_floor,
             "consistency": self.consistency,
             "interpolation": self.interpolation,
+            "score": self.score,
             "seed": self.seed,
         }
 
