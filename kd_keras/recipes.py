@@ -735,6 +735,9 @@ def hard(
     consistency="kl",
     interpolation="bilinear",
     score="teacher",
+    groups_per_view=0,
+    adaptive_groups=False,
+    group_floor=0.25,
     fill_value=0.0,
     learning_rate=0.05,
     momentum=0.9,
@@ -830,6 +833,9 @@ def hard(
         consistency=consistency,
         interpolation=interpolation,
         score=score,
+        groups_per_view=groups_per_view,
+        adaptive_groups=adaptive_groups,
+        group_floor=group_floor,
         fill_value=fill_value,
     )
     return _hard_recipe(

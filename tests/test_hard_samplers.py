@@ -115,6 +115,32 @@ def test_worst_of_k_keeps_the_hardest_candidate_the_teacher_agrees_with(digits):
     assert tuple(views.teacher_logits.shape) == (2 * len(x), 10)
 
 
+def test_student_scored_search_asks_the_teacher_only_about_the_kept_view(digits):
+    x, _ = digits
+    teacher, student = _networks()
+    k = 6
+    augmenter = _augmenter(sampler="uniform", candidates=k, score="student", seed=4)
+    replay = _augmenter(sampler="uniform", candidates=k, seed=4)
+    candidates = replay.augment(np.tile(x, (k, 1, 1, 1))).numpy()
+    calls = []
+
+    def counting_teacher(images):
+        calls.append(int(images.shape[0]))
+        return teacher(images)
+
+    x_tilde, teacher_tilde, _, _ = augmenter.hardest_views(x, counting_teacher, student)
+    assert calls == [len(x), len(x)]  # x, then the kept views: not k * len(x)
+    clean = teacher(x).numpy()
+    score = kl_per_sample(np.tile(clean, (k, 1)), student(candidates)).numpy()
+    best = score.reshape(k, len(x)).argmax(0)
+    picked = candidates.reshape(k, len(x), *SHAPE)[best, np.arange(len(x))]
+    keeps = teacher(picked).numpy().argmax(-1) == clean.argmax(-1)
+    assert keeps.any()
+    expected = np.where(keeps[:, None, None, None], picked, x)
+    np.testing.assert_allclose(x_tilde, expected, atol=1e-5)
+    np.testing.assert_allclose(teacher_tilde, teacher(x_tilde), atol=1e-4)
+
+
 def test_uniform_search_has_no_augmenter_phase(digits):
     x, y = digits
     augmenter = _augmenter(sampler="uniform", candidates=4)
@@ -206,7 +232,8 @@ def test_get_config_round_trip(sampler):
         temperature=4.0, lambda_t=2.0, fill_value=0.5, image_conditioned=False,
         sampler=sampler, candidates=6, refine_steps=2, refine_step_size=0.1,
         entropy_weight=0.2, initial_std=0.7, spread_floor=0.25,
-        consistency="ce", interpolation="nearest", seed=7, name="hard_spatial",
+        consistency="ce", interpolation="nearest", score="student", seed=7,
+        name="hard_spatial",
     )
     config = augmenter.get_config()
     defaults = SpatialAugmenter().get_config()
@@ -215,6 +242,7 @@ def test_get_config_round_trip(sampler):
         sampler=sampler, candidates=6, refine_steps=2, refine_step_size=0.1,
         entropy_weight=0.2, initial_std=0.7, spread_floor=0.25,
         consistency="ce", interpolation="nearest", image_conditioned=False,
+        score="student",
     ).items():
         assert config[key] == value, key
         assert key in defaults
@@ -235,6 +263,8 @@ def test_bad_options_are_refused():
         SpatialAugmenter(candidates=0)
     with pytest.raises(ValueError, match="consistency must be one of"):
         SpatialAugmenter(consistency="hinge")
+    with pytest.raises(ValueError, match="score must be one of"):
+        SpatialAugmenter(score="both")
     with pytest.raises(ValueError, match="refine_steps must be an integer >= 0"):
         SpatialAugmenter(refine_steps=-1)
 
@@ -243,6 +273,8 @@ def test_bad_options_are_refused():
     "kwargs",
     [
         dict(sampler="uniform", candidates=4, refine_steps=1),
+        dict(sampler="uniform", candidates=4, refine_steps=1, score="student",
+             interpolation="nearest"),
         dict(sampler="gaussian", image_conditioned=True, candidates=2,
              entropy_weight=0.1),
     ],

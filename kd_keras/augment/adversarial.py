@@ -19,6 +19,16 @@ _ALONG_WIDTH = ("scale", "translate_x")
 SAMPLERS = ("uniform", "gaussian", "network")
 CONSISTENCIES = ("kl", "ce")
 SCORES = ("teacher", "student")
+# Transform groups of `groups_per_view`, as rows of a 0/1 matrix over _PARAMETERS.
+_GROUPS = ("rotation", "scale", "shear", "translation")
+# Running-average decay of the adaptive groups' win rates (about 50 steps).
+_GROUP_RATE_DECAY = 0.98
+_GROUP_MATRIX = (
+    (1.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    (0.0, 1.0, 0.0, 0.0, 0.0, 0.0),
+    (0.0, 0.0, 1.0, 1.0, 0.0, 0.0),
+    (0.0, 0.0, 0.0, 0.0, 1.0, 1.0),
+)
 
 
 class _HardAugmenter(Augmenter):
@@ -186,6 +196,18 @@ class SpatialAugmenter(_HardAugmenter):
             the clean image as the target), and the teacher sees only the
             kept view, which falls back to `x` if the teacher relabels it:
             `candidates - 1` fewer teacher passes per step.
+        groups_per_view: `"uniform"` sampler: each draw transforms only
+            this many of the groups rotation, scale, shear (both axes) and
+            translation (both axes), chosen uniformly among those with a
+            non-zero range, the others left at the identity: sparse
+            compositions, among which a search can find a pure translation
+            (0: every parameter in every draw).
+        adaptive_groups: with `groups_per_view`, learn which groups to
+            draw: each group's probability follows its running win rate in
+            the search (see `group_probabilities`), a learned distribution
+            over the kinds of transformation.
+        group_floor: with `adaptive_groups`, the share of the probability
+            spread evenly over the groups (exploration), in `[0, 1]`.
         interpolation: `"bilinear"` or `"nearest"`, how the student phase's
             views are rendered (the objective always uses bilinear, which is
             differentiable in the parameters).
@@ -230,6 +252,9 @@ class SpatialAugmenter(_HardAugmenter):
         consistency="kl",
         interpolation="bilinear",
         score="teacher",
+        groups_per_view=0,
+        adaptive_groups=False,
+        group_floor=0.25,
         seed=None,
         **kwargs,
     ):
@@ -257,6 +282,18 @@ class SpatialAugmenter(_HardAugmenter):
             raise ValueError(f"noise_dim must be >= 1, got {noise_dim}.")
         if int(candidates) != candidates or candidates < 1:
             raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}.")
+        if int(groups_per_view) != groups_per_view or groups_per_view < 0:
+            raise ValueError(
+                f"groups_per_view must be an integer >= 0, got {groups_per_view!r}."
+            )
+        if not 0.0 <= group_floor <= 1.0:
+            raise ValueError(f"group_floor must be in [0, 1], got {group_floor}.")
+        if adaptive_groups and not (sampler == "uniform" and groups_per_view > 0):
+            raise ValueError(
+                "adaptive_groups learns which groups the uniform sampler's "
+                "draws transform: use it with sampler='uniform' and "
+                "groups_per_view >= 1."
+            )
         if int(refine_steps) != refine_steps or refine_steps < 0:
             raise ValueError(
                 f"refine_steps must be an integer >= 0, got {refine_steps!r}."
@@ -291,6 +328,9 @@ class SpatialAugmenter(_HardAugmenter):
         self.consistency = consistency
         self.interpolation = interpolation
         self.score = score
+        self.groups_per_view = int(groups_per_view)
+        self.adaptive_groups = bool(adaptive_groups)
+        self.group_floor = float(group_floor)
         self.seed = seed
         self.seed_generator = ReplicaSeedGenerator(seed)
         self._active = None  # per-parameter 0/1 mask, set in build
@@ -349,6 +389,17 @@ class SpatialAugmenter(_HardAugmenter):
             for name in _PARAMETERS
         ]
         if self.sampler == "uniform":
+            if self.adaptive_groups:
+                # Running averages (not trained by gradients): the share of
+                # draws of each group and of kept, hardest views of it. Equal
+                # starts make the first rates even.
+                for name in ("group_draws", "group_wins"):
+                    setattr(self, name, self.add_weight(
+                        shape=(len(_GROUPS),),
+                        initializer=keras.initializers.Constant(1.0),
+                        trainable=False,
+                        name=name,
+                    ))
             return
         if self.sampler == "gaussian" and not self.image_conditioned:
             self.log_std = self.add_weight(
@@ -398,11 +449,76 @@ class SpatialAugmenter(_HardAugmenter):
         """
         batch = ops.shape(x)[0]
         if self.sampler == "uniform":
-            return keras.random.uniform(
+            noise = keras.random.uniform(
                 (batch, len(_PARAMETERS)), -1.0, 1.0, seed=self.seed_generator
             )
+            if self.groups_per_view:
+                noise = noise * self._group_mask(batch)
+            return noise
         size = self.noise_dim if self.sampler == "network" else len(_PARAMETERS)
         return keras.random.normal((batch, size), seed=self.seed_generator)
+
+    def _group_mask(self, batch):
+        # Each row keeps `groups_per_view` of the transform groups (rotation,
+        # scale, shear, translation) that have an active parameter, drawn
+        # uniformly: the top scores of random keys, -1 for inactive groups.
+        # With adaptive groups the keys are Gumbel-perturbed log-probabilities,
+        # whose top entries are a draw without replacement from them.
+        groups = ops.convert_to_tensor(_GROUP_MATRIX, "float32")  # (4, 6)
+        active = ops.convert_to_tensor(self._active, "float32")
+        usable = ops.cast(ops.max(groups * active[None], axis=-1) > 0, "float32")
+        uniform = keras.random.uniform(
+            (batch, len(_GROUPS)), 1e-6, 1.0 - 1e-6, seed=self.seed_generator
+        )
+        if self.adaptive_groups:
+            keys = ops.log(self.group_probabilities())[None] - ops.log(-ops.log(uniform))
+        else:
+            keys = uniform
+        keys = ops.where(usable[None] > 0, keys, -1e9)
+        count = max(1, min(self.groups_per_view, len(_GROUPS)))
+        threshold = ops.top_k(keys, count)[0][:, -1:]
+        chosen = ops.cast(keys >= threshold, "float32") * usable[None]
+        return ops.minimum(ops.matmul(chosen, groups), 1.0)
+
+    def group_probabilities(self):
+        """The probability of each group (rotation, scale, shear, translation) per draw.
+
+        Uniform over the groups with a non-zero range, unless
+        `adaptive_groups`: then `group_floor` of the mass is spread evenly
+        and the rest follows each group's running win rate in the search
+        (how often a draw of that group is the kept, hardest view, per draw
+        of it), so proposals move to the transformations the student has
+        not learned. Not a gradient-trained weight: the rates are running
+        averages updated by every student-phase search.
+
+        Returns:
+            A float32 tensor of shape `(4,)` summing to 1.
+        """
+        groups = ops.convert_to_tensor(_GROUP_MATRIX, "float32")
+        active = ops.convert_to_tensor(self._active, "float32")
+        usable = ops.cast(ops.max(groups * active[None], axis=-1) > 0, "float32")
+        even = usable / ops.sum(usable)
+        if not self.adaptive_groups:
+            return even
+        rate = usable * self.group_wins / ops.maximum(self.group_draws, 1e-6)
+        total = ops.sum(rate)
+        learned = ops.where(total > 0, rate / ops.maximum(total, 1e-12), even)
+        return self.group_floor * even + (1.0 - self.group_floor) * learned
+
+    def _update_group_rates(self, squashed, kept, found):
+        groups = ops.convert_to_tensor(_GROUP_MATRIX, "float32")
+        # A draw belongs to every group whose parameters it moves.
+        drawn = ops.cast(ops.matmul(ops.abs(squashed), ops.transpose(groups)) > 0, "float32")
+        won = ops.cast(ops.matmul(ops.abs(kept), ops.transpose(groups)) > 0, "float32")
+        won = won * ops.cast(found, "float32")[:, None]
+        decay = _GROUP_RATE_DECAY
+        self.group_draws.assign(
+            decay * self.group_draws + (1.0 - decay) * ops.mean(drawn, axis=0)
+        )
+        self.group_wins.assign(
+            decay * self.group_wins
+            + (1.0 - decay) * ops.sum(won, axis=0) / ops.cast(ops.shape(squashed)[0], "float32")
+        )
 
     def squashed_parameters(self, x, noise=None):
         """Return the parameters in `[-1, 1]` (before scaling to the ranges).
@@ -633,6 +749,8 @@ class SpatialAugmenter(_HardAugmenter):
         x_tilde = where_found(pick(views), x)
         teacher_tilde = where_found(teacher_picked, teacher_clean)
         kept = where_found(pick(squashed), ops.zeros_like(squashed[:batch]))
+        if self.adaptive_groups:
+            self._update_group_rates(squashed, kept, found)
         return x_tilde, teacher_tilde, teacher_clean, kept
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
@@ -705,6 +823,9 @@ class SpatialAugmenter(_HardAugmenter):
             "consistency": self.consistency,
             "interpolation": self.interpolation,
             "score": self.score,
+            "groups_per_view": self.groups_per_view,
+            "adaptive_groups": self.adaptive_groups,
+            "group_floor": self.group_floor,
             "seed": self.seed,
         }
 
