@@ -346,6 +346,9 @@ def train(row, teacher, train_data, evaluations, epochs, seed, dataset):
         int(distiller.augmenter_optimizer.iterations.numpy())
         if distiller.augmenter_optimizer is not None else 0
     )
+    if getattr(distiller.augmenter, "adaptive_groups", False):
+        # What the augmenter learned to draw: rotation, scale, shear, translation.
+        curve.groups = [round(float(p), 3) for p in distiller.augmenter.group_probabilities()]
     return curve, (int(distiller.optimizer.iterations.numpy()), augmenter_steps)
 
 
@@ -423,6 +426,7 @@ def main(argv):
                 "curves": curve.scores,
                 "train_seconds": curve.train_seconds,
                 "steps": steps,
+                "groups": getattr(curve, "groups", None),
             })
         results[row.key] = runs
         print(
@@ -430,7 +434,10 @@ def main(argv):
             + " ".join(
                 "/".join(f"{run['final'][n]:.2%}" for n in evaluations) for run in runs
             )
-            + f"  ({np.mean([r['train_seconds'] for r in runs]):.0f} s training per run)",
+            + f"  ({np.mean([r['train_seconds'] for r in runs]):.0f} s training per run)"
+            + "".join(
+                f" groups(rot,scale,shear,trans)={r['groups']}" for r in runs if r["groups"]
+            ),
             flush=True,
         )
     if FLAGS.json:
