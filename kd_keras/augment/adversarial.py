@@ -239,21 +239,21 @@ class SpatialAugmenter(_HardAugmenter):
         units=32,
         label_views=0.0,
         temperature=1.0,
-        lambda_t=1.0,
+        lambda_t=0.1,
         fill_value=0.0,
-        image_conditioned=True,
-        sampler="network",
-        candidates=1,
+        image_conditioned=False,
+        sampler="uniform",
+        candidates=4,
         refine_steps=0,
         refine_step_size=0.25,
-        entropy_weight=0.0,
+        entropy_weight=0.1,
         initial_std=0.5,
         spread_floor=0.0,
         consistency="kl",
-        interpolation="bilinear",
+        interpolation="nearest",
         score="teacher",
-        groups_per_view=0,
-        adaptive_groups=False,
+        groups_per_view=1,
+        adaptive_groups=True,
         group_floor=0.25,
         seed=None,
         **kwargs,
@@ -288,11 +288,13 @@ class SpatialAugmenter(_HardAugmenter):
             )
         if not 0.0 <= group_floor <= 1.0:
             raise ValueError(f"group_floor must be in [0, 1], got {group_floor}.")
-        if adaptive_groups and not (sampler == "uniform" and groups_per_view > 0):
+        if adaptive_groups and sampler != "uniform":
+            adaptive_groups = False  # only the uniform sampler draws groups
+        if adaptive_groups and groups_per_view < 1:
             raise ValueError(
                 "adaptive_groups learns which groups the uniform sampler's "
-                "draws transform: use it with sampler='uniform' and "
-                "groups_per_view >= 1."
+                "draws transform: give groups_per_view >= 1 (or "
+                "adaptive_groups=False)."
             )
         if int(refine_steps) != refine_steps or refine_steps < 0:
             raise ValueError(
