@@ -404,7 +404,8 @@ def _check_learnable(model):
         raise ValueError(
             "PhaseSchedule needs a kd_keras.Distiller whose augmenter has "
             "trainable weights (learnable_augmenter is False): pass a learnable "
-            "augmenter, e.g. augmenter=kd_keras.augment.SpatialAugmenter(), or "
+            "augmenter, e.g. augmenter=kd_keras.augment.SpatialAugmenter("
+            "sampler='gaussian'), or "
             "drop PhaseSchedule."
         )
 
