@@ -796,7 +796,8 @@ class SpatialAugmenter(_HardAugmenter):
             loss = loss - self.entropy_weight * ops.mean(entropy)
         if self.spread_floor > 0:
             active = ops.convert_to_tensor(self._active, "float32")
-            spread = ops.std(squashed, axis=0)
+            # sqrt(var + eps): the std of a collapsed batch has no gradient.
+            spread = ops.sqrt(ops.var(squashed, axis=0) + 1e-8)
             loss = loss + ops.sum(active * ops.relu(self.spread_floor - spread))
         return loss
 
