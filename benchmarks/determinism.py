@@ -43,7 +43,10 @@ def _candidate(teacher, student_name, augmenter_name, x, y, deterministic):
     student = kd_keras.models.get(student_name, x.shape[1:], 10)
     augmenter = None
     if augmenter_name == "spatial":
-        augmenter = kd_keras.augment.SpatialAugmenter(seed=0)
+        augmenter = kd_keras.augment.SpatialAugmenter(
+            sampler="network", image_conditioned=True, candidates=1,
+            interpolation="bilinear", seed=0,
+        )
     distiller = kd_keras.Distiller(teacher, student, augmenter=augmenter)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=False)
     distiller.make_train_function()

@@ -1,10 +1,12 @@
 """HARD's toy: teach an MLP the CNN teacher's shift invariance from centred digits only.
 
 The student never sees a shifted training digit and is never told about
-translations: HARD's augmenter learns warps on which teacher and student
-disagree, and those turn out to be shifts. Plain KD's MLP fails on shifted
-digits; HARD's recovers part of the teacher's accuracy there (about a
-minute on 2 CPU cores; see benchmarks/hard_toy.py for all methods and seeds).
+translations: HARD's augmenter searches, per image, for the warp (rotation,
+scale, shear or translation) on which teacher and student disagree most
+while the teacher keeps its class, and learns which kind of warp wins:
+translations. Plain KD's MLP fails on shifted digits; HARD's recovers a
+large part of the teacher's accuracy there (a few minutes on 2 CPU cores;
+see benchmarks/hard_toy.py and benchmarks/HARD_STUDY.md).
 
     PYTHONPATH=. python examples/shift_equivariance.py
 """
@@ -32,6 +34,9 @@ for name, model in (("teacher (CNN)", teacher), ("HARD student (MLP)", student))
         f"{name:20s} clean {accuracy(model, data.test):.2%}  "
         f"shifted {accuracy(model, data.test_shifted):.2%}"
     )
-translations = distiller.augmenter.affine_parameters(data.test[0][:256])
-moved = np.hypot(translations["translate_x"], translations["translate_y"])
-print(f"learned translations: mean {np.mean(moved):.1f} px, max {np.max(moved):.1f} px")
+groups = distiller.augmenter.group_probabilities().numpy()
+print(
+    "learned probability of each kind of warp: "
+    + ", ".join(f"{name} {p:.2f}" for name, p in
+                zip(("rotation", "scale", "shear", "translation"), groups))
+)

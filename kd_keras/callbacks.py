@@ -423,6 +423,7 @@ class ViewSnapshots(keras.callbacks.Callback):
             # The first view is the batch itself for augmenters that keep it;
             # every other view (one per stage of a Stack) gets a row.
             made = list(views)[1:] if self.model.augmenter.keeps_input else list(views)
+            made = made or list(views)  # the identity: the view is the batch
             names = ["view"] if len(made) == 1 else [f"view {i + 1}" for i in range(len(made))]
             shown = [(name, view.x[: len(original)]) for name, view in zip(names, made)]
         shown = [
@@ -511,7 +512,8 @@ def _check_learnable(model):
         raise ValueError(
             "PhaseSchedule needs a kd_keras.Distiller whose augmenter has "
             "trainable weights (learnable_augmenter is False): pass a learnable "
-            "augmenter, e.g. augmenter=kd_keras.augment.SpatialAugmenter(), or "
+            "augmenter, e.g. augmenter=kd_keras.augment.SpatialAugmenter("
+            "sampler='gaussian'), or "
             "drop PhaseSchedule."
         )
 

@@ -108,7 +108,8 @@ def run_random():
     for recipe, epochs, overrides in (
         ("mixup", 2, {}),
         ("cutmix_pick", 2, {}),
-        ("hard", 2, {"student_steps": 1, "augmenter_steps": 1}),
+        ("hard", 2, {"student_steps": 1, "augmenter_steps": 1, "sampler": "network",
+                     "candidates": 1, "interpolation": "bilinear"}),
         ("tst", 4, {}),  # policy phases at epochs 1 and 2 of 4
     ):
         distiller = distil(recipe, "mirrored", epochs=epochs, **overrides)

@@ -36,7 +36,8 @@ kd = distil("kd")
 to_numpy = keras.ops.convert_to_numpy
 arrays = {f"kd_{i}": to_numpy(w) for i, w in enumerate(kd.student.weights)}
 if kd_strategy.is_multi_worker(strategy):
-    hard = distil("hard", student_steps=1, augmenter_steps=1)
+    hard = distil("hard", student_steps=1, augmenter_steps=1, sampler="network",
+                  candidates=1, interpolation="bilinear")
     arrays.update(
         {f"hard_{i}": to_numpy(w) for i, w in enumerate(hard.augmenter.trainable_weights)}
     )

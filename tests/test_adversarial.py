@@ -15,6 +15,13 @@ from kd_keras.losses import kl_per_sample
 from kd_keras.models import small
 
 SHAPE = (12, 12, 1)
+# These tests are about the "network" sampler (learned warps from image and
+# noise), no longer SpatialAugmenter's default; tests/test_hard_samplers.py
+# covers the others.
+NETWORK = dict(
+    sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear",
+    groups_per_view=0, adaptive_groups=False, lambda_t=1.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def _networks(seed=0):
 
 
 def _augmenter(**kwargs):
-    augmenter = SpatialAugmenter(seed=1, **kwargs)
+    augmenter = SpatialAugmenter(seed=1, **{**NETWORK, **kwargs})
     # Built before the Distiller sees it: Distiller.__init__ creates its
     # metric trackers before it builds the augmenter, and would otherwise not
     # know the augmenter is learnable (no augmenter_objective tracker).
@@ -91,7 +98,7 @@ def test_parameters_stay_in_range_with_large_weights(digits):
     # A non-square canvas checks that x translations scale with the width.
     x = np.pad(x, ((0, 0), (0, 0), (2, 2), (0, 0)))
     ranges = dict(max_rotation=10.0, max_scale=0.1, max_shear=0.2, max_translation=0.5)
-    augmenter = SpatialAugmenter(seed=2, **ranges)
+    augmenter = SpatialAugmenter(seed=2, **NETWORK, **ranges)
     augmenter.build(x.shape)
     rng = np.random.default_rng(0)
     for weight in augmenter.trainable_weights:
@@ -109,7 +116,7 @@ def test_parameters_stay_in_range_with_large_weights(digits):
         assert np.max(np.abs(parameters[name])) > 0.9 * bound, name  # saturated
     assert np.all(np.abs(parameters["scale"] - 1.0) <= 0.1 + 1e-6)
 
-    fixed = SpatialAugmenter(max_rotation=0.0, max_translation=0.0)
+    fixed = SpatialAugmenter(max_rotation=0.0, max_translation=0.0, **NETWORK)
     fixed.build(x.shape)
     for weight in fixed.trainable_weights:
         weight.assign(50.0 * rng.standard_normal(weight.shape).astype("float32"))
@@ -182,6 +189,7 @@ def test_augmenter_phase_increases_teacher_student_divergence(digits):
 
 def test_get_config_round_trip():
     augmenter = SpatialAugmenter(
+        **{**NETWORK, "lambda_t": 2.0},
         noise_dim=4,
         max_rotation=12.0,
         max_scale=0.3,
@@ -191,7 +199,6 @@ def test_get_config_round_trip():
         units=16,
         label_views=0.25,
         temperature=4.0,
-        lambda_t=2.0,
         fill_value=0.5,
         seed=7,
         name="hard_spatial",

@@ -13,7 +13,9 @@ from kd_keras.backup import read_checkpoint
 
 
 def spatial_distiller():
-    augmenter = kd_keras.augment.SpatialAugmenter(filters=4, units=8, seed=0)
+    augmenter = kd_keras.augment.SpatialAugmenter(
+        sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear", filters=4, units=8, seed=0
+    )
     distiller = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=augmenter)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     return distiller
@@ -135,7 +137,8 @@ def test_a_resumed_distillation_equals_an_uninterrupted_one(digits, tmp_path):
         snapshots = kd_keras.callbacks.ViewSnapshots(tmp_path / "logs", x[:4])
         return kd_keras.distill(
             teacher, student, (x, y), recipe="hard", epochs=3, batch_size=16, seed=4,
-            student_steps=1, augmenter_steps=1, backup=backup,
+            student_steps=1, augmenter_steps=1, sampler="network", candidates=1,
+            interpolation="bilinear", backup=backup,
             callbacks=[snapshots, *extra], verbose=0,
         )
 

@@ -148,7 +148,9 @@ def test_reset_augmenter_optimizer_at_each_augmenter_phase_start():
 
 def test_phase_and_both_optimisers_survive_backup_and_restore(tmp_path):
     def spatial_distiller():
-        augmenter = kd_keras.augment.SpatialAugmenter(filters=4, units=8, seed=0)
+        augmenter = kd_keras.augment.SpatialAugmenter(
+            sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear", filters=4, units=8, seed=0
+        )
         return make(augmenter, optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
 
     class Snapshot(keras.callbacks.Callback):
@@ -218,7 +220,9 @@ def test_backup_and_restore_alone_resumes_in_the_restored_phase(tmp_path):
 
 
 def test_keras_file_keeps_the_phase_for_the_schedule(tmp_path):
-    distiller = make(kd_keras.augment.SpatialAugmenter(filters=4, units=8, seed=0))
+    distiller = make(kd_keras.augment.SpatialAugmenter(
+            sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear", filters=4, units=8, seed=0
+        ))
     fit(distiller, [PhaseSchedule(student_steps=1, augmenter_steps=2)], steps=2)
     # The run ends in the student phase; the cycle's position lives in the
     # optimisers' iterations, which the file keeps.

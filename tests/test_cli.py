@@ -223,7 +223,8 @@ def test_a_killed_run_resumes_to_the_student_of_an_uninterrupted_one(tmp_path):
     # odd number of epochs resumes in the augmenter's phase.
     args = (
         "distill", "--recipe=hard", "--epochs=3", "--batch_size=128", "--set=student_steps=1",
-        "--set=augmenter_steps=1", "--export=keras", "--verbose=0", "--deterministic",
+        "--set=augmenter_steps=1", "--set=sampler=network", "--set=candidates=1",
+        "--set=interpolation=bilinear", "--export=keras", "--verbose=0", "--deterministic",
     )
     whole = kd_keras_command(*args, "--out=whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]

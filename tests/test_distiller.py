@@ -369,6 +369,7 @@ def test_distill_with_epoch_ordered_data_traces_once(monkeypatch):
     x, y = tiny_batch(count=20)
     kd_keras.distill(tiny_teacher(), tiny_student(), (x, y), recipe="hard", epochs=5,
                      batch_size=8, student_steps=1, augmenter_steps=1,
+                     sampler="network", candidates=1,
                      callbacks=[record], verbose=0)
     assert per_epoch == [2] * 5  # the student's step and the augmenter's
 

@@ -16,14 +16,18 @@ from kd_keras.callbacks import PhaseSchedule
 DIGITS_SHAPE = (28, 28, 1)
 
 
-def _check_shared_settings(config, distiller):
+def _check_student_settings(distiller):
     assert distiller.student_loss_weight == 0.1
     assert distiller.distillation_loss_weights == [1.0]  # 0.9 [KD(x) + KD(x~)]
     assert distiller.distillation_losses[0].temperature == 4.0
-    assert distiller.learnable_augmenter
     assert distiller.augmenter.label_views == 0.0  # cross-entropy on x only
     assert distiller.augmenter.lambda_t == 0.1
     assert distiller.augmenter.temperature == 1.0
+
+
+def _check_shared_settings(config, distiller):
+    _check_student_settings(distiller)
+    assert distiller.learnable_augmenter
     (schedule,) = build.callbacks(config, 30)
     assert isinstance(schedule, PhaseSchedule)
     assert (schedule.student_steps, schedule.augmenter_steps) == (4, 1)
@@ -38,15 +42,51 @@ def _check_shared_settings(config, distiller):
     assert schedule["config"]["boundaries"] == [1199, 1439, 1679]
 
 
-def test_hard_builds_a_distiller_with_a_noise_only_spatial_augmenter():
+def test_hard_builds_a_distiller_with_the_worst_of_k_search():
     config = recipes.get("hard")
     distiller = build.distiller(config, tiny_teacher(), tiny_student())
-    assert isinstance(distiller.augmenter, SpatialAugmenter)
-    assert not distiller.augmenter.image_conditioned
-    assert distiller.augmenter.max_translation == 0.25
-    _check_shared_settings(config, distiller)
+    augmenter = distiller.augmenter
+    assert isinstance(augmenter, SpatialAugmenter)
+    assert (augmenter.sampler, augmenter.candidates, augmenter.score) == (
+        "uniform", 4, "teacher"
+    )
+    assert augmenter.groups_per_view == 1 and augmenter.adaptive_groups
+    assert augmenter.interpolation == "nearest"
+    assert augmenter.max_translation == 0.25 and augmenter.max_rotation == 30.0
+    _check_student_settings(distiller)
+    # The search has no weights: no augmenter phase, every step the student's.
+    assert not distiller.learnable_augmenter
+    assert build.callbacks(config, 30) == [] and config["augmenter_optimizer"] is None
+    build.compile(distiller, config, steps_per_epoch=10, epochs=240)
+    schedule = keras.optimizers.serialize(distiller.optimizer)["config"]["learning_rate"]
+    assert schedule["config"]["boundaries"] == [1499, 1799, 2099]
+    learned = recipes.get("hard", {"sampler": "network", "augmenter_steps": 0})
     with pytest.raises(ValueError, match="augmenter_steps must be an integer >= 1"):
-        build.callbacks(recipes.get("hard", {"augmenter_steps": 0}), 30)
+        build.callbacks(learned, 30)
+
+
+def test_spatial_augmenter_defaults_are_the_hard_recipes():
+    import inspect
+
+    recipe = inspect.signature(recipes.hard).parameters
+    augmenter = inspect.signature(SpatialAugmenter.__init__).parameters
+    renamed = {"augmenter_temperature": "temperature"}
+    shared = 0
+    for name, parameter in recipe.items():
+        if name == "temperature":  # the recipe's is the student's KD temperature
+            continue
+        target = renamed.get(name, name)
+        if target in augmenter:
+            shared += 1
+            assert augmenter[target].default == parameter.default, name
+    assert shared >= 20
+
+
+def test_hard_with_a_learned_sampler_alternates_phases():
+    config = recipes.get("hard", {"sampler": "network", "candidates": 1})
+    distiller = build.distiller(config, tiny_teacher(), tiny_student())
+    assert not distiller.augmenter.image_conditioned
+    _check_shared_settings(config, distiller)
 
 
 def test_hard_vae_builds_a_distiller_with_the_shipped_vae():
@@ -73,6 +113,11 @@ def test_one_epoch_runs_both_phases(digits, recipe):
         batch_size=16,
         verbose=0,
     )
+    if recipe == "hard":  # the search: 5 student steps, no augmenter phase
+        assert int(distiller.optimizer.iterations.numpy()) == 5
+        assert distiller.augmenter_optimizer is None
+        assert np.isfinite(distiller.history.history["loss"]).all()
+        return
     assert int(distiller.optimizer.iterations.numpy()) == 4
     assert int(distiller.augmenter_optimizer.iterations.numpy()) == 1
     assert np.isfinite(distiller.history.history["augmenter_objective"]).all()

@@ -53,7 +53,8 @@ def test_learning_rate_drops_at_150_180_210_of_240_as_pytorch():
 
 
 def test_step_phases_decay_over_the_students_own_steps():
-    optimizer = build.optimizer(recipes.get("hard"), steps_per_epoch=10, epochs=240)
+    learned = recipes.get("hard", {"sampler": "network"})
+    optimizer = build.optimizer(learned, steps_per_epoch=10, epochs=240)
     schedule = keras.optimizers.serialize(optimizer)["config"]["learning_rate"]["config"]
     # 4 student steps in 5: the student takes 1920 of the 2400 steps.
     assert schedule["boundaries"] == [1199, 1439, 1679]
