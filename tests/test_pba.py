@@ -527,3 +527,25 @@ def test_policy_flag_needs_a_recipe_with_a_policy(tmp_path):
     assert len(errors) == 1, result.stderr[-2000:]
     assert "--policy is for recipes with a PBA policy (rolewise); recipe kd has none" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_pbas_final_cutout_cuts_one_square_of_every_image():
+    # PBA's pipeline always ends with a Cutout (16 px of 32): here half the side.
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.2, 1.0, size=(32, 16, 16, 1)).astype("float32")
+    labels = np.arange(32)
+    augment = pba.PBAAugment(pba.Policy.zeros(), seed=3, cutout=0.5, fill_value=0.0)
+    out = augment.augment_batch(tf.constant(images), tf.constant(labels))[0].numpy()
+    again = augment.augment_batch(tf.constant(images), tf.constant(labels))[0].numpy()
+    np.testing.assert_array_equal(out, again)  # keyed by seed, epoch and image
+    sides = []
+    for before, after in zip(images[..., 0], out[..., 0]):
+        cut = after != before
+        assert np.all(after[cut] == 0.0)
+        rows, cols = np.flatnonzero(cut.any(1)), np.flatnonzero(cut.any(0))
+        # One axis-aligned square of side 8, clipped at the borders.
+        assert cut.sum() == len(rows) * len(cols) and 1 <= len(rows) <= 8 and len(cols) <= 8
+        sides.append(len(rows))
+    assert max(sides) == 8 and len({tuple(np.flatnonzero(c.any(1))) for c in (out != images)[..., 0]}) > 4
+    with pytest.raises(ValueError, match="cutout is the side of PBA's final square"):
+        pba.PBAAugment(pba.Policy.zeros(), cutout=16)

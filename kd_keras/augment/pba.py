@@ -649,7 +649,7 @@ class _GivenSeed(keras.random.SeedGenerator):
 
 
 # Streams of an image's draws, one per use.
-_COUNT, _ORDER, _COINS, _SIGNS, _CUTOUT = range(5)
+_COUNT, _ORDER, _COINS, _SIGNS, _CUTOUT, _FINAL_CUTOUT = range(6)
 _UNIFORM_BITS = 24
 
 
@@ -726,6 +726,9 @@ class PBAAugment:
             generator when the pipeline is built (`kd_keras.distill` and
             `kd_keras.train_teacher` seed it first, so the run's seed decides).
         fill_value: value of pixels the geometric ops and Cutout bring in.
+        cutout: side of the square PBA's pipeline cuts out of every image
+            last (after `then`), as a fraction of the image side: 0.5 is
+            PBA's 16 px of 32 (role-kd's CIFAR-100: 0.25); 0 for none.
         then: optional per-image `(image, label) -> pair` applied to each image
             after the policy, e.g. `kd_keras.data.standard_augmentation()`
             (PBA's CIFAR pipeline).
@@ -744,13 +747,19 @@ class PBAAugment:
 
     batched = True
 
-    def __init__(self, schedule, seed=0, fill_value=0.0, then=None):
+    def __init__(self, schedule, seed=0, fill_value=0.0, then=None, cutout=0.0):
         self.schedule = schedule
         if seed is not None:
             seed = _whole(seed, "seed")
         self._seed = seed
         self.fill_value = float(fill_value)
         self.then = then
+        if not 0.0 <= cutout <= 1.0:
+            raise ValueError(
+                f"cutout is the side of PBA's final square as a fraction of the image "
+                f"side, in [0, 1], got {cutout}: use 0.5 (PBA's 16 px of 32) or 0."
+            )
+        self.cutout = float(cutout)
         self.epoch = tf.Variable(0, dtype="int64", trainable=False, name="pba_epoch")
         self._probability_levels = tf.Variable(
             tf.zeros(_SHAPE, "int32"), trainable=False, name="pba_probability_levels"
@@ -930,15 +939,30 @@ class PBAAugment:
         """
         keys = self.image_keys(images)
         augmented = self.apply(images, *self.plan(keys), keys)
-        if self.then is None:
-            return augmented, labels
+        if self.then is not None:
+            augmented, labels = tf.map_fn(
+                lambda pair: self.then(*pair),
+                (augmented, labels),
+                fn_output_signature=(
+                    tf.TensorSpec(augmented.shape[1:], augmented.dtype),
+                    tf.TensorSpec(labels.shape[1:], labels.dtype),
+                ),
+            )
+        if self.cutout:
+            augmented = self._final_cutout(augmented, keys)
+        return augmented, labels
+
+    def _final_cutout(self, images, keys):
+        # PBA's pipeline ends, after the policy and pad-crop-flip, with a
+        # Cutout of every image: one square per image, drawn from its key.
+        seeds = tf.bitcast(_hashes(keys, _FINAL_CUTOUT, 1), tf.int32)[:, 0]
         return tf.map_fn(
-            lambda pair: self.then(*pair),
-            (augmented, labels),
-            fn_output_signature=(
-                tf.TensorSpec(augmented.shape[1:], augmented.dtype),
-                tf.TensorSpec(labels.shape[1:], labels.dtype),
-            ),
+            lambda args: image_ops.cutout(
+                args[0][None], 1.0, max_size=self.cutout, fill_value=self.fill_value,
+                seed=_GivenSeed(args[1]),
+            )[0],
+            (images, seeds),
+            fn_output_signature=images.dtype,
         )
 
     # tf.data would convert this with AutoGraph: needless, as it has no
