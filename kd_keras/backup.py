@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from kd_keras import atomic
+from kd_keras import _keras_compat
 
 CHECKPOINT = "checkpoint.json"
 
@@ -147,7 +148,7 @@ class Backup(keras.callbacks.Callback):
         for variable, value in zip(states, values):
             variable.assign(value)
         # How keras.callbacks.BackupAndRestore makes fit() skip finished epochs.
-        model._initial_epoch = checkpoint["epoch"]
+        _keras_compat.set_initial_epoch(model, checkpoint["epoch"])
         return checkpoint["epoch"]
 
 

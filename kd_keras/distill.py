@@ -15,6 +15,7 @@ from kd_keras.recipes import build
 from kd_keras import strategy as kd_strategy
 from kd_keras.models.cast import cast_model
 from kd_keras.models.strip_softmax import check_logits
+from kd_keras import _keras_compat
 
 
 def distill(
@@ -176,7 +177,7 @@ def _prepared(model, strategy, dtype, building):
 def _uses_policy(model, dtype):
     return all(
         layer.dtype_policy.name == dtype
-        for layer in model._flatten_layers(include_self=False)
+        for layer in _keras_compat.flatten_layers(model, include_self=False)
         if layer.weights
     )
 

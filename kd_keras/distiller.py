@@ -13,6 +13,7 @@ from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import as_views
 from kd_keras.models.strip_softmax import ends_in_softmax
+from kd_keras import _keras_compat
 
 STUDENT = "student"
 AUGMENTER = "augmenter"
@@ -331,7 +332,7 @@ class Distiller(keras.Model):
             if device.device_type != "CPU"
         ]
         return bool(accelerators) and all(
-            layer.supports_jit for layer in self._flatten_layers()
+            layer.supports_jit for layer in _keras_compat.flatten_layers(self)
         )
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -339,10 +340,12 @@ class Distiller(keras.Model):
         # model, which MultiWorkerMirroredStrategy cannot do for an (x, y)
         # pair. The Distiller is built when constructed and its optimisers at
         # compile, so the build needs no data.
-        distributed = self._distribute_strategy is not None
-        if distributed and all(layer.built for layer in self._flatten_layers()):
+        distributed = _keras_compat.distributed(self)
+        built = all(layer.built for layer in _keras_compat.flatten_layers(self))
+        # Compiled metrics are built from a batch's shapes: then Keras' way.
+        if distributed and built and not self._compiled_metrics:
             with self.distribute_strategy.scope():
-                self._symbolic_build(data_batch=None)
+                _keras_compat.symbolic_build(self)
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 

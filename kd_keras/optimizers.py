@@ -1,6 +1,7 @@
 """Optimizers with the semantics of the papers' PyTorch code."""
 
 import keras
+from kd_keras import _keras_compat
 from keras import ops
 
 
@@ -78,7 +79,7 @@ class CoupledSGD(keras.optimizers.SGD):
         if self.momentum == 0:
             self.assign_sub(variable, ops.multiply(learning_rate, gradient))
             return
-        buffer = self.momentums[self._get_variable_index(variable)]
+        buffer = self.momentums[_keras_compat.variable_index(self, variable)]
         momentum = ops.cast(self.momentum, variable.dtype)
         # From a zero buffer the first step gives buf = d, PyTorch's start.
         self.assign(buffer, ops.add(ops.multiply(momentum, buffer), gradient))

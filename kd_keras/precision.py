@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+from kd_keras import _keras_compat
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 TEACHER_PRECISIONS = ("float32", "bfloat16", "float16")
@@ -57,7 +58,7 @@ def computes_in(model, dtype):
     """True when some layer of `model` computes in `dtype` (e.g. `"float16"`)."""
     return any(
         layer.dtype_policy.compute_dtype == dtype
-        for layer in model._flatten_layers(include_self=False)
+        for layer in _keras_compat.flatten_layers(model, include_self=False)
         # Containers and inputs compute nothing; their policy is the global
         # one at load time even in a float32 model.
         if not isinstance(layer, (keras.Model, keras.layers.InputLayer))

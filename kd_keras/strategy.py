@@ -5,6 +5,7 @@ import os
 
 import keras
 import tensorflow as tf
+from kd_keras import _keras_compat
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -120,7 +121,7 @@ def is_multi_worker(strategy):
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
     # TensorFlow's own test, the one Keras uses to pick its cross-worker reduction.
-    return bool(strategy.extended._in_multi_worker_mode())
+    return _keras_compat.in_multi_worker_mode(strategy)
 
 
 def is_chief(strategy):

@@ -217,6 +217,7 @@ def test_get_config_round_trip():
     assert [w.shape for w in restored.weights] == [w.shape for w in augmenter.weights]
 
 
+@pytest.mark.large
 def test_jitted_steps_compile(digits):
     x, y = digits
     augmenter = _augmenter()

@@ -11,6 +11,9 @@ import kd_keras
 from kd_keras.backup import Backup
 from kd_keras.backup import read_checkpoint
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 
 def spatial_distiller():
     augmenter = kd_keras.augment.SpatialAugmenter(

@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 
 import kd_keras
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 # The command of the kd_keras under test (a checkout or the installed
 # package), run as the console script runs it.
 KD_KERAS = (sys.executable, "-m", "kd_keras.cli")

@@ -9,6 +9,7 @@ from conftest import tiny_teacher
 import kd_keras
 
 
+@pytest.mark.large
 def test_distill_on_digits_reaches_a_sane_accuracy(digits, shipped_teacher):
     student = kd_keras.models.get("mlp", digits.input_shape, digits.num_classes)
     distiller = kd_keras.distill(

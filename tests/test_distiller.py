@@ -238,6 +238,7 @@ def test_dense_softmax_head_is_stripped():
     np.testing.assert_allclose(softmax(np.array(fixed(x))), np.array(model(x)), rtol=1e-5)
 
 
+@pytest.mark.large
 def test_mirrored_strategy_matches_one_device():
     import json
     import os

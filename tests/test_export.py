@@ -9,6 +9,9 @@ import tensorflow as tf
 
 from kd_keras import export
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 NUM_CLASSES = 10
 # One blob centre per class on a 28x28 canvas.
 CENTRES = [(r, c) for r in (6, 14, 22) for c in (5, 11, 17, 23)][:NUM_CLASSES]

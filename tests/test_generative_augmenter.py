@@ -248,6 +248,7 @@ def test_keras_round_trip_of_a_distiller_keeps_vae_and_perturbation(batch, tmp_p
     np.testing.assert_allclose(restored.predict(x, verbose=0), distiller.predict(x, verbose=0))
 
 
+@pytest.mark.large
 def test_jitted_steps_compile(batch):
     x, y = batch
     augmenter = _augmenter()

@@ -235,6 +235,7 @@ def test_pool_stays_bounded_and_feeds_the_views():
     np.testing.assert_allclose(np.roll(augmenter.pool.numpy(), -2, axis=0), made[-10:])
 
 
+@pytest.mark.large
 def test_text_step_with_pool_and_fraction_compiles_under_xla():
     teacher, student = _text_models()
     ids, labels = _ids(8)
@@ -295,6 +296,7 @@ def test_recipe_has_the_documented_settings():
     assert augmenter.temperature == 4.0
 
 
+@pytest.mark.large
 def test_the_digits_command_runs(tmp_path):
     metrics = run.distill_job(
         recipe="backward", epochs=1, out=tmp_path / "run", export_formats=("keras",), verbose=0
@@ -304,6 +306,7 @@ def test_the_digits_command_runs(tmp_path):
     assert (tmp_path / "run" / "views.png").exists()
 
 
+@pytest.mark.large
 def test_the_text_command_runs_and_saves_the_vocabulary(tmp_path):
     # One ascent step and large batches keep an epoch over the 16,000
     # reviews short; the defaults are tested above.

@@ -123,6 +123,7 @@ def test_one_epoch_runs_both_phases(digits, recipe):
     assert np.isfinite(distiller.history.history["augmenter_objective"]).all()
 
 
+@pytest.mark.large
 def test_distill_job_writes_the_views(tmp_path):
     metrics = kd_keras.run.distill_job(
         recipe="hard", epochs=1, out=tmp_path / "run", export_formats=("keras",),

@@ -297,6 +297,7 @@ def test_bad_options_are_refused():
              entropy_weight=0.1),
     ],
 )
+@pytest.mark.large
 def test_jitted_steps_compile(digits, kwargs):
     x, y = digits
     augmenter = _augmenter(**kwargs)

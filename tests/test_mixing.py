@@ -277,6 +277,7 @@ def test_loss_is_the_papers_with_teacher_relabelling(relabel):
     np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("cls", AUGMENTERS, ids=lambda c: c.__name__)
 def test_jitted_distillation_step_runs(cls):
     distiller = kd_keras.Distiller(

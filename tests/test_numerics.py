@@ -210,7 +210,10 @@ def _generative():
 
 AUGMENTERS = {
     "tst": lambda: LearnedPolicy(ops=["Rotate", "Contrast", "Solarize", "Cutout"], seed=1),
-    "hard_spatial": lambda: SpatialAugmenter(filters=2, units=4, seed=1),
+    # The learned sampler: the default search has no weights, so no objective.
+    "hard_spatial": lambda: SpatialAugmenter(
+        filters=2, units=4, seed=1, sampler="network", candidates=1, interpolation="bilinear"
+    ),
     "hard_generative": _generative,
 }
 scales = st.sampled_from([1e-3, 1.0, 30.0, 1e3, 1e4])

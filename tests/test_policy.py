@@ -340,6 +340,7 @@ def test_get_config_round_trip():
     assert restored.log_scalars()["probability/Cutout"] == pytest.approx(0.7)
 
 
+@pytest.mark.large
 def test_jitted_steps_compile(digits):
     x, y = digits[0][:32], digits[1][:32] % 4
     # One op of each kind (test_ops compiles every op on its own): a warp, a

@@ -17,6 +17,9 @@ import pytest
 
 import kd_keras
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 

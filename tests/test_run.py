@@ -9,6 +9,9 @@ import pytest
 import kd_keras
 from kd_keras import run
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 
 def test_corrupt_teacher_file_is_reported(tmp_path):
     corrupt = tmp_path / "teacher.keras"

@@ -15,6 +15,9 @@ from conftest import tiny_teacher
 from kd_keras.augment import pba
 from kd_keras.search import FAIL_ONCE_ENV
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 # The console script installed beside this interpreter.
 KD_KERAS = str(pathlib.Path(sys.executable).parent / "kd-keras")
 

@@ -92,6 +92,7 @@ def test_a_stacked_distiller_round_trips_and_compiles_under_xla(tmp_path):
     assert not np.allclose(views[1], views[2])
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("recipe", ["tst+cutmix_pick", "hard+mixup", "rolewise+backward"])
 def test_stacked_recipes_train(digits, recipe):
     x, y = digits.train

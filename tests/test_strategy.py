@@ -16,6 +16,9 @@ from conftest import tiny_teacher
 import kd_keras
 from kd_keras import strategy as kd_strategy
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 TESTS = pathlib.Path(__file__).parent
 ENV = {
     **os.environ,

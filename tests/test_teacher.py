@@ -54,6 +54,7 @@ def test_crd_schedule_needs_a_known_length_and_unknown_schedules_fail():
         kd_keras.train_teacher(tiny_teacher(), (x, y), schedule="sgd", verbose=0)
 
 
+@pytest.mark.large
 def test_a_short_run_of_the_digits_cnn_evaluates_as_it_trains(digits):
     # 66 steps: with Keras' default BatchNorm momentum (0.99) the moving
     # statistics were still mostly their initial values and the network

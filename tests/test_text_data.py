@@ -10,6 +10,9 @@ import kd_keras
 from kd_keras import data as kd_data
 from kd_keras import text_data
 
+# Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
 
 def _oracle(text):
     """Label a synthetic review by its documented rule, from its words alone."""
