@@ -26,10 +26,10 @@ setup(
     package_dir={"kd_keras.saved_models": "saved_models"},
     package_data={"kd_keras.saved_models": ["*.keras", "*.json", "*.md"]},
     install_requires=[
-        # tensorflow-cpu is the CPU wheel of the same framework; GPU users
-        # install the [gpu] extra, which brings tensorflow[and-cuda].
-        "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
-        "tensorflow>=2.16; platform_machine!='x86_64'",
+        # One TensorFlow distribution: `tensorflow` everywhere (it runs on CPU
+        # as it is); the [gpu] extra adds its CUDA wheels (tensorflow[and-cuda])
+        # to the same distribution instead of installing a second one.
+        "tensorflow>=2.16",
         "keras>=3.12",
         "tensorflow-datasets>=4.9",
         # tfds.load needs it on Python 3.11 but does not declare it.
