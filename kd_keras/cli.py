@@ -229,6 +229,12 @@ def _define_distill(flag_values):
         "(slower there; ops without a deterministic kernel fail).",
         flag_values=flag_values,
     )
+    flags.DEFINE_enum(
+        "teacher_cache", "auto", ["auto", "true", "false"],
+        "Compute the teacher's logits of the training inputs once and reuse them for "
+        "every view that shows them unchanged; auto: whenever that is exact.",
+        flag_values=flag_values,
+    )
     _define_unsafe(flag_values)
     _define_allow_weak_teacher(flag_values, "Distil from")
 
@@ -406,6 +412,7 @@ def _run_distill(values, command_line):
         verbose=_keras_verbose(values), student_bits=values.bits, strategy=values.strategy,
         precision=values.precision, teacher_precision=values.teacher_precision,
         deterministic=values.deterministic, safe_mode=not values.unsafe_deserialization,
+        teacher_cache={"auto": "auto", "true": True, "false": False}[values.teacher_cache],
         allow_weak_teacher=values.allow_weak_teacher, **overrides,
     )
     print(summary(metrics))
@@ -578,32 +585,36 @@ def parse(argv):
 def main(parsed):
     """Run a parsed command; our own errors end in one line `kd-keras: error: ...`, exit 2."""
     import kd_keras
+    from kd_keras import quiet
 
-    # What `import kd_keras` does outside this command (see kd_keras.import_all).
-    kd_keras.import_all()
+    values = parsed.values
+    verbose = values.verbose if "verbose" in values else "auto"
+    if verbose == "3":
+        quiet.show_native_logs()
+    # Loading TensorFlow, LiteRT and the devices writes C++ lines past
+    # TF_CPP_MIN_LOG_LEVEL (absl's InitializeLog warning, oneDNN, "Could not
+    # find cuda drivers", cuInit on a GPU build without a GPU): held back,
+    # replayed if loading fails, shown with --verbose=3.
+    with quiet.native_stderr_captured():
+        # What `import kd_keras` does outside this command (see kd_keras.import_all).
+        kd_keras.import_all()
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
     from kd_keras import data as kd_data
     from kd_keras import export as kd_export
     from kd_keras import faults
     from kd_keras import run
 
-    values = parsed.values
-    from kd_keras import quiet
-
-    verbose = values.verbose if "verbose" in values else "auto"
-    if verbose == "3":
-        quiet.show_native_logs()
-    else:
-        # TensorFlow's SavedModel writer logs every signature at INFO through absl.
+    if verbose != "3":
+        # The SavedModel and TFLite converters log every step at INFO (absl's
+        # logger and TensorFlow's).
         absl_logging.set_verbosity(absl_logging.WARNING)
+        tf.get_logger().setLevel("ERROR")
     if "cpu_devices" in values and values.cpu_devices:
         from kd_keras import strategy as kd_strategy
 
         kd_strategy.split_cpu(values.cpu_devices)
-    if verbose != "3":
-        # The SavedModel and TFLite converters log every step at INFO.
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")
     ours = (run.RunError, kd_data.DataError, faults.NumericalFault, kd_export.ParityError)
     try:
         parsed.command.run(values, _command_line(parsed.argv))
@@ -729,6 +740,13 @@ def summary(metrics):
         rows.append(("precision", metrics["precision"]))
     if metrics.get("teacher_precision", "float32") != "float32":
         rows.append(("teacher precision", metrics["teacher_precision"]))
+    cache = metrics.get("teacher_cache")
+    if cache:
+        rows.append((
+            "teacher cache",
+            f"{cache['samples']:,} x {cache['classes']} {cache['dtype']} logits, "
+            f"{cache['bytes'] / 2**20:.1f} MiB",
+        ))
     for name, report in metrics["exports"].items():
         rows.append((f"{name} size", f"{report['bytes'] / 1024:.1f} KiB"))
     rows += [

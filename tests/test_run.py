@@ -456,7 +456,11 @@ def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
     assert grid.shape[1] > 8 * 112 and 2 * 112 < grid.shape[0] < 3 * 112
     # The view row is what the run's host policy (its seed, epoch 0) makes of the test images.
     x = kd_keras.data.load_digits().test[0][:8]
-    views = pba.PBAAugment(schedule, seed=3).augment_batch(x, np.zeros(8, "int32"))[0].numpy()
+    host = kd_keras.recipes.build.host_augment(
+        kd_keras.recipes.get("rolewise", {"policy": schedule, "augment_seed": 3})
+    )
+    assert host.cutout == 0.5  # PBA's final Cutout is part of the view
+    views = host.augment_batch(x, np.zeros(8, "int32"))[0].numpy()
     assert not np.array_equal(views, x)
     _, boxes = kd_keras.plots.image_grid(
         [("original", np.repeat(x, 3, -1)), ("view", np.repeat(views, 3, -1))],
@@ -473,3 +477,18 @@ def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
         for value in event.summary.value
     }
     assert "views" in tags  # the same grid in TensorBoard
+
+
+def test_two_jobs_with_one_seed_train_the_same_student(tmp_path):
+    # The student's initial weights come from the run's seed, not from what
+    # the process drew before (a second job in one process draws on).
+    students = []
+    for name in ("first", "second"):
+        run.distill_job(epochs=1, out=tmp_path / name, export_formats=("keras",), verbose=0, seed=4)
+        students.append(keras.saving.load_model(tmp_path / name / "student.keras"))
+    for a, b in zip(students[0].weights, students[1].weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    other = tmp_path / "other-seed"
+    run.distill_job(epochs=1, out=other, export_formats=("keras",), verbose=0, seed=5)
+    changed = keras.saving.load_model(other / "student.keras")
+    assert not np.array_equal(np.array(changed.weights[0]), np.array(students[0].weights[0]))
