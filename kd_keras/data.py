@@ -486,10 +486,11 @@ def pipeline(
 
 def _ordered_by_epoch(data, seed, epoch):
     x, y = data
-    count = len(x)
+    count = len(y)
     if count == 0:
         raise DataError("The training data is empty: pass at least one sample.")
-    inputs, labels = tf.constant(x), tf.constant(y)
+    # Inputs may be a dict of arrays (e.g. with cached teacher logits).
+    inputs, labels = tf.nest.map_structure(tf.constant, x), tf.constant(y)
     seed = tf.constant(int(seed), tf.int64)
 
     def one_pass(_):
@@ -501,7 +502,9 @@ def _ordered_by_epoch(data, seed, epoch):
         return tf.data.Dataset.from_tensor_slices(order)
 
     dataset = tf.data.Dataset.range(1).flat_map(one_pass)
-    dataset = dataset.map(lambda i: (tf.gather(inputs, i), tf.gather(labels, i)))
+    dataset = dataset.map(
+        lambda i: (tf.nest.map_structure(lambda t: tf.gather(t, i), inputs), tf.gather(labels, i))
+    )
     return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 

@@ -13,6 +13,8 @@ from kd_keras import precision as kd_precision
 from kd_keras import recipes
 from kd_keras.recipes import build
 from kd_keras import strategy as kd_strategy
+from kd_keras.distiller import INPUTS
+from kd_keras.distiller import TEACHER_LOGITS
 from kd_keras.models.cast import cast_model
 from kd_keras.models.strip_softmax import check_logits
 from kd_keras import _keras_compat
@@ -35,6 +37,7 @@ def distill(
     precision=None,
     teacher_precision=None,
     data_augmentation=None,
+    teacher_cache="auto",
     **overrides,
 ):
     """Distil `teacher` into `student` with a named recipe and return the trained Distiller.
@@ -82,6 +85,17 @@ def distill(
         teacher_precision: `"bfloat16"` or `"float16"` runs the frozen
             teacher's forward pass in that precision (a cast copy,
             `kd_keras.models.cast_model`), `"float32"` in float32, None as built.
+        teacher_cache: compute the teacher's logits of the training inputs
+            once, before training, and serve them to every view that shows
+            the inputs unchanged (`View.deterministic`: plain KD, the clean
+            half of mixing, HARD and backward views) instead of running the
+            teacher on them every epoch. `"auto"` caches when that is exact:
+            `(x, y)` arrays, no host augmentation, no feature losses (which
+            need the teacher's forward pass); `True` insists (a `ValueError`
+            says why it cannot); `False` never caches. Logits are kept in
+            memory in float32 (float16 above `CACHE_BUDGET` bytes, live
+            teacher above that); the returned Distiller's `teacher_cache`
+            describes the cache (samples, classes, dtype, bytes) or is None.
         data_augmentation: the data's own per-sample tf.data augmentation
             (e.g. `kd_keras.data.standard_augmentation()`, pad-crop-flip), run
             after the recipe's host policy when it has one, as PBA does.
@@ -107,6 +121,8 @@ def distill(
                                  validation_data=data.test)
     ```
     """
+    if teacher_cache not in TEACHER_CACHE:
+        raise ValueError(f"teacher_cache must be 'auto', True or False, got {teacher_cache!r}.")
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     kd_precision.check(precision or "float32", teacher_precision or "float32")
@@ -130,13 +146,16 @@ def distill(
         host_augment.then = data_augmentation
     num_classes = teacher.output_shape[-1]
     order = kd_data.SetEpoch()
+    check_logits(teacher, _sample_inputs(train_data), "teacher")
+    train_data, distiller.teacher_cache = _with_teacher_cache(
+        teacher_cache, train_data, teacher, distiller, host_augment, num_classes
+    )
     # Under several replicas a last partial batch may leave a replica with
     # no samples (a mean over nothing); drop it so every step splits evenly.
     train = _as_batches(
         train_data, batch_size, num_classes, True, seed, host_augment, order.epoch,
         drop_remainder=strategy.num_replicas_in_sync > 1,
     )
-    check_logits(teacher, _sample_inputs(train_data), "teacher")
     validation = None
     if validation_data is not None:
         validation = _as_batches(validation_data, batch_size, num_classes, False, seed)
@@ -162,6 +181,51 @@ def distill(
         shuffle=False,  # the pipeline shuffles
     )
     return distiller
+
+
+# Cached teacher logits above this many bytes are kept in float16; above it
+# in float16 too, the teacher runs live.
+CACHE_BUDGET = 1 << 30
+TEACHER_CACHE = ("auto", True, False)
+
+
+def _with_teacher_cache(mode, data, teacher, distiller, host_augment, num_classes):
+    """Return `(data, cache)`: the data with the teacher's logits of its inputs, or as it is.
+
+    Cached data is `({INPUTS: x, TEACHER_LOGITS: logits}, y)`; `cache` then
+    describes the cache (`samples`, `classes`, `dtype`, `bytes`), else is None.
+    """
+    if mode is False:
+        return data, None
+    reason = None
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        reason = "the training data is not (x, y) arrays: pass arrays"
+    elif host_augment is not None:
+        reason = "the recipe augments on the host, so the teacher's inputs change every epoch"
+    elif distiller.needs_teacher_features:
+        reason = "feature losses need the teacher's forward pass"
+    elif not distiller.augmenter.keeps_input:
+        reason = "the augmenter shows no view of the inputs unchanged"
+    if reason is None:
+        x, y = kd_data.check_arrays(*data, num_classes=num_classes)
+        if len(y) * num_classes * 2 > CACHE_BUDGET:
+            reason = (
+                f"{len(y):,} x {num_classes} logits exceed the cache's "
+                f"{CACHE_BUDGET / 2**30:.0f} GiB even in float16"
+            )
+    if reason is not None:
+        if mode is True:
+            raise ValueError(f"teacher_cache=True, but {reason}; use teacher_cache='auto'.")
+        return data, None
+    x = x.astype("float32") if np.issubdtype(x.dtype, np.floating) else x
+    logits = np.asarray(teacher.predict(x, batch_size=256, verbose=0), "float32")
+    if logits.nbytes > CACHE_BUDGET:
+        logits = logits.astype("float16")
+    cache = {
+        "samples": int(logits.shape[0]), "classes": int(logits.shape[1]),
+        "dtype": str(logits.dtype), "bytes": int(logits.nbytes),
+    }
+    return ({INPUTS: x, TEACHER_LOGITS: logits}, y), cache
 
 
 def _prepared(model, strategy, dtype, building):
@@ -200,8 +264,14 @@ def _as_batches(
             f"Expected (x, y) arrays or a tf.data.Dataset, got {type(data).__name__}: "
             "pass the inputs and labels as a pair."
         )
-    x, y = kd_data.check_arrays(*data, num_classes=num_classes, batch_size=minimum)
+    x, y = data
+    cached = None
+    if isinstance(x, dict):  # inputs with their cached teacher logits
+        x, cached = x[INPUTS], x[TEACHER_LOGITS]
+    x, y = kd_data.check_arrays(x, y, num_classes=num_classes, batch_size=minimum)
     x = x.astype("float32") if np.issubdtype(x.dtype, np.floating) else x
+    if cached is not None:
+        x = {INPUTS: x, TEACHER_LOGITS: cached}
     return kd_data.pipeline(
         (x, y), batch_size, training, augment, seed, epoch=epoch,
         drop_remainder=drop_remainder,

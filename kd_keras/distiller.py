@@ -20,6 +20,10 @@ AUGMENTER = "augmenter"
 PHASES = (STUDENT, AUGMENTER)
 STUDENT_FORWARDS = ("per_view", "joint")
 FINAL_OUTPUT = "final_output"
+# A training batch may carry the teacher's logits of its inputs (the teacher
+# cache of kd_keras.distill): x is then {INPUTS: inputs, TEACHER_LOGITS: logits}.
+INPUTS = "inputs"
+TEACHER_LOGITS = "teacher_logits"
 # Logged by every run, as keras.distillation.Distiller logs them.
 _TOTALS = ("loss", "total_loss", "student_loss", "distillation_loss")
 @keras.saving.register_keras_serializable(package="kd_keras")
@@ -185,6 +189,11 @@ class Distiller(keras.Model):
     def learnable_augmenter(self):
         """True when the augmenter has trainable weights (and so a phase of its own)."""
         return bool(self.augmenter.trainable_weights)
+
+    @property
+    def needs_teacher_features(self):
+        """True when a distillation loss reads the teacher's intermediate features."""
+        return self._teacher_features is not None
 
     @property
     def steps_trained(self):
@@ -401,11 +410,12 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, cached = _split_cached(x)
         self._steps_trained.assign_add(1)
         if self._phase == AUGMENTER:
             self._augmenter_step(x, y)
             return self._step_logs(self._augmenter_metrics())
-        self._student_step(x, y)
+        self._student_step(x, y, cached)
         return self._step_logs(self._student_metrics())
 
     def fit(self, *args, callbacks=None, **kwargs):
@@ -459,18 +469,22 @@ class Distiller(keras.Model):
             self._replica_functions[function.__name__] = compiled
         return compiled
 
-    def _student_step(self, x, y):
+    def _student_step(self, x, y, cached=None):
         variables = self.student.trainable_variables
         gradients, terms, first, teacher_logits, student_logits = self._replica_compiled(
             self._student_gradients
-        )(x, y)
+        )(x, y, cached)
         self.optimizer.apply(gradients, variables)
         self._update_trackers(terms, first, teacher_logits, student_logits)
 
-    def _student_gradients(self, x, y):
+    def _student_gradients(self, x, y, cached=None):
         views = as_views(
             self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
         )
+        if cached is not None and views[0].deterministic and views[0].teacher_logits is None:
+            # The first view is the batch as it came in: its teacher logits
+            # were computed once, before training.
+            views[0].teacher_logits = cached
         teacher_outputs = self._teacher_outputs(views)
         with tf.GradientTape() as tape:
             student_outputs = self._student_outputs(views, training=True)
@@ -593,7 +607,8 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        views = (View(x, y),)
+        x, cached = _split_cached(x)
+        views = (View(x, y, cached),)
         teacher_outputs = self._teacher_outputs(views)
         student_outputs = self._student_outputs(views, training=False)
         terms = self._loss_terms(views, teacher_outputs, student_outputs)
@@ -606,7 +621,7 @@ class Distiller(keras.Model):
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self.student(x, training=False)
+        return self.student(_split_cached(x)[0], training=False)
 
     def _build_trackers(self):
         self._distillation_names = _unique_names(self.distillation_losses)
@@ -686,6 +701,12 @@ class Distiller(keras.Model):
             deserialize(l) for l in config["distillation_losses"]
         ]
         return cls(**config)
+
+
+def _split_cached(x):
+    if isinstance(x, dict) and TEACHER_LOGITS in x:
+        return x[INPUTS], x[TEACHER_LOGITS]
+    return x, None
 
 
 def _warn_if_logits_kl(loss):

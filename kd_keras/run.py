@@ -439,6 +439,7 @@ def distill_job(
     deterministic=False,
     safe_mode=True,
     allow_weak_teacher=False,
+    teacher_cache="auto",
     **overrides,
 ):
     """Run a whole distillation job and write its run directory; return its metrics.
@@ -495,6 +496,7 @@ def distill_job(
             (`Lambda` layers); `False` only for files you trust.
         allow_weak_teacher: distil from a teacher near chance on the test
             data (see `check_teacher`) instead of refusing it.
+        teacher_cache: `"auto"`, `True` or `False` (see `kd_keras.distill`).
         **overrides: recipe overrides.
 
     Returns:
@@ -585,6 +587,8 @@ def distill_job(
         raise RunError(
             f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
         )
+    # Before anything draws: the student's initial weights come from this seed.
+    keras.utils.set_random_seed(seed)
     with strategy.scope(), kd_precision.policy(precision):
         student_model = kd_models.get(
             student, bundle.input_shape, bundle.num_classes, bits=student_bits,
@@ -644,6 +648,7 @@ def distill_job(
             backup=backup,
             deterministic=deterministic,
             data_augmentation=data_augmentation,
+            teacher_cache=teacher_cache,
         )
         if snapshots is not None:
             snapshots.save_png(out / "views.png")
@@ -666,6 +671,7 @@ def distill_job(
             **_accuracies(teacher_model, student_model, bundle),
             "optimizer_steps": _optimizer_steps(distiller),
             "resumed_from_epoch": backup.restored_epoch,
+            "teacher_cache": distiller.teacher_cache,
         }
         if collapse is not None:
             metrics["augmenter_collapsed_epochs"] = collapse.collapsed_epochs
