@@ -42,6 +42,9 @@ setup(
         "numpy>=1.23",
         # The figures (kd_keras.plots) use Pillow's scalable default font (10.1).
         "pillow>=10.1",
+        # MNIST-1D (--dataset=mnist1d), generated offline from its seed; it
+        # brings matplotlib (a few seconds of install), which its import needs.
+        "mnist1d>=0.0.2",
     ],
     extras_require={
         # The search tests need Ray Tune: CI installs it rather than skipping them.

@@ -16,7 +16,7 @@ batch 64, T = 4, ...) and the schedule shortened to the given epochs:
   agreement as a column of its own. The students distil on the first
   `--text_train_size` training reviews (a smaller transfer set, where
   extra samples should matter most; the teacher was trained on all
-  16,000). The task is synthetic (see `kd_keras.text_data`): it measures
+  16,000). The task is synthetic (see `kd_keras.data.text`): it measures
   the method on token distributions, not on real language.
 
 Usage:
@@ -150,7 +150,7 @@ def main(argv):
         image_methods = [m for m in IMAGE_METHODS if m.recipe in ("kd", "backward", "mixup")]
 
     digits = kd_keras.data.load_digits()
-    digits_teacher = kd_keras.run.load_model(kd_keras.shipped.path("digits_cnn_teacher.keras"))
+    digits_teacher = kd_keras.resolve.load_model(kd_keras.shipped.path("digits_cnn_teacher.keras"))
     x_train, y_train = digits.train
     if FLAGS.quick:
         x_train, y_train = x_train[:256], y_train[:256]
@@ -168,7 +168,7 @@ def main(argv):
     )
 
     text = kd_keras.data.load("text-default")
-    text_teacher = kd_keras.run.load_model(kd_keras.shipped.path("text_default_teacher.keras"))
+    text_teacher = kd_keras.resolve.load_model(kd_keras.shipped.path("text_default_teacher.keras"))
     train = (text.train[0][:text_size], text.train[1][:text_size])
     print(
         f"text-default (synthetic): teacher "

@@ -6,7 +6,7 @@ the CRD recipe (`kd-keras train-teacher --schedule=crd`: SGD 0.05, x0.1 at
 name>.keras` if there), distils the student with each recipe at the
 recipe's defaults (240 epochs, batch 64, the CRD schedule), and prints the
 table with the paper's numbers and the CRD teachers' accuracies. Each run is
-a `kd_keras.run.distill_job`, so its run directory (metrics.json, the
+a `kd_keras.jobs.distill_job`, so its run directory (metrics.json, the
 exported student, TensorBoard logs) stays under --out.
 
 Without a GPU it runs a smoke configuration instead: CIFAR-100 is not
@@ -34,7 +34,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 import kd_keras  # noqa: E402
-from kd_keras import cifar100  # noqa: E402
+import cifar100_table as cifar100  # noqa: E402
 
 flags.DEFINE_list("pairs", None, "Pairs as teacher->student zoo names (default: all seven).")
 flags.DEFINE_list("runs", list(cifar100.DEFAULT_RUNS), f"Columns: {', '.join(cifar100.RUNS)}.")
@@ -66,7 +66,7 @@ def _teacher(pair, smoke, dataset, root):
     if path.exists():  # trained by an earlier run: its card has the accuracy
         card = json.loads(path.with_suffix(".json").read_text())
         return str(path), 100 * card["test_accuracy"]
-    card = kd_keras.run.train_teacher_job(
+    card = kd_keras.jobs.train_teacher_job(
         pair.teacher, dataset, epochs=1 if smoke else FLAGS.teacher_epochs,
         batch_size=64, schedule="crd", out=path, data_dir=FLAGS.data_dir,
         download=True if smoke else "auto", strategy=FLAGS.strategy,
@@ -80,7 +80,7 @@ def _distil(pair, run, teacher_path, seed, smoke, dataset, root):
     out = pathlib.Path(root["out"]) / f"{pair.teacher}-{pair.student}" / f"{run.name}-seed{seed}"
     if (out / "metrics.json").exists():  # a finished cell of an earlier, interrupted table
         return 100 * json.loads((out / "metrics.json").read_text())["student_accuracy"]
-    metrics = kd_keras.run.distill_job(
+    metrics = kd_keras.jobs.distill_job(
         recipe=run.recipe, dataset=dataset, teacher=teacher_path, student=pair.student,
         epochs=1 if smoke else FLAGS.epochs, seed=seed, out=out, export_formats=("keras",),
         data_dir=FLAGS.data_dir, download=True if smoke else "auto",

@@ -60,7 +60,7 @@ def main(_):
     data = kd_keras.data.load_digits()
     x = data.train[0][: FLAGS.batch_size]
     y = data.train[1][: FLAGS.batch_size]
-    teacher = kd_keras.run.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
+    teacher = kd_keras.resolve.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
     candidates = {
         (student, augmenter, deterministic): _candidate(
             teacher, student, augmenter, x, y, deterministic

@@ -71,7 +71,6 @@ from absl import flags  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import kd_keras  # noqa: E402
-import kd_keras.run  # noqa: E402
 import kd_keras.shipped  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -398,7 +397,7 @@ def main(argv):
         rows = [row for row in rows if row.key in FLAGS.rows or row.key == "hard+"]
     if dataset == "digits":
         train_data, clean, shifted = digits_splits(FLAGS.validation)
-        teacher = kd_keras.run.load_model(
+        teacher = kd_keras.resolve.load_model(
             kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER)
         )
         evaluations = {"clean": clean, "shifted": shifted}

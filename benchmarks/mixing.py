@@ -35,7 +35,6 @@ from absl import flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kd_keras  # noqa: E402
-import kd_keras.run  # noqa: E402
 import kd_keras.shipped  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -76,7 +75,7 @@ METHODS = (
 
 
 def load_teacher():
-    return kd_keras.run.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
+    return kd_keras.resolve.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
 
 
 def build_student(seed, bundle):

@@ -57,7 +57,7 @@ flags.DEFINE_string("schedule", None, "Use this schedule JSON instead of searchi
 
 
 def accuracy(model, data):
-    return kd_keras.run.evaluate(model, data)
+    return kd_keras.resolve.evaluate(model, data)
 
 
 def distil(teacher, bundle, recipe, seed):
@@ -75,7 +75,7 @@ def distil(teacher, bundle, recipe, seed):
 def search_student_agent(out):
     kd_keras.search.search(
         role="student", dataset="digits", model=FLAGS.student, bits=FLAGS.bits,
-        teacher=kd_keras.run.DEFAULT_TEACHER, population=FLAGS.population,
+        teacher="shipped:digits_cnn", population=FLAGS.population,
         epochs=FLAGS.search_epochs, perturbation_interval=FLAGS.perturbation_interval,
         train_size=FLAGS.train_size, initial_policy=FLAGS.initial_policy, seed=0, out=out,
     )
@@ -98,7 +98,7 @@ def describe(schedule):
 def main(argv):
     del argv
     bundle = kd_keras.data.load_digits()
-    teacher = kd_keras.run.resolve_teacher(kd_keras.run.DEFAULT_TEACHER, bundle)
+    teacher = kd_keras.resolve.resolve_teacher("shipped:digits_cnn", bundle)
     print(
         f"digits: teacher {accuracy(teacher, bundle.test):.2%} test accuracy, "
         f"{accuracy(teacher, bundle.test_shifted):.2%} shifted; student {FLAGS.student} "

@@ -127,7 +127,7 @@ def main(_):
     batch = FLAGS.batch_size
     x, y = data.train[0][:batch], data.train[1][:batch]
     shape = x.shape[1:]
-    teacher = kd_keras.run.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
+    teacher = kd_keras.resolve.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
     constant = _constant(x, y)
 
     candidates = {}

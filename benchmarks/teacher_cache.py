@@ -43,7 +43,7 @@ def main(argv):
     del argv
     data = kd_keras.data.load_digits()
     x, y = data.train
-    teacher = kd_keras.run.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
+    teacher = kd_keras.resolve.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
     batches = kd_keras.data.pipeline((x, y), FLAGS.batch_size)
     steps = int(batches.cardinality())
 

@@ -33,7 +33,6 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 import kd_keras  # noqa: E402
-import kd_keras.run  # noqa: E402
 import kd_keras.shipped  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -67,7 +66,7 @@ def methods():
 
 
 def load_teacher():
-    return kd_keras.run.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
+    return kd_keras.resolve.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
 
 
 def build_student(seed, bundle):

@@ -6,7 +6,7 @@
 import kd_keras
 
 data = kd_keras.data.load_digits()  # bundled with scikit-learn: offline
-teacher = kd_keras.run.load_model(kd_keras.shipped.path("digits_cnn_teacher.keras"))
+teacher = kd_keras.resolve.load_model(kd_keras.shipped.path("digits_cnn_teacher.keras"))
 student = kd_keras.models.get("mlp", data.input_shape, data.num_classes)
 
 distiller = kd_keras.distill(

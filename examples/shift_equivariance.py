@@ -17,7 +17,7 @@ import numpy as np
 import kd_keras
 
 data = kd_keras.data.load_digits()  # centred training digits; test also shifted by [-6, 6] px
-teacher = kd_keras.run.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
+teacher = kd_keras.resolve.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
 
 keras.utils.set_random_seed(0)
 student = kd_keras.models.get("mlp", data.input_shape, data.num_classes)

@@ -1,4 +1,4 @@
-"""The `kd-keras` command: one flag set per command. Thin: the jobs live in `kd_keras.run`.
+"""The `kd-keras` command: one flag set per command. Thin: the jobs live in `kd_keras.jobs`.
 
 `kd-keras COMMAND [--flags]` parses the flags after the command name with that
 command's own `absl.flags.FlagValues`, so `kd-keras COMMAND --help` lists
@@ -387,8 +387,8 @@ def _define_export_command(flag_values):
 
 
 def _run_distill(values, command_line):
+    from kd_keras import jobs
     from kd_keras import recipes
-    from kd_keras import run
 
     overrides = _overrides(values.set)
     if values.learning_rate is not None:
@@ -404,7 +404,7 @@ def _run_distill(values, command_line):
         config = recipes.get(values.recipe, overrides, teacher=values.teacher, student=values.student)
         print(recipes.to_json(config))
         return
-    metrics = run.distill_job(
+    metrics = jobs.distill_job(
         recipe=values.recipe, dataset=values.dataset, teacher=values.teacher,
         student=values.student, epochs=values.epochs, batch_size=values.batch_size,
         seed=values.seed, out=values.out, export_formats=tuple(values.export),
@@ -419,9 +419,9 @@ def _run_distill(values, command_line):
 
 
 def _run_train_teacher(values, command_line):
-    from kd_keras import run
+    from kd_keras import jobs
 
-    card = run.train_teacher_job(
+    card = jobs.train_teacher_job(
         model=values.model, dataset=values.dataset, epochs=values.epochs,
         batch_size=values.batch_size, learning_rate=values.learning_rate, seed=values.seed,
         out=values.out, data_dir=values.data_dir, download=_download(values),
@@ -433,9 +433,9 @@ def _run_train_teacher(values, command_line):
 
 
 def _run_train_vae(values, command_line):
-    from kd_keras import run
+    from kd_keras import jobs
 
-    card = run.train_vae_job(
+    card = jobs.train_vae_job(
         dataset=values.dataset, epochs=values.epochs, batch_size=values.batch_size,
         latent_dim=values.latent_dim, learning_rate=values.learning_rate, seed=values.seed,
         out=values.out, data_dir=values.data_dir, download=_download(values),
@@ -445,16 +445,16 @@ def _run_train_vae(values, command_line):
 
 
 def _run_search(values, command_line):
-    from kd_keras import run
+    from kd_keras import jobs
 
-    out = values.out or str(run.default_out("search", values.role, values.dataset))
+    out = values.out or str(jobs.default_out("search", values.role, values.dataset))
     if values.verbose in ("auto", "0"):
         print(
             f"Searching with {values.population} trials on Ray Tune into {out} (its progress: "
             "--verbose=1)."
         )
     try:
-        report = run.search_job(
+        report = jobs.search_job(
             role=values.role, dataset=values.dataset, model=values.model, bits=values.bits,
             teacher=values.teacher, population=values.population, epochs=values.epochs,
             perturbation_interval=values.perturbation_interval, train_size=values.train_size,
@@ -478,13 +478,13 @@ def _run_search(values, command_line):
 
 
 def _run_export(values, command_line):
-    from kd_keras import run
+    from kd_keras import jobs
 
     if not values.model:
         _fail("export needs --model=PATH.keras, the student to export.")
     if not values.out:
         _fail("export needs --out=DIRECTORY for the exported files.")
-    report = run.export_job(
+    report = jobs.export_job(
         values.model, values.out, tuple(values.export), dataset=values.dataset,
         data_dir=values.data_dir, download=_download(values),
         safe_mode=not values.unsafe_deserialization,
@@ -603,8 +603,8 @@ def main(parsed):
         tf.config.list_physical_devices()
     from kd_keras import data as kd_data
     from kd_keras import export as kd_export
-    from kd_keras import faults
-    from kd_keras import run
+    from kd_keras.callbacks import faults
+    from kd_keras import resolve
 
     if verbose != "3":
         # The SavedModel and TFLite converters log every step at INFO (absl's
@@ -615,7 +615,7 @@ def main(parsed):
         from kd_keras import strategy as kd_strategy
 
         kd_strategy.split_cpu(values.cpu_devices)
-    ours = (run.RunError, kd_data.DataError, faults.NumericalFault, kd_export.ParityError)
+    ours = (resolve.RunError, kd_data.DataError, faults.NumericalFault, kd_export.ParityError)
     try:
         parsed.command.run(values, _command_line(parsed.argv))
     except ours as error:

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kd_keras import backup as kd_backup
+from kd_keras.callbacks import backup as kd_backup
 from kd_keras import data as kd_data
-from kd_keras import faults
+from kd_keras.callbacks import faults
 from kd_keras import precision as kd_precision
 from kd_keras import recipes
 from kd_keras.recipes import build
@@ -45,7 +45,7 @@ def distill(
     Bad input fails before training, with the fix in the message: labels out
     of range or of the wrong type, NaN/Inf inputs, fewer samples than one
     batch, a teacher that outputs probabilities. Training stops with
-    `kd_keras.faults.NumericalFault` at the first step whose loss terms turn
+    `kd_keras.callbacks.faults.NumericalFault` at the first step whose loss terms turn
     NaN/Inf. NumPy training data is shuffled in an order drawn from
     `(seed, epoch)`, so with `backup` an interrupted call, repeated, resumes
     on the batches it would have seen.
@@ -65,7 +65,7 @@ def distill(
         seed: seeds Python, NumPy, TensorFlow and the shuffle.
         callbacks: extra Keras callbacks.
         verbose: Keras `fit` verbosity (progress bar by default).
-        backup: a directory or a `kd_keras.backup.Backup`: checkpoint every
+        backup: a directory or a `kd_keras.callbacks.backup.Backup`: checkpoint every
             epoch there and, when it already holds a checkpoint, resume from
             it (the same call, repeated after an interruption).
         deterministic: enable TensorFlow's deterministic ops
@@ -146,16 +146,24 @@ def distill(
         host_augment.then = data_augmentation
     num_classes = teacher.output_shape[-1]
     order = kd_data.SetEpoch()
-    check_logits(teacher, _sample_inputs(train_data), "teacher")
-    train_data, distiller.teacher_cache = _with_teacher_cache(
-        teacher_cache, train_data, teacher, distiller, host_augment, num_classes
-    )
     # Under several replicas a last partial batch may leave a replica with
     # no samples (a mean over nothing); drop it so every step splits evenly.
+    drop_remainder = strategy.num_replicas_in_sync > 1
+    # The data are checked (building the pipeline) before the teacher sees them.
     train = _as_batches(
         train_data, batch_size, num_classes, True, seed, host_augment, order.epoch,
-        drop_remainder=strategy.num_replicas_in_sync > 1,
+        drop_remainder=drop_remainder,
     )
+    check_logits(teacher, _sample_inputs(train_data), "teacher")
+    _check_input_range(train_data, config.get("name", "custom"), distiller.augmenter, host_augment)
+    cached, distiller.teacher_cache = _with_teacher_cache(
+        teacher_cache, train_data, teacher, distiller, host_augment, num_classes
+    )
+    if distiller.teacher_cache is not None:
+        train = _as_batches(
+            cached, batch_size, num_classes, True, seed, host_augment, order.epoch,
+            drop_remainder=drop_remainder,
+        )
     validation = None
     if validation_data is not None:
         validation = _as_batches(validation_data, batch_size, num_classes, False, seed)
@@ -226,6 +234,29 @@ def _with_teacher_cache(mode, data, teacher, distiller, host_augment, num_classe
         "dtype": str(logits.dtype), "bytes": int(logits.nbytes),
     }
     return ({INPUTS: x, TEACHER_LOGITS: logits}, y), cache
+
+
+def _check_input_range(data, recipe, augmenter, host_augment):
+    """Refuse inputs outside the value range a recipe's augmentation assumes, before training."""
+    for what, source in (("augmenter", augmenter), ("host augmentation", host_augment)):
+        expected = getattr(source, "input_range", None)
+        if expected is None:
+            continue
+        if isinstance(data, (tuple, list)):
+            inputs = np.asarray(data[0])
+        else:
+            inputs = np.asarray(_sample_inputs(data, count=1024))
+        if not np.issubdtype(inputs.dtype, np.floating) or inputs.size == 0:
+            continue
+        low, high = float(inputs.min()), float(inputs.max())
+        tolerance = 1e-6 * (expected[1] - expected[0])
+        if low < expected[0] - tolerance or high > expected[1] + tolerance:
+            raise ValueError(
+                f"Recipe {recipe!r}: its {what} ({type(source).__name__}) makes views in "
+                f"[{expected[0]:g}, {expected[1]:g}], but the training inputs range over "
+                f"[{low:.3g}, {high:.3g}]: rescale the inputs into that range, or use a "
+                "recipe that takes any range (kd, mixup, cutmix, cutmix_pick, funmatch, hard)."
+            )
 
 
 def _prepared(model, strategy, dtype, building):

@@ -5,6 +5,7 @@ import pathlib
 DIGITS_TEACHER = "digits_cnn_teacher.keras"
 DIGITS_VAE = "digits_vae.keras"
 TEXT_TEACHER = "text_default_teacher.keras"
+MNIST1D_TEACHER = "mnist1d_cnn_teacher.keras"
 
 
 def path(filename):

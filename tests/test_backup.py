@@ -8,8 +8,8 @@ from conftest import tiny_student
 from conftest import tiny_teacher
 
 import kd_keras
-from kd_keras.backup import Backup
-from kd_keras.backup import read_checkpoint
+from kd_keras.callbacks.backup import Backup
+from kd_keras.callbacks.backup import read_checkpoint
 
 # Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
 pytestmark = pytest.mark.large

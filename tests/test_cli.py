@@ -433,15 +433,15 @@ def test_import_kd_keras_registers_every_class_for_load_model(tmp_path):
 
 
 def test_parsed_flags_reach_the_job(cli, monkeypatch, capsys):
-    from kd_keras import run
-
+    from kd_keras import jobs
+    from kd_keras import resolve
     seen = {}
 
     def recording_job(**kwargs):
         seen.update(kwargs)
-        raise run.RunError("stop here: nothing to fix.")
+        raise resolve.RunError("stop here: nothing to fix.")
 
-    monkeypatch.setattr(run, "distill_job", recording_job)
+    monkeypatch.setattr(jobs, "distill_job", recording_job)
     parsed = cli.parse([
         "kd-keras", "distill", "--recipe=hard", "--epochs=4", "--set=temperature=2",
         "--learning_rate=0.01", "--export=keras,tflite", "--verbose=2", "--allow_weak_teacher",
@@ -458,14 +458,13 @@ def test_parsed_flags_reach_the_job(cli, monkeypatch, capsys):
 
 
 def test_errors_raised_outside_kd_keras_keep_their_traceback(cli, monkeypatch):
-    from kd_keras import run
-
+    from kd_keras import jobs
     def buggy_job(**kwargs):
         import numpy
 
         numpy.zeros(3).reshape(2)  # a ValueError raised inside NumPy: a bug, not bad input
 
-    monkeypatch.setattr(run, "distill_job", buggy_job)
+    monkeypatch.setattr(jobs, "distill_job", buggy_job)
     with pytest.raises(ValueError, match="cannot reshape"):
         cli.main(cli.parse(["kd-keras", "distill"]))
 
@@ -479,16 +478,15 @@ def test_errors_raised_outside_kd_keras_keep_their_traceback(cli, monkeypatch):
     ],
 )
 def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_path, raised, code, message):
-    from kd_keras import faults
-    from kd_keras import run
-
+    from kd_keras.callbacks import faults
+    from kd_keras import jobs
     if raised == "fault":
         raised = faults.NumericalFault("Non-finite loss kd=nan at step 7 (epoch 2, batch 3): ...")
 
     def failing_job(**kwargs):
         raise raised
 
-    monkeypatch.setattr(run, "distill_job", failing_job)
+    monkeypatch.setattr(jobs, "distill_job", failing_job)
     parsed = cli.parse(["kd-keras", "distill", f"--out={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as exit_:
         cli.main(parsed)
@@ -509,12 +507,12 @@ def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_pat
     ],
 )
 def test_an_interrupt_says_what_was_kept_and_how_to_resume(cli, capsys, monkeypatch, epoch, kept, message):
-    from kd_keras import run
-
+    from kd_keras import jobs
+    from kd_keras import run_directory
     def interrupted_job(**kwargs):
-        raise run.Interrupted("runs/d-1", epoch, kept)
+        raise run_directory.Interrupted("runs/d-1", epoch, kept)
 
-    monkeypatch.setattr(run, "distill_job", interrupted_job)
+    monkeypatch.setattr(jobs, "distill_job", interrupted_job)
     # Given or not, the --out of the message is the run's own.
     for out in ([], ["--out=elsewhere"], ["--out", "elsewhere"]):
         parsed = cli.parse(["kd-keras", "distill", "--recipe=hard", *out, "--set=note=a b"])

@@ -66,7 +66,7 @@ def test_tfds_loader_with_mock_data(tmp_path):
 
 
 def test_tfds_fails_fast_offline_with_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(kd_data, "_tfds_reachable", lambda: False)
+    monkeypatch.setattr(kd_data.tfds, "servers_reachable", lambda: False)
     with pytest.raises(kd_data.DataError, match="tfds build mnist.*--data_dir"):
         kd_data.load("tfds:mnist", data_dir=str(tmp_path))
     with pytest.raises(kd_data.DataError, match="not prepared"):
@@ -193,7 +193,7 @@ def test_tfds_offline_fails_at_once_without_retries(tmp_path, monkeypatch):
     def no_download(self, *args, **kwargs):
         raise AssertionError("an offline load must not try to download")
 
-    monkeypatch.setattr(kd_data.socket, "create_connection", unreachable)
+    monkeypatch.setattr(kd_data.tfds.socket, "create_connection", unreachable)
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
     with pytest.raises(kd_data.DataError, match="cannot be downloaded here"):
         kd_data.load("tfds:mnist", data_dir=str(tmp_path))

@@ -10,11 +10,11 @@ from keras import ops
 import kd_keras
 from kd_keras.augment import Augmenter
 from kd_keras.augment import View
-from kd_keras.backup import Backup
-from kd_keras.backup import read_checkpoint
-from kd_keras.faults import CollapseMonitor
-from kd_keras.faults import NumericalFault
-from kd_keras.faults import StopOnNonFinite
+from kd_keras.callbacks.backup import Backup
+from kd_keras.callbacks.backup import read_checkpoint
+from kd_keras.callbacks.faults import CollapseMonitor
+from kd_keras.callbacks.faults import NumericalFault
+from kd_keras.callbacks.faults import StopOnNonFinite
 
 
 class NaNAfter(keras.layers.Layer):

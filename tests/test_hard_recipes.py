@@ -125,7 +125,7 @@ def test_one_epoch_runs_both_phases(digits, recipe):
 
 @pytest.mark.large
 def test_distill_job_writes_the_views(tmp_path):
-    metrics = kd_keras.run.distill_job(
+    metrics = kd_keras.jobs.distill_job(
         recipe="hard", epochs=1, out=tmp_path / "run", export_formats=("keras",),
         verbose=0,
     )
@@ -133,7 +133,7 @@ def test_distill_job_writes_the_views(tmp_path):
     student = keras.saving.load_model(tmp_path / "run" / "student.keras")
     shifted = kd_keras.data.load_digits().test_shifted
     assert metrics["student_accuracy_shifted"] == pytest.approx(
-        kd_keras.run.evaluate(student, shifted), abs=1e-9
+        kd_keras.resolve.evaluate(student, shifted), abs=1e-9
     )
     image = keras.utils.load_img(tmp_path / "run" / "views.png")
     # 8 originals over 8 views, each 28x28 digit drawn 112 px wide.

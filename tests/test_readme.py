@@ -43,7 +43,7 @@ def test_every_readme_snippet_runs(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(kd_keras.data, "_tfds_reachable", lambda *args, **kwargs: True)
+    monkeypatch.setattr(kd_keras.data.tfds, "servers_reachable", lambda *args, **kwargs: True)
     kd_keras.models.get("resnet56", (32, 32, 3), 100).save("resnet56.keras")
     namespace = {}
     with tfds.testing.mock_data(num_examples=128):

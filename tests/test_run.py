@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import kd_keras
-from kd_keras import run
+from kd_keras import jobs
+from kd_keras import resolve
+from kd_keras import run_directory
 
 # Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
 pytestmark = pytest.mark.large
@@ -16,31 +18,31 @@ pytestmark = pytest.mark.large
 def test_corrupt_teacher_file_is_reported(tmp_path):
     corrupt = tmp_path / "teacher.keras"
     corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(run.RunError) as error:
-        run.load_model(corrupt)
+    with pytest.raises(resolve.RunError) as error:
+        resolve.load_model(corrupt)
     message = str(error.value)
     assert "teacher.keras is not a valid .keras file" in message
     # Keras' own "File not found" is wrong for a file that is there; no card, no card advice.
     assert "not found" not in message.lower() and "card" not in message
     assert "model.save" in message
     (tmp_path / "teacher.json").write_text(json.dumps({"command": "kd-keras train-teacher"}))
-    with pytest.raises(run.RunError, match=r"rebuild it with the command in its card .*teacher\.json"):
-        run.load_model(corrupt)
-    with pytest.raises(run.RunError, match="does not exist"):
-        run.load_model(tmp_path / "absent.keras")
+    with pytest.raises(resolve.RunError, match=r"rebuild it with the command in its card .*teacher\.json"):
+        resolve.load_model(corrupt)
+    with pytest.raises(resolve.RunError, match="does not exist"):
+        resolve.load_model(tmp_path / "absent.keras")
     teacher = kd_keras.models.get("mlp", (28, 28, 1), 10, width=8)
     teacher.save(tmp_path / "whole.keras")
     whole = (tmp_path / "whole.keras").read_bytes()
     (tmp_path / "truncated.keras").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(run.RunError, match="truncated.keras is not a valid .keras file"):
-        run.load_model(tmp_path / "truncated.keras")
+    with pytest.raises(resolve.RunError, match="truncated.keras is not a valid .keras file"):
+        resolve.load_model(tmp_path / "truncated.keras")
     # A zip archive that is no Keras model: Keras' reason is kept.
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
         archive.writestr("notes.txt", "hello")
-    with pytest.raises(run.RunError, match=r"other.keras is not a valid .keras file \(\w+: "):
-        run.load_model(tmp_path / "other.keras")
+    with pytest.raises(resolve.RunError, match=r"other.keras is not a valid .keras file \(\w+: "):
+        resolve.load_model(tmp_path / "other.keras")
 
 
 def test_python_code_in_a_model_file_needs_an_explicit_opt_in(digits, tmp_path):
@@ -48,9 +50,9 @@ def test_python_code_in_a_model_file_needs_an_explicit_opt_in(digits, tmp_path):
     scaled = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(scaled))
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
-    with pytest.raises(run.RunError, match="contains Python code .*--unsafe_deserialization"):
-        run.resolve_teacher(str(tmp_path / "lambda.keras"), digits)
-    teacher = run.resolve_teacher(str(tmp_path / "lambda.keras"), digits, safe_mode=False)
+    with pytest.raises(resolve.RunError, match="contains Python code .*--unsafe_deserialization"):
+        resolve.resolve_teacher(str(tmp_path / "lambda.keras"), digits)
+    teacher = resolve.resolve_teacher(str(tmp_path / "lambda.keras"), digits, safe_mode=False)
     assert teacher.output_shape == (None, 10)
 
 
@@ -58,7 +60,7 @@ def test_a_malformed_schedule_file_is_one_line_before_any_work(tmp_path, monkeyp
     monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: pytest.fail("loaded data"))
     (tmp_path / "schedule.json").write_text('{"entries": [')
     with pytest.raises(ValueError) as error:
-        run.distill_job(recipe="rolewise", policy=str(tmp_path / "schedule.json"), out=tmp_path / "run")
+        jobs.distill_job(recipe="rolewise", policy=str(tmp_path / "schedule.json"), out=tmp_path / "run")
     assert "not valid JSON" in str(error.value) and len(str(error.value).splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
@@ -66,14 +68,14 @@ def test_a_malformed_schedule_file_is_one_line_before_any_work(tmp_path, monkeyp
 def test_teacher_of_another_data_set_is_refused(digits, tmp_path):
     other = kd_keras.models.get("small_cnn", (32, 32, 3), 10)
     other.save(tmp_path / "cifar_teacher.keras")
-    with pytest.raises(run.RunError, match=r"shape \(32, 32, 3\) but digits has \(28, 28, 1\)"):
-        run.resolve_teacher(str(tmp_path / "cifar_teacher.keras"), digits)
+    with pytest.raises(resolve.RunError, match=r"shape \(32, 32, 3\) but digits has \(28, 28, 1\)"):
+        resolve.resolve_teacher(str(tmp_path / "cifar_teacher.keras"), digits)
     wrong_classes = kd_keras.models.get("small_cnn", (28, 28, 1), 7)
     wrong_classes.save(tmp_path / "seven.keras")
-    with pytest.raises(run.RunError, match="outputs 7 classes but digits has 10"):
-        run.resolve_teacher(str(tmp_path / "seven.keras"), digits)
-    with pytest.raises(run.RunError, match="Unknown teacher 'gpt'"):
-        run.resolve_teacher("gpt", digits)
+    with pytest.raises(resolve.RunError, match="outputs 7 classes but digits has 10"):
+        resolve.resolve_teacher(str(tmp_path / "seven.keras"), digits)
+    with pytest.raises(resolve.RunError, match="Unknown teacher 'gpt'"):
+        resolve.resolve_teacher("gpt", digits)
 
 
 def test_a_failed_export_keeps_the_training_and_a_rerun_only_exports(tmp_path, monkeypatch):
@@ -86,11 +88,11 @@ def test_a_failed_export_keeps_the_training_and_a_rerun_only_exports(tmp_path, m
     monkeypatch.setattr(kd_keras.export, "export_student", failing_export)
     out = tmp_path / "run"
     with pytest.raises(kd_keras.export.ParityError):
-        run.distill_job(epochs=2, out=out, export_formats=("keras",), verbose=0)
+        jobs.distill_job(epochs=2, out=out, export_formats=("keras",), verbose=0)
     assert not (out / "metrics.json").exists()
-    assert kd_keras.backup.read_checkpoint(out / "backup")["epoch"] == 2
+    assert kd_keras.callbacks.backup.read_checkpoint(out / "backup")["epoch"] == 2
     monkeypatch.setattr(kd_keras.export, "export_student", export_student)
-    metrics = run.distill_job(epochs=2, out=out, export_formats=("keras",), verbose=0)
+    metrics = jobs.distill_job(epochs=2, out=out, export_formats=("keras",), verbose=0)
     assert metrics["resumed_from_epoch"] == 2  # nothing trained again
     assert metrics["optimizer_steps"] == {"student": 2 * 22}
     assert metrics["exports"]["keras"]["agreement"] == 1.0
@@ -106,7 +108,7 @@ def test_bad_data_found_in_the_run_directory_leaves_nothing(tmp_path, monkeypatc
     x[5, 3, 3, 0] = np.nan
     monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: dataclasses.replace(digits, train=(x, y)))
     with pytest.raises(kd_keras.data.DataError, match="1 inputs hold NaN or Inf .*sample 5"):
-        run.distill_job(epochs=1, out=tmp_path / "run", verbose=0)
+        jobs.distill_job(epochs=1, out=tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()
 
 
@@ -129,20 +131,20 @@ def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, 
         )
 
     interrupted_at(0)
-    with pytest.raises(run.Interrupted) as error:
-        run.distill_job(epochs=2, out=tmp_path / "early", export_formats=("keras",), verbose=0)
+    with pytest.raises(run_directory.Interrupted) as error:
+        jobs.distill_job(epochs=2, out=tmp_path / "early", export_formats=("keras",), verbose=0)
     assert not (tmp_path / "early").exists()
     assert (error.value.kept, error.value.checkpoint_epoch) == (False, None)
     interrupted_at(1)
-    with pytest.raises(run.Interrupted) as error:
-        run.distill_job(epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0)
-    assert kd_keras.backup.read_checkpoint(tmp_path / "late" / "backup")["epoch"] == 1
+    with pytest.raises(run_directory.Interrupted) as error:
+        jobs.distill_job(epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0)
+    assert kd_keras.callbacks.backup.read_checkpoint(tmp_path / "late" / "backup")["epoch"] == 1
     assert (error.value.out, error.value.kept, error.value.checkpoint_epoch) == (tmp_path / "late", True, 1)
-    with pytest.raises(run.RunError, match="unfinished run of another command"):
-        run.distill_job(epochs=3, out=tmp_path / "late", verbose=0)
+    with pytest.raises(resolve.RunError, match="unfinished run of another command"):
+        jobs.distill_job(epochs=3, out=tmp_path / "late", verbose=0)
     # A lower learning rate (the fix for a NaN) resumes the same run.
     monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", tensorboard)
-    metrics = run.distill_job(
+    metrics = jobs.distill_job(
         epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0,
         **{"optimizer.learning_rate": 0.01},
     )
@@ -157,24 +159,24 @@ def test_a_zoo_teacher_is_trained_once_per_run(tmp_path, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", lambda log_dir: Interrupt())
     with pytest.raises(KeyboardInterrupt):
-        run.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out, verbose=0)
+        jobs.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out, verbose=0)
     assert (out / "teacher.keras").exists()
     saved = keras.saving.load_model(out / "teacher.keras").get_weights()
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("the run's teacher was trained again")
 
-    monkeypatch.setattr(run, "train_teacher", must_not_train)
+    monkeypatch.setattr(resolve, "train_teacher", must_not_train)
     monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", lambda log_dir: keras.callbacks.Callback())
     captured = {}
-    distill = run.distill
+    distill = jobs.distill
 
     def recording_distill(teacher, *args, **kwargs):
         captured["teacher"] = teacher.get_weights()
         return distill(teacher, *args, **kwargs)
 
-    monkeypatch.setattr(run, "distill", recording_distill)
-    run.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out,
+    monkeypatch.setattr(jobs, "distill", recording_distill)
+    jobs.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out,
                     export_formats=("keras",), verbose=0)
     for a, b in zip(captured["teacher"], saved):
         np.testing.assert_array_equal(a, b)
@@ -183,29 +185,29 @@ def test_a_zoo_teacher_is_trained_once_per_run(tmp_path, monkeypatch):
 def test_an_output_directory_that_cannot_be_written_is_refused_first(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a directory")
     monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: pytest.fail("loaded data"))
-    with pytest.raises(run.RunError, match="file is a file; choose another --out"):
-        run.distill_job(out=tmp_path / "file" / "run")
-    with pytest.raises(run.RunError, match="epochs must be an integer >= 1, got 0"):
-        run.distill_job(epochs=0, out=tmp_path / "run")
+    with pytest.raises(resolve.RunError, match="file is a file; choose another --out"):
+        jobs.distill_job(out=tmp_path / "file" / "run")
+    with pytest.raises(resolve.RunError, match="epochs must be an integer >= 1, got 0"):
+        jobs.distill_job(epochs=0, out=tmp_path / "run")
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path):
-    with pytest.raises(run.RunError, match="Unknown export format onnx"):
-        run.distill_job(out=tmp_path / "a", export_formats=("onnx",))
-    with pytest.raises(run.RunError, match="Unknown student 'bert'"):
-        run.distill_job(out=tmp_path / "b", student="bert")
+    with pytest.raises(resolve.RunError, match="Unknown export format onnx"):
+        jobs.distill_job(out=tmp_path / "a", export_formats=("onnx",))
+    with pytest.raises(resolve.RunError, match="Unknown student 'bert'"):
+        jobs.distill_job(out=tmp_path / "b", student="bert")
     assert not any(tmp_path.iterdir())
 
 
 def test_finished_run_is_never_overwritten(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"recipe": "kd"}))
-    with pytest.raises(run.RunError, match="already holds a finished run"):
-        run.distill_job(epochs=1, out=tmp_path, verbose=0)
+    with pytest.raises(resolve.RunError, match="already holds a finished run"):
+        jobs.distill_job(epochs=1, out=tmp_path, verbose=0)
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"recipe": "kd"}
 
 
 def test_zoo_teacher_is_trained_before_distilling(digits):
-    teacher = run.resolve_teacher("mlp", digits, epochs=2, verbose=0)
+    teacher = resolve.resolve_teacher("mlp", digits, epochs=2, verbose=0)
     x, y = digits.test
     accuracy = np.mean(teacher.predict(x, verbose=0).argmax(1) == y)
     assert accuracy > 0.2  # far above chance after one epoch; an untrained one is ~0.1
@@ -217,7 +219,7 @@ def test_the_whole_gpu_command_runs_on_mock_cifar(tmp_path):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=16):
-        metrics = run.distill_job(
+        metrics = jobs.distill_job(
             recipe="cutmix_pick", dataset="tfds:cifar10", teacher="resnet8", student="resnet8",
             epochs=1, batch_size=8, teacher_epochs=1, out=tmp_path / "run",
             export_formats=("keras",), data_dir=str(tmp_path / "tfds"), download=True, verbose=0,
@@ -229,7 +231,7 @@ def test_the_whole_gpu_command_runs_on_mock_cifar(tmp_path):
     assert metrics["recipe"] == "cutmix_pick" and metrics["dataset"] == "tfds:cifar10"
     student = keras.saving.load_model(tmp_path / "run" / "student.keras")
     assert metrics["student_accuracy"] == pytest.approx(
-        kd_keras.run.evaluate(student, bundle.test), abs=1e-9
+        kd_keras.resolve.evaluate(student, bundle.test), abs=1e-9
     )
     assert "student_accuracy_shifted" not in metrics
     assert (tmp_path / "run" / "student.keras").exists()
@@ -253,18 +255,18 @@ def test_standard_augmentation_crops_and_flips():
 
 
 def test_augmenter_runs_save_the_views_grid(tmp_path):
-    metrics = run.distill_job(
+    metrics = jobs.distill_job(
         recipe="mixup", epochs=1, out=tmp_path / "run", export_formats=("keras",), verbose=0
     )
     image = keras.utils.load_img(tmp_path / "run" / "views.png")
     assert image.size[0] > 8 * 112 and 2 * 112 < image.size[1] < 3 * 112  # x4 digits, 2 rows
     assert metrics["recipe"] == "mixup"
-    plain = run.distill_job(epochs=1, out=tmp_path / "plain", export_formats=("keras",), verbose=0)
+    plain = jobs.distill_job(epochs=1, out=tmp_path / "plain", export_formats=("keras",), verbose=0)
     assert not (tmp_path / "plain" / "views.png").exists() and plain["recipe"] == "kd"
 
 
 def test_learned_policy_runs_save_the_trajectory(tmp_path):
-    run.distill_job(recipe="tst", epochs=2, out=tmp_path / "run", export_formats=("keras",), verbose=0)
+    jobs.distill_job(recipe="tst", epochs=2, out=tmp_path / "run", export_formats=("keras",), verbose=0)
     trajectory = json.loads((tmp_path / "run" / "policy.json").read_text())
     assert trajectory and (tmp_path / "run" / "policy.png").exists()
     assert (tmp_path / "run" / "views.png").exists()
@@ -272,12 +274,12 @@ def test_learned_policy_runs_save_the_trajectory(tmp_path):
 
 def test_a_batch_larger_than_the_data_leaves_no_runs_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(run.RunError, match="batch_size must be an integer >= 1, got 0"):
-        run.distill_job(batch_size=0, verbose=0)
+    with pytest.raises(resolve.RunError, match="batch_size must be an integer >= 1, got 0"):
+        jobs.distill_job(batch_size=0, verbose=0)
     with pytest.raises(kd_keras.data.DataError, match="1347 samples, fewer than one batch of 5000"):
-        run.distill_job(batch_size=5000, verbose=0)
+        jobs.distill_job(batch_size=5000, verbose=0)
     with pytest.raises(kd_keras.data.DataError, match="fewer than one batch of 5000"):
-        run.train_teacher_job("small_cnn", batch_size=5000, verbose=0)
+        jobs.train_teacher_job("small_cnn", batch_size=5000, verbose=0)
     assert not any(tmp_path.iterdir())
 
 
@@ -285,24 +287,24 @@ def test_a_run_that_fails_early_removes_the_folders_it_made(tmp_path, monkeypatc
     def failing_distill(*args, **kwargs):
         raise kd_keras.data.DataError("found while training: fix the data.")
 
-    monkeypatch.setattr(run, "distill", failing_distill)
+    monkeypatch.setattr(jobs, "distill", failing_distill)
     (tmp_path / "kept").mkdir()
     with pytest.raises(kd_keras.data.DataError):
-        run.distill_job(epochs=1, out=tmp_path / "kept" / "runs" / "deep" / "run", verbose=0)
+        jobs.distill_job(epochs=1, out=tmp_path / "kept" / "runs" / "deep" / "run", verbose=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
     assert not any((tmp_path / "kept").iterdir())
     # A parent holding something else (another run) stays.
     (tmp_path / "runs" / "other").mkdir(parents=True)
     with pytest.raises(kd_keras.data.DataError):
-        run.distill_job(epochs=1, out=tmp_path / "runs" / "run", verbose=0)
+        jobs.distill_job(epochs=1, out=tmp_path / "runs" / "run", verbose=0)
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]
 
 
 def test_export_into_a_file_is_refused_before_anything_loads(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("not a directory")
-    monkeypatch.setattr(run, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
-    with pytest.raises(run.RunError) as error:
-        run.export_job("student.keras", tmp_path / "afile", ("keras",))
+    monkeypatch.setattr(resolve, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(resolve.RunError) as error:
+        jobs.export_job("student.keras", tmp_path / "afile", ("keras",))
     message = str(error.value)
     assert "afile is a file; choose another --out" in message and "Errno" not in message
     student = kd_keras.models.get("mlp", (28, 28, 1), 10, width=8)
@@ -314,8 +316,8 @@ def test_export_into_a_file_is_refused_before_anything_loads(tmp_path, monkeypat
 
 
 def test_an_explicit_teacher_is_never_replaced_and_must_fit_the_data(tmp_path):
-    with pytest.raises(run.RunError) as error:
-        run.distill_job(
+    with pytest.raises(resolve.RunError) as error:
+        jobs.distill_job(
             dataset="text-default", teacher="shipped:digits_cnn", out=tmp_path / "run", verbose=0
         )
     message = str(error.value)
@@ -327,8 +329,8 @@ def test_an_explicit_teacher_is_never_replaced_and_must_fit_the_data(tmp_path):
 def test_export_of_a_student_of_other_data_names_the_dataset_flag(tmp_path):
     student = kd_keras.models.get("text_cnn", (40,), 4, vocabulary_size=50)
     student.save(tmp_path / "text_student.keras")
-    with pytest.raises(run.RunError) as error:
-        run.export_job(tmp_path / "text_student.keras", tmp_path / "out", ("keras",))
+    with pytest.raises(resolve.RunError) as error:
+        jobs.export_job(tmp_path / "text_student.keras", tmp_path / "out", ("keras",))
     message = str(error.value)
     assert "takes inputs of shape (40,) but digits has (28, 28, 1)" in message
     assert "pass the --dataset it was trained on" in message and "--dataset=text-default" in message
@@ -347,8 +349,8 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
     monkeypatch.setattr(
         kd_keras.callbacks, "TensorBoard", lambda log_dir: [tensorboard(log_dir), Interrupt()][1]
     )
-    with pytest.raises(run.Interrupted) as error:
-        run.distill_job(epochs=2, export_formats=("keras",), verbose=0)
+    with pytest.raises(run_directory.Interrupted) as error:
+        jobs.distill_job(epochs=2, export_formats=("keras",), verbose=0)
     first = error.value.out
     assert first.parent == pathlib.Path("runs") and first.name.startswith("distill-kd-digits-")
     assert error.value.checkpoint_epoch == 1
@@ -362,7 +364,7 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
             (decoy / "metrics.json").write_text("{}")
     monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", tensorboard)
     capsys.readouterr()
-    metrics = run.distill_job(epochs=2, export_formats=("keras",), verbose=0)
+    metrics = jobs.distill_job(epochs=2, export_formats=("keras",), verbose=0)
     assert metrics["out"] == str(first) and metrics["resumed_from_epoch"] == 1
     assert metrics["optimizer_steps"] == {"student": 44}
     assert f"Resuming the unfinished run {first} of the same command, from the end of epoch 1" in (
@@ -370,7 +372,7 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
     )
     assert len(list(pathlib.Path("runs").iterdir())) == 3  # no new directory
     signature = json.loads((first / "run.json").read_text())
-    assert run.find_unfinished("runs/distill-kd-digits-", signature) is None  # now finished
+    assert run_directory.find_unfinished("runs/distill-kd-digits-", signature) is None  # now finished
 
 
 def constant_teacher(path, input_shape=(28, 28, 1), favourite=3):
@@ -394,22 +396,22 @@ def test_teacher_quality_is_cohens_kappa():
     guesses = np.where(rng.random(400) < 0.5, 0, rng.integers(0, 5, size=400))
     predicted = np.where(rng.random(400) < 0.6, labels, guesses)
     logits = np.eye(5)[predicted] + rng.normal(0, 0.01, (400, 5))
-    quality = run.teacher_quality(logits, labels)
+    quality = resolve.teacher_quality(logits, labels)
     assert quality["accuracy"] == np.mean(predicted == labels)
     assert np.isclose(quality["kappa"], cohen_kappa_score(labels, predicted))
     expected_chance = sum(np.mean(predicted == k) * np.mean(labels == k) for k in range(5))
     assert np.isclose(quality["chance"], expected_chance)
     # One-hot labels give the same; a constant predictor has kappa 0 whatever the balance.
-    assert run.teacher_quality(logits, np.eye(5)[labels]) == quality
+    assert resolve.teacher_quality(logits, np.eye(5)[labels]) == quality
     skewed = np.array([1] * 90 + [0] * 10)
-    constant = run.teacher_quality(np.tile([0.0, 1.0], (100, 1)), skewed)
+    constant = resolve.teacher_quality(np.tile([0.0, 1.0], (100, 1)), skewed)
     assert constant["accuracy"] == 0.9 and constant["kappa"] == 0.0
 
 
 def test_a_teacher_at_chance_is_refused_by_distill(tmp_path):
     path = constant_teacher(tmp_path / "constant.keras")
-    with pytest.raises(run.RunError) as error:
-        run.distill_job(teacher=str(path), epochs=1, out=tmp_path / "run", verbose=0)
+    with pytest.raises(resolve.RunError) as error:
+        jobs.distill_job(teacher=str(path), epochs=1, out=tmp_path / "run", verbose=0)
     message = str(error.value)
     assert len(message.splitlines()) == 1
     digits = kd_keras.data.load_digits()
@@ -417,7 +419,7 @@ def test_a_teacher_at_chance_is_refused_by_distill(tmp_path):
     assert f"near chance on the digits test data: accuracy {share:.2%}, chance {share:.2%}" in message
     assert "kappa 0.00 < 0.1" in message and "--allow_weak_teacher" in message
     assert not (tmp_path / "run").exists()
-    metrics = run.distill_job(
+    metrics = jobs.distill_job(
         teacher=str(path), epochs=1, out=tmp_path / "run", export_formats=("keras",),
         verbose=0, allow_weak_teacher=True,
     )
@@ -426,20 +428,20 @@ def test_a_teacher_at_chance_is_refused_by_distill(tmp_path):
 
 def test_train_teacher_writes_a_teacher_at_chance_but_says_so(tmp_path, monkeypatch):
     # Training that leaves the network as initialised (at chance).
-    monkeypatch.setattr(run, "train_teacher", lambda teacher, *args, **kwargs: teacher)
+    monkeypatch.setattr(jobs, "train_teacher", lambda teacher, *args, **kwargs: teacher)
     out = tmp_path / "teacher.keras"
-    with pytest.raises(run.RunError) as error:
-        run.train_teacher_job("mlp", epochs=1, out=out, verbose=0)
+    with pytest.raises(resolve.RunError) as error:
+        jobs.train_teacher_job("mlp", epochs=1, out=out, verbose=0)
     message = str(error.value)
     assert message.startswith(f"{out} and its card are written, but the teacher is near chance")
     assert "--allow_weak_teacher" in message
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["test_kappa"] < run.WEAK_TEACHER_KAPPA and out.exists()
+    assert card["test_kappa"] < resolve.WEAK_TEACHER_KAPPA and out.exists()
     assert f"accuracy {card['test_accuracy']:.2%}, chance {card['test_chance_accuracy']:.2%}" in message
-    card = run.train_teacher_job(
+    card = jobs.train_teacher_job(
         "mlp", epochs=1, out=tmp_path / "again.keras", verbose=0, allow_weak_teacher=True
     )
-    assert card["test_kappa"] < run.WEAK_TEACHER_KAPPA
+    assert card["test_kappa"] < resolve.WEAK_TEACHER_KAPPA
 
 
 def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
@@ -448,7 +450,7 @@ def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
     from kd_keras.augment import pba
 
     schedule = pba.Schedule.constant(pba.HAND_SET_POLICY, epochs=1)
-    run.distill_job(
+    jobs.distill_job(
         recipe="rolewise", policy=schedule, epochs=1, out=tmp_path / "run",
         export_formats=("keras",), verbose=0, augment_seed=3,
     )
@@ -484,11 +486,11 @@ def test_two_jobs_with_one_seed_train_the_same_student(tmp_path):
     # the process drew before (a second job in one process draws on).
     students = []
     for name in ("first", "second"):
-        run.distill_job(epochs=1, out=tmp_path / name, export_formats=("keras",), verbose=0, seed=4)
+        jobs.distill_job(epochs=1, out=tmp_path / name, export_formats=("keras",), verbose=0, seed=4)
         students.append(keras.saving.load_model(tmp_path / name / "student.keras"))
     for a, b in zip(students[0].weights, students[1].weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
     other = tmp_path / "other-seed"
-    run.distill_job(epochs=1, out=other, export_formats=("keras",), verbose=0, seed=5)
+    jobs.distill_job(epochs=1, out=other, export_formats=("keras",), verbose=0, seed=5)
     changed = keras.saving.load_model(other / "student.keras")
     assert not np.array_equal(np.array(changed.weights[0]), np.array(students[0].weights[0]))

@@ -210,7 +210,7 @@ def test_a_student_search_refuses_a_teacher_at_chance_before_any_trial(tmp_path,
     ray, _ = kd_keras.search.import_ray()
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("started Ray"))
     settings = {**TINY, "model_kwargs": {"width": 8, "depth": 1}}
-    with pytest.raises(kd_keras.run.RunError, match=r"near chance on the search's validation data: accuracy \d+\.\d+%.*kappa 0\.00.*--allow_weak_teacher"):
+    with pytest.raises(kd_keras.resolve.RunError, match=r"near chance on the search's validation data: accuracy \d+\.\d+%.*kappa 0\.00.*--allow_weak_teacher"):
         kd_keras.search.search(role="student", teacher=str(tmp_path / "constant.keras"),
                                out=tmp_path / "search", **settings)
     assert not (tmp_path / "search").exists()
@@ -236,7 +236,7 @@ def test_search_writes_the_best_trials_schedule(teacher_search):
     _, validation = kd_keras.search.split_train_validation(
         kd_keras.data.load_digits().train, train_size=96, validation_size=64, seed=1
     )
-    assert kd_keras.run.evaluate(model, validation) == summary["best_validation_accuracy"]
+    assert kd_keras.resolve.evaluate(model, validation) == summary["best_validation_accuracy"]
     # Every trial's last reward, as Ray recorded it, and whether they tie.
     rewards = sorted(result.metrics["validation_accuracy"] for result in result_grid(out / "ray"))
     assert summary["final_rewards"] == rewards and summary["best_validation_accuracy"] == rewards[-1]
@@ -271,9 +271,9 @@ def test_resuming_a_finished_search_trains_nothing_more(teacher_search):
     after = json.loads((out / "search.json").read_text())
     assert again == schedule
     assert after["resumed"] and after["trial_epochs"] == before["trial_epochs"]
-    with pytest.raises(kd_keras.run.RunError, match="already holds a search: pass resume=True"):
+    with pytest.raises(kd_keras.resolve.RunError, match="already holds a search: pass resume=True"):
         kd_keras.search.search(role="teacher", epochs=3, out=out, seed=1, **TINY)
-    with pytest.raises(kd_keras.run.RunError, match=r"Cannot resume .*\(epochs 3 -> 4\)"):
+    with pytest.raises(kd_keras.resolve.RunError, match=r"Cannot resume .*\(epochs 3 -> 4\)"):
         kd_keras.search.search(role="teacher", epochs=4, out=out, seed=1, resume=True, **TINY)
 
 
@@ -290,7 +290,7 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(
         allow_weak_teacher=True,  # an untrained teacher: the plumbing is under test
         **TINY,
     )
-    with pytest.raises(kd_keras.run.RunError, match=r"1 of 2 trials failed .*resume=True"):
+    with pytest.raises(kd_keras.resolve.RunError, match=r"1 of 2 trials failed .*resume=True"):
         kd_keras.search.search(**settings)
     assert marker.exists() and not (tmp_path / "search" / "schedule.json").exists()
 
@@ -305,7 +305,7 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(
         recipe = kd_keras.recipes.get("rolewise", {"policy": schedule})
         distiller = kd_keras.recipes.build.distiller(
             recipe,
-            kd_keras.run.load_model(tmp_path / "teacher.keras"),
+            kd_keras.resolve.load_model(tmp_path / "teacher.keras"),
             kd_keras.models.get("mlp", (28, 28, 1), 10, width=8, depth=1),
         )
         kd_keras.recipes.build.compile(distiller, recipe, steps_per_epoch=3, epochs=2)
@@ -315,7 +315,7 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(
         for saved, kept in zip(distiller.teacher.weights, original):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(saved), kept)
         # The reward is the student's accuracy on the held-out split.
-        assert kd_keras.run.evaluate(distiller.student, validation) == (
+        assert kd_keras.resolve.evaluate(distiller.student, validation) == (
             result.metrics["validation_accuracy"]
         )
         # The student did train, so the checkpoint is not just the initial weights.

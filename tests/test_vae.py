@@ -12,8 +12,8 @@ from kd_keras.models import VAE
 from kd_keras.models import train_vae
 from kd_keras.models.vae import binary_crossentropy_per_image
 from kd_keras.models.vae import evaluate_vae
-from kd_keras.run import RunError
-from kd_keras.run import train_vae_job
+from kd_keras.resolve import RunError
+from kd_keras.jobs import train_vae_job
 
 
 

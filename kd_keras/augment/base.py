@@ -1,9 +1,13 @@
 """The augmenter contract: how a method shows data to teacher and student."""
 
 import dataclasses
+import random
 from typing import Any
 
 import keras
+import tensorflow as tf
+
+from kd_keras.augment.seed import ReplicaSeedGenerator
 
 
 @dataclasses.dataclass
@@ -124,7 +128,14 @@ class Augmenter(keras.layers.Layer):
     `training=False` must be the identity. The base class is the identity
     augmenter, which is plain KD.
 
+    Every augmenter draws its randomness from `self.seed_generator`, a
+    `kd_keras.augment.ReplicaSeedGenerator` (different draws on each
+    tf.distribute replica). An augmenter made with `seed=None` takes its seed
+    when it is first built, so `keras.utils.set_random_seed` before training
+    fixes its draws even when it was constructed earlier.
+
     Args:
+        seed: seed of the augmenter's draws (an int), or None.
         **kwargs: passed to `keras.layers.Layer`.
 
     Example:
@@ -136,6 +147,33 @@ class Augmenter(keras.layers.Layer):
             return kd_keras.augment.View(keras.ops.flip(x, axis=2), y)
     ```
     """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = ReplicaSeedGenerator(seed)
+
+    def build(self, input_shape):
+        # Only eagerly: an assign traced into a tf.data function would reset
+        # the state every batch.
+        if self.seed is None and tf.executing_eagerly():
+            state = self.seed_generator.state
+            state.assign(keras.ops.cast([random.randint(1, int(1e9)), 0], state.dtype))
+        super().build(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+    @property
+    def input_range(self):
+        """The `(low, high)` range of input values its views assume, or None for any.
+
+        Augmenters of image ops (TST's policy, a VAE's decoder, a clipped
+        perturbation) make views in `[0, 1]`; `kd_keras.distill` refuses
+        inputs outside such a range before training rather than clip them
+        into garbage.
+        """
+        return None
 
     @property
     def keeps_input(self):

@@ -11,7 +11,6 @@ so `sample_beta` draws Beta(alpha, alpha) from normals and uniforms.
 """
 
 import math
-import random
 
 import keras
 import tensorflow as tf
@@ -20,7 +19,6 @@ from keras import ops
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
-from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.losses import entropy_per_sample
 from kd_keras.losses import kl_per_sample
 
@@ -196,7 +194,7 @@ class _Mixing(Augmenter):
         per="batch",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not float(alpha) > 0:
             raise ValueError(f"alpha must be positive, got {alpha}: use e.g. 1.0.")
         if per not in PER:
@@ -207,18 +205,6 @@ class _Mixing(Augmenter):
         self.include_clean = bool(include_clean)
         self.mixed_label_weight = float(mixed_label_weight)
         self.num_classes = None if num_classes is None else int(num_classes)
-        self.seed = seed
-        self.seed_generator = ReplicaSeedGenerator(seed)
-
-    def build(self, input_shape):
-        # Recipes construct augmenters before kd_keras.distill seeds the run;
-        # an unseeded layer takes its seed when the Distiller builds it, so
-        # keras.utils.set_random_seed makes the run reproducible. Only eagerly:
-        # an assign traced into a tf.data function would reset every batch.
-        if self.seed is None and tf.executing_eagerly():
-            state = self.seed_generator.state
-            state.assign(ops.cast([random.randint(1, int(1e9)), 0], state.dtype))
-        super().build(input_shape)
 
     @property
     def keeps_input(self):

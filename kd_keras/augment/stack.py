@@ -61,6 +61,13 @@ class Stack(Augmenter):
     def keeps_input(self):
         return self.stages[0].keeps_input
 
+    @property
+    def input_range(self):
+        ranges = [stage.input_range for stage in self.stages if stage.input_range is not None]
+        if not ranges:
+            return None
+        return (max(low for low, _ in ranges), min(high for _, high in ranges))
+
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
             return View(x, y, deterministic=True)

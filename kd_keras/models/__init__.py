@@ -7,6 +7,7 @@ from kd_keras.models import mobilenetv2_cifar
 from kd_keras.models import resnet_cifar
 from kd_keras.models import resnetv2_cifar
 from kd_keras.models import shufflenetv2_cifar
+from kd_keras.models import signals
 from kd_keras.models import small
 from kd_keras.models import text
 from kd_keras.models import vae
@@ -29,6 +30,8 @@ from kd_keras.models.resnet_cifar import resnet110
 from kd_keras.models.resnetv2_cifar import resnet18
 from kd_keras.models.resnetv2_cifar import resnet50
 from kd_keras.models.shufflenetv2_cifar import shufflev2
+from kd_keras.models.signals import mnist1d_cnn
+from kd_keras.models.signals import mnist1d_mlp
 from kd_keras.models.small import cnn
 from kd_keras.models.small import mlp
 from kd_keras.models.small import small_cnn

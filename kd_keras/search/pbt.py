@@ -14,8 +14,9 @@ import numpy as np
 
 from kd_keras import data as kd_data
 from kd_keras import models as kd_models
-from kd_keras import run as kd_run
+from kd_keras import resolve
 from kd_keras.augment import pba
+from kd_keras.run_directory import default_out
 from kd_keras.search.explore import PolicyExplore
 from kd_keras.search.policy_log import policy_history
 from kd_keras.search.ray_import import import_ray
@@ -143,7 +144,7 @@ def search(
         verbose: Ray Tune verbosity, 0 (silent: also Ray's own log lines and
             Tune's configuration box) to 3.
         allow_weak_teacher: role student: search with a teacher near chance
-            on the validation data (see `kd_keras.run.check_teacher`) instead
+            on the validation data (see `kd_keras.resolve.check_teacher`) instead
             of refusing it.
         **recipe_overrides: role student: overrides of recipe `rolewise`.
 
@@ -167,11 +168,11 @@ def search(
         train_size, validation_size, batch_size, learning_rate, seed, initial_policy,
         model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides, allow_weak_teacher,
     )
-    out = pathlib.Path(out or kd_run.default_out("search", role, dataset)).resolve()
+    out = pathlib.Path(out or default_out("search", role, dataset)).resolve()
     experiment = out / EXPERIMENT
     restoring = bool(resume) and tune.Tuner.can_restore(str(experiment))
     if experiment.exists() and not restoring:
-        raise kd_run.RunError(
+        raise resolve.RunError(
             f"{experiment} already holds a search: pass resume=True (--resume) to "
             "continue it or choose another out."
         )
@@ -257,16 +258,16 @@ def _prepare(
         )
     model = model or DEFAULT_MODELS[role]
     if model not in kd_models.names():
-        raise kd_run.RunError(
+        raise resolve.RunError(
             f"Unknown model {model!r}: choose one of {', '.join(kd_models.names())}."
         )
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     if len(bundle.input_shape) != 3:
-        raise kd_run.RunError(
+        raise resolve.RunError(
             f"{dataset} is not an image data set: PBA policies are image operations."
         )
     if epochs is None:
-        epochs = kd_run.DIGITS_EPOCHS if dataset == kd_data.DIGITS else DEFAULT_EPOCHS
+        epochs = bundle.default_epochs or DEFAULT_EPOCHS
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs}.")
     train, validation = split_train_validation(
@@ -275,10 +276,10 @@ def _prepare(
     teacher_bytes = None
     overrides = dict(recipe_overrides)
     if role == "student":
-        teacher = teacher or kd_run.DEFAULT_TEACHER
-        teacher_model = kd_run.resolve_teacher(teacher, bundle, seed, verbose=0)
+        teacher = teacher or bundle.default_teacher
+        teacher_model = resolve.resolve_teacher(teacher, bundle, seed, verbose=0)
         # The rewards would all be chance: refuse before a single trial runs.
-        kd_run.check_teacher(
+        resolve.check_teacher(
             teacher_model, validation, "the search's validation data", allow_weak_teacher
         )
         teacher_bytes = _keras_bytes(teacher_model)
@@ -436,7 +437,7 @@ def _check_same_settings(path, settings):
     saved = json.loads(path.read_text())
     changed = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
     if changed:
-        raise kd_run.RunError(
+        raise resolve.RunError(
             f"Cannot resume {path.parent} with other settings ("
             + ", ".join(f"{key} {saved.get(key)!r} -> {settings[key]!r}" for key in changed)
             + "): resume with the settings it was started with."
@@ -451,13 +452,13 @@ def _trial_name(trial):
 def _best_schedule(results, experiment, epochs):
     if results.errors:
         first = str(results.errors[0]).strip().splitlines()
-        raise kd_run.RunError(
+        raise resolve.RunError(
             f"{len(results.errors)} of {len(results)} trials failed "
             f"({first[-1] if first else 'no message'}): fix the cause and rerun with "
             "resume=True (--resume) to continue from the checkpoints."
         )
     if results.num_terminated < len(results):
-        raise kd_run.RunError(
+        raise resolve.RunError(
             f"The search stopped with {len(results) - results.num_terminated} of "
             f"{len(results)} trials unfinished: rerun with resume=True (--resume) to "
             "finish them."

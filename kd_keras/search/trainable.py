@@ -6,14 +6,15 @@ import os
 import pathlib
 import tempfile
 import zlib
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 import keras
 import tensorflow as tf
 
 from kd_keras import models as kd_models
 from kd_keras import recipes
-from kd_keras import run as kd_run
+from kd_keras import resolve
 from kd_keras.augment import pba
 from kd_keras.distill import distill
 from kd_keras.search.ray_import import import_ray
@@ -159,7 +160,7 @@ class _ReportEpoch(keras.callbacks.Callback):
         if self.fail_once and not os.path.exists(self.fail_once):
             pathlib.Path(self.fail_once).touch()
             raise InjectedFailure(f"failure injected by {FAIL_ONCE_ENV} after epoch {epoch + 1}")
-        accuracy = kd_run.evaluate(self.model, self.validation)
+        accuracy = resolve.evaluate(self.model, self.validation)
         metrics = {VALIDATION_ACCURACY: accuracy, "epoch": epoch + 1}
         metrics.update({key: float(value) for key, value in (logs or {}).items()})
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.backup)))
@@ -174,7 +175,7 @@ def _load_teacher(teacher_bytes):
     with tempfile.TemporaryDirectory() as directory:
         path = pathlib.Path(directory) / "teacher.keras"
         path.write_bytes(teacher_bytes)
-        return kd_run.load_model(path)
+        return resolve.load_model(path)
 
 
 def _limit_threads(threads):

@@ -1,421 +1,59 @@
-"""Whole jobs behind the `kd-keras` command: a distillation run, a teacher, an export.
+"""The jobs behind the `kd-keras` command: a distillation run, a teacher, a VAE, an export, a search.
 
-Each job loads data and models by name, trains, evaluates, exports and writes
-a run directory. Every file in it is written under a temporary name and
-renamed, so none is ever half-written. A distillation run checkpoints every
-epoch: interrupted (Ctrl-C, SIGTERM, SIGKILL) or stopped by a numerical
-fault, it keeps its directory, and the same command resumes it; a run that
-fails before its first checkpoint removes the directory it created.
+Each job resolves its config, data and models by name, trains, evaluates,
+exports and writes a run directory (`kd_keras.run_directory`). A
+distillation run checkpoints every epoch: interrupted (Ctrl-C, SIGTERM,
+SIGKILL) or stopped by a numerical fault, it keeps its directory, and the
+same command resumes it.
 """
 
-import contextlib
-import glob
 import json
-import os
 import pathlib
 import shutil
 import tempfile
 import time
-import zipfile
 
 import keras
 import numpy as np
 
 from kd_keras import atomic
-from kd_keras import backup as kd_backup
+from kd_keras.callbacks import backup as kd_backup
 from kd_keras import callbacks as kd_callbacks
 from kd_keras import data as kd_data
 from kd_keras import export as kd_export
-from kd_keras import faults
+from kd_keras.callbacks import faults
 from kd_keras import models as kd_models
 from kd_keras import precision as kd_precision
 from kd_keras import recipes
-from kd_keras.recipes import build
-from kd_keras import shipped
 from kd_keras import strategy as kd_strategy
 from kd_keras import teacher as teacher_module
-from kd_keras import text_data
 from kd_keras.augment import pba
-from kd_keras.augment.policy import PolicyTrajectory
+from kd_keras.callbacks import PolicyTrajectory
+from kd_keras.data import text as kd_text
 from kd_keras.distill import distill
 from kd_keras.models.cast import cast_model
+from kd_keras.recipes import build
+from kd_keras.resolve import WEAK_TEACHER_KAPPA
+from kd_keras.resolve import RunError
+from kd_keras.resolve import check_fits
+from kd_keras.resolve import check_teacher
+from kd_keras.resolve import evaluate
+from kd_keras.resolve import load_model
+from kd_keras.resolve import predict_split
+from kd_keras.resolve import resolve_teacher
+from kd_keras.resolve import teacher_quality
+from kd_keras.resolve import weak_teacher_message
+from kd_keras.run_directory import BACKUP_DIR
+from kd_keras.run_directory import DEFAULT_RUNS
+from kd_keras.run_directory import TEACHER_FILE
+from kd_keras.run_directory import check_unfinished
+from kd_keras.run_directory import check_writable
+from kd_keras.run_directory import default_out
+from kd_keras.run_directory import find_unfinished
+from kd_keras.run_directory import run_directory
+from kd_keras.run_directory import run_prefix
+from kd_keras.run_directory import write_json
 from kd_keras.teacher import train_teacher
-
-DEFAULT_TEACHER = "shipped:digits_cnn"
-# A digits run is small: 30 epochs of KD take about a minute on 2 cores and
-# reach the accuracy plateau; the recipes' own defaults are the papers'.
-DIGITS_EPOCHS = 30
-# Text runs default to the text zoo: the shipped transformer teacher on the
-# offline task (a zoo transformer, trained first, on a TFDS text set) and a
-# CNN student, when no teacher or student is given.
-DEFAULT_TEXT_TEACHER = "shipped:text_default"
-DEFAULT_TEXT_STUDENT = "text_cnn"
-TEXT_DEFAULT_EPOCHS = 10
-# Inside a run directory: the command's settings (an unfinished run resumes
-# only under the same ones), the epoch checkpoint, a teacher trained by the run.
-RUN_FILE = "run.json"
-BACKUP_DIR = "backup"
-TEACHER_FILE = "teacher.keras"
-# Where the default, time-stamped output paths live (relative to the working directory).
-DEFAULT_RUNS = pathlib.Path("runs")
-
-
-class RunError(RuntimeError):
-    """A job that cannot run, with the fix in its one-line message."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """A run stopped by Ctrl-C or SIGTERM: where it was and what it kept.
-
-    Args:
-        out: the run directory.
-        checkpoint_epoch: the epoch of the last checkpoint kept in it, or None.
-        kept: whether the directory was kept (it holds a checkpoint or a
-            trained teacher to resume from); False when it was removed.
-    """
-
-    def __init__(self, out, checkpoint_epoch, kept):
-        super().__init__(str(out))
-        self.out = pathlib.Path(out)
-        self.checkpoint_epoch = checkpoint_epoch
-        self.kept = kept
-
-
-def load_model(path, safe_mode=True):
-    """Load a `.keras` model, by default in Keras' safe mode, with a clear error if it fails.
-
-    Safe mode refuses files that run Python code when loaded (a `Lambda`
-    layer's function); pass `safe_mode=False` only for files you trust.
-
-    Args:
-        path: path of a `.keras` file.
-        safe_mode: refuse Python code in the file (`Lambda` layers).
-
-    Returns:
-        The `keras.Model`.
-
-    Example:
-    ```python
-    teacher = kd_keras.run.load_model("saved_models/digits_cnn_teacher.keras")
-    ```
-    """
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise RunError(f"Model file {path} does not exist: check the path.")
-    if not zipfile.is_zipfile(path):
-        # Keras says "File not found" for a file that is there but no archive.
-        raise RunError(
-            f"{path} is not a valid .keras file (not a zip archive: corrupt, "
-            f"truncated or another format): {_rebuild_hint(path)}."
-        )
-    try:
-        return keras.saving.load_model(path, safe_mode=safe_mode)
-    except Exception as error:  # Keras raises many types for corrupt files.
-        if safe_mode and "safe_mode" in str(error):
-            raise RunError(
-                f"Model {path} contains Python code (a Lambda layer), which safe "
-                "mode refuses: if you trust the file, pass --unsafe_deserialization "
-                "(load_model(..., safe_mode=False))."
-            ) from error
-        raise RunError(
-            f"{path} is not a valid .keras file ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no message'}): "
-            f"{_rebuild_hint(path)}."
-        ) from error
-
-
-def _rebuild_hint(path):
-    card = path.with_suffix(".json")
-    if card.is_file():
-        return f"rebuild it with the command in its card {card}"
-    return "save the model again with model.save(...) and pass that file"
-
-
-def resolve_teacher(
-    spec, bundle, seed=0, epochs=30, batch_size=64, verbose="auto", safe_mode=True
-):
-    """Return a trained teacher from a shipped name, a `.keras` path or a zoo name.
-
-    A zoo name (e.g. `"resnet56"`) builds that model and trains it on the
-    bundle's training data first, so a one-line command can start from scratch.
-    """
-    if spec.startswith("shipped:"):
-        filename = f"{spec[len('shipped:'):]}_teacher.keras"
-        teacher = load_model(shipped.path(filename))
-    elif spec.endswith(".keras") or os.sep in spec:
-        teacher = load_model(spec, safe_mode=safe_mode)
-    elif spec in kd_models.names():
-        teacher = kd_models.get(spec, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs)
-        train_teacher(
-            teacher, bundle.train, epochs=epochs, batch_size=batch_size,
-            validation_data=bundle.test, seed=seed, verbose=verbose,
-        )
-    else:
-        raise RunError(
-            f"Unknown teacher {spec!r}: give a .keras path, 'shipped:digits_cnn' "
-            f"or a zoo name ({', '.join(kd_models.names())})."
-        )
-    _check_fits(
-        teacher, bundle, "teacher",
-        fix="give a teacher built for this data set, or no --teacher for its default",
-    )
-    return teacher
-
-
-def _check_fits(model, bundle, role, fix=None):
-    fix = fix or f"use a {role} built for this data set"
-    if tuple(model.input_shape[1:]) != tuple(bundle.input_shape):
-        raise RunError(
-            f"The {role} takes inputs of shape {tuple(model.input_shape[1:])} but "
-            f"{bundle.name} has {tuple(bundle.input_shape)}: {fix}{_data_hint(model)}."
-        )
-    if model.output_shape[-1] != bundle.num_classes:
-        raise RunError(
-            f"The {role} outputs {model.output_shape[-1]} classes but "
-            f"{bundle.name} has {bundle.num_classes}: {fix}{_data_hint(model)}."
-        )
-
-
-def _data_hint(model):
-    # The offline data sets a model of this shape may be for.
-    shape = tuple(model.input_shape[1:])
-    if len(shape) == 1:
-        return f" (token ids of length {shape[0]}: --dataset=text-default or a TFDS text set)"
-    if shape == (28, 28, 1):
-        return " (28x28 grey images: --dataset=digits)"
-    return ""
-
-
-# A teacher is "near chance" when its Cohen's kappa on the evaluation data is
-# below this: its predictions remove less than a tenth of the errors that
-# guessing with its own class frequencies would make (10 balanced classes:
-# accuracy below 19%). Kappa, unlike accuracy, is 0 for a network that
-# predicts one class whatever the class balance.
-WEAK_TEACHER_KAPPA = 0.1
-# Enough test samples to tell a teacher from chance; a full pass over a large
-# TFDS test set would cost a run minutes before it starts.
-TEACHER_CHECK_SAMPLES = 2048
-
-
-def teacher_quality(logits, labels):
-    """Return accuracy, chance agreement and Cohen's kappa of predictions against labels.
-
-    Chance is the accuracy expected of guessing with the predictions' own
-    class frequencies, `sum_k p_pred(k) p_true(k)` (1 / classes for balanced
-    labels); kappa is `(accuracy - chance) / (1 - chance)`: 1 for a perfect
-    network, 0 for a guess or for one that always predicts the same class.
-
-    Args:
-        logits: `(n, classes)` scores.
-        labels: `(n,)` class ids or `(n, classes)` probabilities.
-
-    Returns:
-        A dict with `accuracy`, `chance` and `kappa`.
-
-    Example:
-    ```python
-    quality = kd_keras.run.teacher_quality(teacher.predict(x), y)
-    ```
-    """
-    logits = np.asarray(logits)
-    labels = np.asarray(labels)
-    if labels.ndim == 2:
-        labels = labels.argmax(-1)
-    predicted = logits.argmax(-1)
-    classes = logits.shape[-1]
-    accuracy = float(np.mean(predicted == labels))
-    chance = float(np.dot(
-        np.bincount(predicted, minlength=classes) / len(labels),
-        np.bincount(labels.astype("int64"), minlength=classes)[:classes] / len(labels),
-    ))
-    kappa = (accuracy - chance) / (1.0 - chance) if chance < 1.0 else float(accuracy == 1.0)
-    return {"accuracy": accuracy, "chance": chance, "kappa": float(kappa)}
-
-
-def check_teacher(teacher, split, data_name, allow_weak=False, count=TEACHER_CHECK_SAMPLES):
-    """Refuse a teacher whose predictions on `split` are near chance; return its quality.
-
-    Near chance means Cohen's kappa below `WEAK_TEACHER_KAPPA` (see
-    `teacher_quality`): such a teacher (e.g. a short run whose BatchNorm
-    statistics never converged) teaches nothing, and a run on it would
-    report a perfect teacher-student agreement with noise.
-
-    Args:
-        teacher: the teacher model.
-        split: `(x, y)` arrays or a labelled `tf.data.Dataset`; at most
-            `count` samples are scored.
-        data_name: the data's name, for the message.
-        allow_weak: only return the quality (the `--allow_weak_teacher` flag).
-        count: samples scored.
-
-    Returns:
-        The `teacher_quality` dict.
-
-    Raises:
-        RunError: the teacher is near chance and `allow_weak` is False.
-
-    Example:
-    ```python
-    kd_keras.run.check_teacher(teacher, data.test, "digits")
-    ```
-    """
-    if isinstance(split, tuple):
-        split = (split[0][:count], split[1][:count])
-    else:
-        split = split.take(count)
-    quality = teacher_quality(*predict_split(teacher, split))
-    if quality["kappa"] < WEAK_TEACHER_KAPPA and not allow_weak:
-        raise RunError(weak_teacher_message(quality, data_name))
-    return quality
-
-
-def weak_teacher_message(quality, data_name, subject="The teacher"):
-    """The one-line error for a teacher near chance, with the fixes."""
-    return (
-        f"{subject} is near chance on {data_name}: accuracy {quality['accuracy']:.2%}, "
-        f"chance {quality['chance']:.2%} (Cohen's kappa {quality['kappa']:.2f} < "
-        f"{WEAK_TEACHER_KAPPA}): train it longer (BatchNorm's moving statistics need a "
-        "few hundred steps) or check its data, or pass --allow_weak_teacher "
-        "(allow_weak_teacher=True) to use it anyway."
-    )
-
-
-def evaluate(model, split, batch_size=256):
-    """Return top-1 accuracy of `model` on `(x, y)` arrays or a labelled data set."""
-    logits, labels = predict_split(model, split, batch_size)
-    return float(np.mean(logits.argmax(-1) == labels))
-
-
-def predict_split(model, split, batch_size=256):
-    """Return `(logits, labels)` of `model` over a split, as NumPy arrays."""
-    if isinstance(split, tuple):
-        x, y = split
-        return model.predict(x, batch_size=batch_size, verbose=0), np.asarray(y)
-    logits, labels = [], []
-    for x, y in split.batch(batch_size).as_numpy_iterator():
-        logits.append(model.predict_on_batch(x))
-        labels.append(y)
-    return np.concatenate(logits), np.concatenate(labels)
-
-
-@contextlib.contextmanager
-def _run_directory(out, signature=None):
-    out = pathlib.Path(out)
-    _check_unfinished(out, signature)
-    created = not out.exists()
-    new_parents = [parent for parent in out.parents if not parent.exists()]
-    out.mkdir(parents=True, exist_ok=True)
-    if signature is not None:
-        _write_json(out / RUN_FILE, signature)
-    try:
-        yield out
-    except BaseException as error:
-        # An interrupted or diverged run keeps what it can resume from; one
-        # that failed earlier leaves nothing behind, not even the runs/
-        # folder it made for itself.
-        kept = _resumable(out) or not created
-        if not kept:
-            shutil.rmtree(out, ignore_errors=True)
-            for parent in new_parents:  # innermost first; only empty ones:
-                with contextlib.suppress(OSError):  # another run may be in runs/ now
-                    parent.rmdir()
-        if isinstance(error, KeyboardInterrupt) and not isinstance(error, Interrupted):
-            checkpoint = kd_backup.read_checkpoint(out / BACKUP_DIR) if kept else None
-            raise Interrupted(out, checkpoint and checkpoint["epoch"], kept) from error
-        raise
-
-
-def _check_unfinished(out, signature=None):
-    """Refuse a finished run, another command's unfinished run, or a directory we cannot write."""
-    if (out / "metrics.json").exists():
-        raise RunError(f"{out} already holds a finished run: choose another --out.")
-    _check_writable(out)
-    path = out / RUN_FILE
-    if signature is None or not path.is_file() or not _resumable(out):
-        return
-    try:
-        stored = json.loads(path.read_text())
-    except ValueError:
-        stored = None
-    if stored != signature:
-        raise RunError(
-            f"{out} holds an unfinished run of another command ({path} differs): "
-            "rerun that command to resume it, or choose another --out."
-        )
-
-
-def _check_writable(out, what="the run directory"):
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunError(
-            f"Cannot create {what} {out}: {existing} is a file; choose another --out."
-        )
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise RunError(
-            f"Cannot write {what} {out} ({error.strerror or error}): "
-            "choose a writable --out."
-        ) from error
-
-
-def _resumable(out):
-    return (out / BACKUP_DIR / kd_backup.CHECKPOINT).exists() or (out / TEACHER_FILE).exists()
-
-
-def _write_json(path, content):
-    # Written to a temporary name and renamed, so a reader never sees half a file.
-    atomic.write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
-
-
-def default_out(kind, recipe, dataset):
-    """Return the time-stamped default output path, `runs/<kind>-<recipe>-<dataset>-<time>`."""
-    return DEFAULT_RUNS / f"{_run_prefix(kind, recipe, dataset)}{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _run_prefix(kind, recipe, dataset):
-    return f"{kind}-{recipe}-{dataset.replace(':', '_')}-"
-
-
-def find_unfinished(prefix, signature):
-    """Return the latest unfinished, resumable run directory `<prefix>*` of `signature`, or None.
-
-    What `distill_job` without `out` resumes: a directory whose `run.json`
-    equals this command's settings, which has no `metrics.json` and holds a
-    checkpoint (or a trained teacher). The latest is the last by name (the
-    default names end in a time stamp).
-
-    Args:
-        prefix: path prefix of the candidates, e.g. `runs/distill-hard-digits-`.
-        signature: the settings the candidate's `run.json` must equal.
-
-    Returns:
-        A `pathlib.Path`, or None.
-
-    Example:
-    ```python
-    kd_keras.run.find_unfinished("runs/distill-hard-digits-", signature)
-    ```
-    """
-    prefix = pathlib.Path(prefix)
-    if not prefix.parent.is_dir():
-        return None
-    candidates = sorted(prefix.parent.glob(f"{glob.escape(prefix.name)}*"), reverse=True)
-    for candidate in candidates:
-        if not candidate.is_dir() or (candidate / "metrics.json").exists():
-            continue
-        if not _resumable(candidate):
-            continue
-        try:
-            stored = json.loads((candidate / RUN_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if stored == signature:
-            return candidate
-    return None
 
 
 def distill_job(
@@ -455,7 +93,7 @@ def distill_job(
     The job is resumable: it checkpoints every epoch in `backup/` and records
     its settings in `run.json`; the same call on the same `out` (or again
     without `out`) after an interruption (or a
-    `kd_keras.faults.NumericalFault`) continues from the last checkpoint and
+    `kd_keras.callbacks.faults.NumericalFault`) continues from the last checkpoint and
     trains the steps an uninterrupted run would. An interruption raises
     `Interrupted` (a `KeyboardInterrupt`) naming the directory and its last
     checkpoint. `metrics.json` marks a finished run, which is never
@@ -463,15 +101,15 @@ def distill_job(
 
     Args:
         recipe: recipe name.
-        dataset: `"digits"`, `"text-default"` or `"tfds:NAME"`.
-        teacher: `"shipped:digits_cnn"`, a `.keras` path or a zoo name;
-            None: the data set's default, `"shipped:digits_cnn"` on image
-            data, `"shipped:text_default"` on text-default and
-            `"text_transformer"` on TFDS text sets. A teacher given is used
-            as given, and refused if it does not fit the data.
-        student: a zoo name; None: `"mlp"`, or `"text_cnn"` on text data.
-        epochs: epochs (default: 30 on digits, 10 on text-default, the
-            recipe's elsewhere).
+        dataset: a name of `kd_keras.data.names()` (`"digits"`,
+            `"mnist1d"`, `"text-default"`) or `"tfds:NAME"`.
+        teacher: `"shipped:NAME"`, a `.keras` path or a zoo name (trained
+            first); None: the data set's `default_teacher` (e.g.
+            `"shipped:digits_cnn"` on digits). A teacher given is used as
+            given, and refused if it does not fit the data.
+        student: a zoo name; None: the data set's `default_student`.
+        epochs: epochs (default: the data set's `default_epochs`, e.g. 30
+            on digits, else the recipe's).
         batch_size: batch size (default: the recipe's).
         seed: seed of everything random.
         out: run directory; None: the latest unfinished run under `runs/`
@@ -505,47 +143,35 @@ def distill_job(
 
     Example:
     ```python
-    metrics = kd_keras.run.distill_job(epochs=5, out="runs/try")
+    metrics = kd_keras.jobs.distill_job(epochs=5, out="runs/try")
     ```
     """
     started = time.perf_counter()
     # First of all: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = kd_strategy.get(strategy)
     kd_precision.check(precision, teacher_precision)
-    unknown = sorted(set(export_formats) - set(kd_export.FORMATS))
-    if unknown:
-        raise RunError(
-            f"Unknown export format {', '.join(unknown)}: choose from "
-            f"{', '.join(kd_export.FORMATS)}."
-        )
+    _check_export_formats(export_formats)
     _check_positive("epochs", epochs)
     _check_positive("batch_size", batch_size)
     if out is not None:
-        _check_writable(pathlib.Path(out))
+        check_writable(pathlib.Path(out))
     # The recipe's settings and files (a policy schedule) are checked before
     # any data loads.
-    config = recipes.get(recipe, overrides, teacher=teacher, student=student)
-    build.host_augment(config)
+    build.host_augment(recipes.get(recipe, overrides, teacher=teacher, student=student))
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
-    text = isinstance(bundle, text_data.TextDataBundle)
+    teacher = teacher or bundle.default_teacher
     if teacher is None:
-        teacher = DEFAULT_TEACHER
-        if text:
-            teacher = DEFAULT_TEXT_TEACHER if dataset == text_data.TEXT_DEFAULT else "text_transformer"
-    if student is None:
-        student = DEFAULT_TEXT_STUDENT if text else "mlp"
+        raise RunError(
+            f"{dataset} has no default teacher: pass --teacher (a .keras file, or a "
+            f"zoo name to train first, e.g. resnet56)."
+        )
+    student = student or bundle.default_student
+    if student not in kd_models.names():
+        raise RunError(
+            f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
+        )
     config = resolve_config(recipe, overrides, teacher, student, bundle)
-    if epochs is None and dataset == kd_data.DIGITS:
-        epochs = DIGITS_EPOCHS
-    if epochs is None and dataset == text_data.TEXT_DEFAULT:
-        epochs = TEXT_DEFAULT_EPOCHS
-    # Natural-image sets get the papers' standard pad-crop-flip (after a PBA
-    # policy, as PBA's CIFAR pipeline does); digits stay centred, which is
-    # what the shifted test measures.
-    data_augmentation = (
-        kd_data.standard_augmentation() if dataset != kd_data.DIGITS and not text else None
-    )
-    epochs = int(config["epochs"] if epochs is None else epochs)
+    epochs = int(epochs or bundle.default_epochs or config["epochs"])
     batch_size = int(batch_size or config["batch_size"])
     _check_data(bundle, batch_size)
     signature = _signature(
@@ -559,22 +185,8 @@ def distill_job(
             if k not in ("learning_rate", "optimizer.learning_rate")
         },
     )
-    chief = kd_strategy.is_chief(strategy)
-    if out is None and not kd_strategy.is_multi_worker(strategy):
-        # The same command without --out continues its latest unfinished run
-        # (multi-worker runs do not resume: the other workers start afresh).
-        out = find_unfinished(DEFAULT_RUNS / _run_prefix("distill", recipe, dataset), signature)
-        if out is not None:
-            epoch = (kd_backup.read_checkpoint(out / BACKUP_DIR) or {}).get("epoch", 0)
-            print(
-                f"Resuming the unfinished run {out} of the same command, from the end of "
-                f"epoch {epoch} (--out=DIR starts a new run elsewhere)."
-            )
-    out = pathlib.Path(out or default_out("distill", recipe, dataset))
-    if not chief:
-        # Every worker trains; only the chief keeps a run directory.
-        out = pathlib.Path(tempfile.mkdtemp(prefix="kd-keras-worker-")) / "run"
-    _check_unfinished(out, signature)
+    out = _distill_out(out, strategy, recipe, dataset, signature)
+    check_unfinished(out, signature)
     trained_teacher = out / TEACHER_FILE
     reuse_teacher = teacher in kd_models.names() and trained_teacher.exists()
     with strategy.scope():
@@ -583,10 +195,6 @@ def distill_job(
             epochs=teacher_epochs, verbose=verbose, safe_mode=safe_mode,
         )
     check_teacher(teacher_model, bundle.test, f"the {dataset} test data", allow_weak_teacher)
-    if student not in kd_models.names():
-        raise RunError(
-            f"Unknown student {student!r}: choose one of {', '.join(kd_models.names())}."
-        )
     # Before anything draws: the student's initial weights come from this seed.
     keras.utils.set_random_seed(seed)
     with strategy.scope(), kd_precision.policy(precision):
@@ -594,43 +202,14 @@ def distill_job(
             student, bundle.input_shape, bundle.num_classes, bits=student_bits,
             **bundle.model_kwargs,
         )
-    with _run_directory(out, signature):
+    with run_directory(out, signature):
         if teacher in kd_models.names() and not reuse_teacher:
             # A resumed run must not train (and get) another teacher.
             with atomic.replacing(trained_teacher) as temporary:
                 teacher_model.save(temporary)
-        backup = kd_backup.Backup(
-            out / BACKUP_DIR, signature=signature, delete_checkpoint=False
-        )
-        callbacks = [kd_callbacks.TensorBoard(str(out / "logs"))]
-        _write_json(out / "config.json", json.loads(recipes.to_json(config)))
-        snapshots = collapse = None
-        images = len(bundle.input_shape) == 3
-        host = build.host_augment(config)
-        if images and config["augmenter"] is not None:
-            # People want to see what the augmenter makes: a grid of original
-            # vs augmented test images in TensorBoard, the last one as a PNG.
-            snapshots = kd_callbacks.ViewSnapshots(
-                out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10)
-            )
-            collapse = faults.CollapseMonitor(
-                bundle.sample("test", 32), every=max(1, epochs // 10)
-            )
-            callbacks += [snapshots, collapse]
-        elif images and host is not None:
-            # A policy applied on the host (rolewise's PBA schedule): the same
-            # grid, of what the input pipeline makes of the test images.
-            snapshots = kd_callbacks.ViewSnapshots(
-                out / "logs", bundle.sample("test", 8), every=max(1, epochs // 10),
-                augment=host.augment_batch,
-            )
-            callbacks.append(snapshots)
-        if (config["augmenter"] or {}).get("class_name") == "LearnedPolicy":
-            # A learned policy's magnitudes and probabilities, epoch by epoch.
-            callbacks.append(PolicyTrajectory(out))
-        if host is not None:
-            # The student agent's PBA schedule, beside the student it trained.
-            host.schedule.save(out / "pba_schedule.json")
+        write_json(out / "config.json", json.loads(recipes.to_json(config)))
+        backup = kd_backup.Backup(out / BACKUP_DIR, signature=signature, delete_checkpoint=False)
+        callbacks, snapshots, collapse = _watchers(config, bundle, out, epochs)
         distiller = distill(
             teacher_model,
             student_model,
@@ -647,12 +226,11 @@ def distill_job(
             teacher_precision=teacher_precision,
             backup=backup,
             deterministic=deterministic,
-            data_augmentation=data_augmentation,
+            data_augmentation=bundle.augmentation,
             teacher_cache=teacher_cache,
         )
         if snapshots is not None:
             snapshots.save_png(out / "views.png")
-        train_seconds = time.perf_counter() - started
         metrics = {
             "recipe": recipe,
             "dataset": dataset,
@@ -672,6 +250,7 @@ def distill_job(
             "optimizer_steps": _optimizer_steps(distiller),
             "resumed_from_epoch": backup.restored_epoch,
             "teacher_cache": distiller.teacher_cache,
+            "train_seconds": time.perf_counter() - started,
         }
         if collapse is not None:
             metrics["augmenter_collapsed_epochs"] = collapse.collapsed_epochs
@@ -686,18 +265,79 @@ def distill_job(
             # Left by an attempt that stopped while exporting this same run.
             overwrite=True,
         )
-        if text:
+        if getattr(bundle, "tokenizer", None) is not None:
             # The ids mean nothing without it: serve the student on strings
-            # with text_data.serving_model(text_data.load_tokenizer(...), ...).
-            text_data.save_vocabulary(bundle.tokenizer, out / "vocabulary.txt")
-        metrics["train_seconds"] = train_seconds
+            # with kd_keras.data.text.serving_model(load_tokenizer(...), ...).
+            kd_text.save_vocabulary(bundle.tokenizer, out / "vocabulary.txt")
         metrics["wall_seconds"] = time.perf_counter() - started
-        _write_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", metrics)
         atomic.remove(out / BACKUP_DIR)
-    if not chief:
+    if not kd_strategy.is_chief(strategy):
         shutil.rmtree(out.parent, ignore_errors=True)
-    metrics["out"] = str(out) if chief else None
+    metrics["out"] = str(out) if kd_strategy.is_chief(strategy) else None
     return metrics
+
+
+def _distill_out(out, strategy, recipe, dataset, signature):
+    """The run directory: `out`, or the same command's latest unfinished run, or a new one."""
+    if not kd_strategy.is_chief(strategy):
+        # Every worker trains; only the chief keeps a run directory.
+        return pathlib.Path(tempfile.mkdtemp(prefix="kd-keras-worker-")) / "run"
+    if out is None and not kd_strategy.is_multi_worker(strategy):
+        # The same command without --out continues its latest unfinished run
+        # (multi-worker runs do not resume: the other workers start afresh).
+        out = find_unfinished(DEFAULT_RUNS / run_prefix("distill", recipe, dataset), signature)
+        if out is not None:
+            epoch = (kd_backup.read_checkpoint(out / BACKUP_DIR) or {}).get("epoch", 0)
+            print(
+                f"Resuming the unfinished run {out} of the same command, from the end of "
+                f"epoch {epoch} (--out=DIR starts a new run elsewhere)."
+            )
+    return pathlib.Path(out or default_out("distill", recipe, dataset))
+
+
+def _watchers(config, bundle, out, epochs):
+    """Callbacks that show a run: TensorBoard, views of its augmenter, a learned policy.
+
+    Returns:
+        `(callbacks, snapshots, collapse)`: the list, the `ViewSnapshots`
+        whose last grid becomes `views.png` (or None) and the
+        `CollapseMonitor` (or None).
+    """
+    callbacks = [kd_callbacks.TensorBoard(str(out / "logs"))]
+    snapshots = collapse = None
+    images = len(bundle.input_shape) == 3
+    host = build.host_augment(config)
+    every = max(1, epochs // 10)
+    if images and config["augmenter"] is not None:
+        # People want to see what the augmenter makes: a grid of original
+        # vs augmented test images in TensorBoard, the last one as a PNG.
+        snapshots = kd_callbacks.ViewSnapshots(out / "logs", bundle.sample("test", 8), every=every)
+        collapse = faults.CollapseMonitor(bundle.sample("test", 32), every=every)
+        callbacks += [snapshots, collapse]
+    elif images and host is not None:
+        # A policy applied on the host (rolewise's PBA schedule): the same
+        # grid, of what the input pipeline makes of the test images.
+        snapshots = kd_callbacks.ViewSnapshots(
+            out / "logs", bundle.sample("test", 8), every=every, augment=host.augment_batch,
+        )
+        callbacks.append(snapshots)
+    if (config["augmenter"] or {}).get("class_name") == "LearnedPolicy":
+        # A learned policy's magnitudes and probabilities, epoch by epoch.
+        callbacks.append(PolicyTrajectory(out))
+    if host is not None:
+        # The student agent's PBA schedule, beside the student it trained.
+        host.schedule.save(out / "pba_schedule.json")
+    return callbacks, snapshots, collapse
+
+
+def _check_export_formats(formats):
+    unknown = sorted(set(formats) - set(kd_export.FORMATS))
+    if unknown:
+        raise RunError(
+            f"Unknown export format {', '.join(unknown)}: choose from "
+            f"{', '.join(kd_export.FORMATS)}."
+        )
 
 
 def resolve_config(recipe, overrides, teacher, student, bundle):
@@ -818,7 +458,7 @@ def train_teacher_job(
 
     Example:
     ```python
-    card = kd_keras.run.train_teacher_job("cnn", epochs=30, out="teacher.keras")
+    card = kd_keras.jobs.train_teacher_job("cnn", epochs=30, out="teacher.keras")
     ```
     """
     started = time.perf_counter()
@@ -846,8 +486,8 @@ def train_teacher_job(
                 f"--policy applies image ops, but {dataset} is not image data: drop --policy."
             )
         augment = pba.PBAAugment(pba_schedule, seed=None)
-    elif schedule == "crd" and dataset != kd_data.DIGITS and len(bundle.input_shape) == 3:
-        augment = kd_data.standard_augmentation()
+    elif schedule == "crd":
+        augment = bundle.augmentation
     if epochs is None:
         epochs = 240 if schedule == "crd" else 30
     if learning_rate is None:
@@ -887,7 +527,7 @@ def train_teacher_job(
     if kd_strategy.is_chief(strategy):  # the other workers trained the same teacher alongside
         out.parent.mkdir(parents=True, exist_ok=True)
         teacher.save(out)
-        _write_json(out.with_suffix(".json"), card)
+        write_json(out.with_suffix(".json"), card)
     if quality["kappa"] < WEAK_TEACHER_KAPPA and not allow_weak_teacher:
         raise RunError(weak_teacher_message(
             quality, f"the {dataset} test data",
@@ -941,7 +581,7 @@ def train_vae_job(
 
     Example:
     ```python
-    card = kd_keras.run.train_vae_job(epochs=100, seed=0, out="vae.keras")
+    card = kd_keras.jobs.train_vae_job(epochs=100, seed=0, out="vae.keras")
     ```
     """
     out = pathlib.Path(out)
@@ -983,7 +623,7 @@ def train_vae_job(
     shipped.set_weights(vae.get_weights())
     out.parent.mkdir(parents=True, exist_ok=True)
     shipped.save(out)
-    _write_json(out.with_suffix(".json"), card)
+    write_json(out.with_suffix(".json"), card)
     return card
 
 
@@ -999,10 +639,10 @@ def export_job(
     safe_mode=True,
 ):
     """Export a saved student to `formats` with parity checks on real inputs; return the report."""
-    _check_writable(pathlib.Path(out), "the export directory")
+    check_writable(pathlib.Path(out), "the export directory")
     student = load_model(model_path, safe_mode=safe_mode)
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
-    _check_fits(student, bundle, "student", fix="pass the --dataset it was trained on")
+    check_fits(student, bundle, "student", fix="pass the --dataset it was trained on")
     return kd_export.export_student(
         student,
         out,
@@ -1032,10 +672,10 @@ def search_job(role="teacher", dataset=kd_data.DIGITS, out=None, **settings):
 
     Example:
     ```python
-    summary = kd_keras.run.search_job("student", population=4, epochs=6, out="runs/agent")
+    summary = kd_keras.jobs.search_job("student", population=4, epochs=6, out="runs/agent")
     ```
     """
-    from kd_keras import search  # it imports this module
+    from kd_keras import search  # Ray is optional: imported only here
 
     out = pathlib.Path(out or default_out("search", role, dataset))
     search.search(role=role, dataset=dataset, out=out, **settings)

@@ -30,9 +30,20 @@ import numpy as np
 import tensorflow as tf
 
 from kd_keras import atomic
-from kd_keras import data as kd_data
+from kd_keras.data.core import TFDS_PREFIX
+from kd_keras.data.core import DataBundle
+from kd_keras.data.core import register
+from kd_keras.data.core import register_tfds_family
+from kd_keras.data.tfds import prepared_builder
 
 TEXT_DEFAULT = "text-default"
+# Runs on text default to the text zoo: the shipped transformer teacher on
+# the offline task (a zoo transformer, trained first, on a TFDS text set)
+# and a text CNN student.
+TEXT_DEFAULT_TEACHER = "shipped:text_default"
+TFDS_TEXT_TEACHER = "text_transformer"
+TEXT_STUDENT = "text_cnn"
+TEXT_DEFAULT_EPOCHS = 10
 CLASS_NAMES = ("film negative", "film positive", "restaurant negative", "restaurant positive")
 
 _TOPIC_NOUNS = (
@@ -94,7 +105,7 @@ def vocabulary():
 
     Example:
     ```python
-    words = kd_keras.text_data.vocabulary()
+    words = kd_keras.data.text.vocabulary()
     ```
     """
     words = []
@@ -131,7 +142,7 @@ def synthetic_reviews(count, seed=0, filler_rate=0.2):
 
     Example:
     ```python
-    texts, labels = kd_keras.text_data.synthetic_reviews(10, seed=1)
+    texts, labels = kd_keras.data.text.synthetic_reviews(10, seed=1)
     ```
     """
     rng = np.random.default_rng(seed)
@@ -175,7 +186,7 @@ def synthetic_reviews(count, seed=0, filler_rate=0.2):
 
 
 @dataclasses.dataclass
-class TextDataBundle(kd_data.DataBundle):
+class TextDataBundle(DataBundle):
     """A `kd_keras.data.DataBundle` of token ids, with the tokenizer that made them.
 
     The other fields are `DataBundle`'s; `input_shape` is
@@ -223,7 +234,7 @@ def make_tokenizer(sequence_length, vocabulary=None, texts=None, max_tokens=2000
 
     Example:
     ```python
-    tokenizer = kd_keras.text_data.make_tokenizer(32, texts=["a good film"])
+    tokenizer = kd_keras.data.text.make_tokenizer(32, texts=["a good film"])
     ```
     """
     if vocabulary is not None:
@@ -252,7 +263,7 @@ def tokenize(tokenizer, texts, batch_size=1024):
 
     Example:
     ```python
-    ids = kd_keras.text_data.tokenize(bundle.tokenizer, ["a good film."])
+    ids = kd_keras.data.text.tokenize(bundle.tokenizer, ["a good film."])
     ```
     """
     chunks = [
@@ -279,7 +290,7 @@ def load_text_default(train_size=16000, test_size=2000, sequence_length=40, seed
 
     Example:
     ```python
-    bundle = kd_keras.text_data.load_text_default()
+    bundle = kd_keras.data.text.load_text_default()
     x_train, y_train = bundle.train
     ```
     """
@@ -294,6 +305,9 @@ def load_text_default(train_size=16000, test_size=2000, sequence_length=40, seed
         input_shape=(sequence_length,),
         model_kwargs={"vocabulary_size": tokenizer.vocabulary_size()},
         tokenizer=tokenizer,
+        default_teacher=TEXT_DEFAULT_TEACHER,
+        default_student=TEXT_STUDENT,
+        default_epochs=TEXT_DEFAULT_EPOCHS,
     )
 
 
@@ -308,7 +322,7 @@ def text_features(features):
 
     Example:
     ```python
-    names = kd_keras.text_data.text_features(tfds.builder("ag_news_subset").info.features)
+    names = kd_keras.data.text.text_features(tfds.builder("ag_news_subset").info.features)
     ```
     """
     import tensorflow_datasets as tfds
@@ -329,15 +343,15 @@ def is_tfds_text(name, data_dir=None):
 
     Example:
     ```python
-    kd_keras.text_data.is_tfds_text("tfds:imdb_reviews")  # True
+    kd_keras.data.text.is_tfds_text("tfds:imdb_reviews")  # True
     ```
     """
-    if not name.startswith(kd_data.TFDS_PREFIX):
+    if not name.startswith(TFDS_PREFIX):
         return False
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(name[len(kd_data.TFDS_PREFIX):], data_dir=data_dir)
+        builder = tfds.builder(name[len(TFDS_PREFIX):], data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         return False
     features = builder.info.features
@@ -374,20 +388,10 @@ def load_tfds_text(
 
     Example:
     ```python
-    bundle = kd_keras.text_data.load_tfds_text("imdb_reviews")
+    bundle = kd_keras.data.text.load_tfds_text("imdb_reviews")
     ```
     """
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not kd_data._prepared(builder):
-        if download is False or (download == "auto" and not kd_data._tfds_reachable()):
-            raise kd_data.DataError(
-                f"TFDS data set {name!r} is not prepared in {builder.data_dir} and "
-                f"cannot be downloaded here: run `tfds build {name}` on a "
-                "connected machine and pass its --data_dir."
-            )
-        builder.download_and_prepare()
+    builder = prepared_builder(name, data_dir, download)
     features = builder.info.features
     keys = text_features(features)
 
@@ -414,13 +418,16 @@ def load_tfds_text(
         )
 
     return TextDataBundle(
-        name=f"{kd_data.TFDS_PREFIX}{name}",
+        name=f"{TFDS_PREFIX}{name}",
         train=to_ids(train),
         test=to_ids(test),
         num_classes=features["label"].num_classes,
         input_shape=(sequence_length,),
         model_kwargs={"vocabulary_size": tokenizer.vocabulary_size()},
         tokenizer=tokenizer,
+        # No shipped teacher for TFDS text: the zoo transformer is trained first.
+        default_teacher=TFDS_TEXT_TEACHER,
+        default_student=TEXT_STUDENT,
     )
 
 
@@ -437,12 +444,12 @@ def load(name, data_dir=None, download="auto"):
 
     Example:
     ```python
-    bundle = kd_keras.text_data.load("tfds:glue/sst2")
+    bundle = kd_keras.data.text.load("tfds:glue/sst2")
     ```
     """
     if name == TEXT_DEFAULT:
         return load_text_default()
-    return load_tfds_text(name[len(kd_data.TFDS_PREFIX):], data_dir, download)
+    return load_tfds_text(name[len(TFDS_PREFIX):], data_dir, download)
 
 
 def save_vocabulary(tokenizer, path):
@@ -457,7 +464,7 @@ def save_vocabulary(tokenizer, path):
 
     Example:
     ```python
-    kd_keras.text_data.save_vocabulary(bundle.tokenizer, "runs/x/vocabulary.txt")
+    kd_keras.data.text.save_vocabulary(bundle.tokenizer, "runs/x/vocabulary.txt")
     ```
     """
     return atomic.write_text(path, "\n".join(tokenizer.get_vocabulary()) + "\n")
@@ -476,7 +483,7 @@ def load_tokenizer(path, sequence_length):
 
     Example:
     ```python
-    tokenizer = kd_keras.text_data.load_tokenizer("runs/x/vocabulary.txt", 32)
+    tokenizer = kd_keras.data.text.load_tokenizer("runs/x/vocabulary.txt", 32)
     ```
     """
     tokens = pathlib.Path(path).read_text(encoding="utf-8").split("\n")[:-1]
@@ -496,10 +503,17 @@ def serving_model(tokenizer, model):
 
     Example:
     ```python
-    serve = kd_keras.text_data.serving_model(bundle.tokenizer, student)
+    serve = kd_keras.data.text.serving_model(bundle.tokenizer, student)
     logits = serve(tf.constant(["the plot was not good."]))
     ```
     """
     strings = keras.Input(shape=(), dtype="string", name="text")
     ids = tokenizer(strings)
     return keras.Model(strings, model(keras.ops.cast(ids, "int32")), name=f"{model.name}_serving")
+
+
+register(TEXT_DEFAULT, load_text_default)
+register_tfds_family(
+    lambda name, data_dir: is_tfds_text(TFDS_PREFIX + name, data_dir),
+    lambda name, data_dir, download: load_tfds_text(name, data_dir, download),
+)

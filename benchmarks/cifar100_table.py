@@ -95,11 +95,11 @@ def get_pair(label):
         label: e.g. `"ResNet56 -> ResNet20"` or `"resnet56->resnet20"`.
 
     Returns:
-        A `kd_keras.cifar100.Pair`.
+        A `cifar100_table.Pair`.
 
     Example:
     ```python
-    pair = kd_keras.cifar100.get_pair("resnet56->resnet20")
+    pair = cifar100_table.get_pair("resnet56->resnet20")
     ```
     """
     for pair in PAIRS:
@@ -127,7 +127,7 @@ def table(results, teacher_results=None, runs=DEFAULT_RUNS, pairs=PAIRS):
 
     Example:
     ```python
-    print(kd_keras.cifar100.table({("ResNet56 -> ResNet20", "kd"): 70.1}))
+    print(cifar100_table.table({("ResNet56 -> ResNet20", "kd"): 70.1}))
     ```
     """
     unknown = [name for name in runs if name not in RUNS]

@@ -1,21 +1,16 @@
 """TST: a learned augmentation policy, op magnitudes and probabilities, for what the student misses."""
 
-import json
 import math
-import os
 
 import keras
 import numpy as np
 from keras import ops
 
-from kd_keras import atomic
 from kd_keras import losses as kd_losses
-from kd_keras import plots
 from kd_keras.augment import ops as image_ops
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
-from kd_keras.augment.seed import ReplicaSeedGenerator
 
 # Added inside -log(1 - p_s(y | x~) + eps): the paper's 1e-8.
 _EPSILON = 1e-8
@@ -46,7 +41,7 @@ def relaxed_bernoulli(logits, uniform, temperature):
     Example:
     ```python
     u = keras.random.uniform((batch, ops_count))
-    gates = kd_keras.augment.policy.relaxed_bernoulli(theta_p, u, 0.05)
+    gates = kd_keras.augment.tst.relaxed_bernoulli(theta_p, u, 0.05)
     ```
     """
     uniform = ops.clip(ops.cast(uniform, "float32"), _UNIFORM_CLIP, 1.0 - _UNIFORM_CLIP)
@@ -154,7 +149,7 @@ class LearnedPolicy(Augmenter):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         names = list(image_ops.TST_OPS if ops is None else ops)
         if not names:
             raise ValueError("ops is empty: give at least one op name.")
@@ -176,8 +171,11 @@ class LearnedPolicy(Augmenter):
         self._initial_magnitudes = _prior(initial_magnitude, names, "magnitude")
         self._initial_probabilities = _prior(initial_probability, names, "probability")
         self.fill_value = float(fill_value)
-        self.seed = seed
-        self.seed_generator = ReplicaSeedGenerator(seed)
+
+    @property
+    def input_range(self):
+        # The ops and the final clip assume images in [0, 1].
+        return (0.0, 1.0)
 
     def build(self, input_shape):
         if (
@@ -345,78 +343,3 @@ class LearnedPolicy(Augmenter):
             "fill_value": self.fill_value,
             "seed": self.seed,
         }
-
-
-class PolicyTrajectory(keras.callbacks.Callback):
-    """Records a learned policy's magnitudes and probabilities per epoch; writes JSON and a PNG.
-
-    At the start of training and after every epoch it stores the
-    Distiller's `augmenter.log_scalars()` (e.g. a
-    `kd_keras.augment.LearnedPolicy`), and at the end of training writes
-    `policy.json` (a list of `{"epoch": e, "magnitude/<op>": m, ...}`, epoch
-    0 being the prior) and `policy.png` (one small panel per op, drawn by
-    `kd_keras.plots.plot_policy_trajectory`) to `directory`. `policy.json` is also rewritten
-    after every epoch, and a run resumed at epoch `e` (by
-    `kd_keras.backup.Backup`) continues from its records up to `e`.
-
-    Args:
-        directory: where to write `policy.json` and `policy.png`.
-
-    Returns:
-        A `keras.callbacks.Callback`; `history` holds the records.
-
-    Example:
-    ```python
-    trajectory = kd_keras.augment.PolicyTrajectory("runs/tst")
-    distiller.fit(train_ds, epochs=30, callbacks=[schedule, trajectory])
-    ```
-    """
-
-    def __init__(self, directory):
-        super().__init__()
-        self.directory = os.fspath(directory)
-        self.history = []
-
-    def _record(self, epoch):
-        self.history.append({"epoch": int(epoch), **self.model.augmenter.log_scalars()})
-
-    def on_train_begin(self, logs=None):
-        augmenter = getattr(self.model, "augmenter", None)
-        if not callable(getattr(augmenter, "log_scalars", None)):
-            raise ValueError(
-                "PolicyTrajectory records a Distiller's augmenter.log_scalars(): "
-                "use it with an augmenter that has one, e.g. "
-                "kd_keras.augment.LearnedPolicy."
-            )
-        if not self.history:
-            self._record(0)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        json_path = os.path.join(self.directory, "policy.json")
-        if epoch > 0 and len(self.history) == 1 and os.path.exists(json_path):
-            # Resumed: the run that stopped recorded the epochs before this one.
-            with open(json_path) as handle:
-                earlier = json.load(handle)
-            self.history = [record for record in earlier if record["epoch"] <= epoch]
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._record(epoch + 1)
-        self._write_json()
-
-    def on_train_end(self, logs=None):
-        self.write()
-
-    def write(self):
-        """Write `policy.json` and `policy.png` now; return their paths."""
-        json_path = self._write_json()
-        png_path = os.path.join(self.directory, "policy.png")
-        with atomic.replacing(png_path) as temporary:
-            plots.plot_policy_trajectory(self.history, temporary)
-        return json_path, png_path
-
-    def _write_json(self):
-        os.makedirs(self.directory, exist_ok=True)
-        json_path = os.path.join(self.directory, "policy.json")
-        atomic.write_text(json_path, json.dumps(self.history, indent=2))
-        return json_path
-

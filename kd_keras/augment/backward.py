@@ -10,7 +10,6 @@ networks read through `kd_keras.layers.TokenEmbedding`.
 """
 
 import math
-import random
 
 import keras
 import tensorflow as tf
@@ -19,7 +18,6 @@ from keras import ops
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
-from kd_keras.augment.seed import ReplicaSeedGenerator
 from kd_keras.layers import is_distribution
 from kd_keras.losses import kl_per_sample
 
@@ -62,7 +60,7 @@ def project_to_simplex(v):
 
     Example:
     ```python
-    p = kd_keras.augment.gradient.project_to_simplex(keras.ops.array([[0.8, 0.6, -0.1]]))
+    p = kd_keras.augment.backward.project_to_simplex(keras.ops.array([[0.8, 0.6, -0.1]]))
     # [[0.6, 0.4, 0.0]]
     ```
     """
@@ -199,7 +197,7 @@ class BackwardPerturbation(Augmenter):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if int(steps) < 1:
             raise ValueError(f"steps must be at least 1, got {steps}: use e.g. 3.")
         if norm not in NORMS:
@@ -234,15 +232,12 @@ class BackwardPerturbation(Augmenter):
         self.vocabulary_size = None if vocabulary_size is None else int(vocabulary_size)
         self.pool_size = int(pool_size)
         self.pool_fraction = float(pool_fraction)
-        self.seed = seed
-        self.seed_generator = ReplicaSeedGenerator(seed)
+
+    @property
+    def input_range(self):
+        return self.value_range
 
     def build(self, input_shape):
-        # As in kd_keras.augment.mixing: an unseeded layer takes its seed
-        # here, eagerly, so keras.utils.set_random_seed fixes the run.
-        if self.seed is None and tf.executing_eagerly():
-            state = self.seed_generator.state
-            state.assign(ops.cast([random.randint(1, int(1e9)), 0], state.dtype))
         if self.pool_size:
             if input_shape is None or any(d is None for d in input_shape[1:]):
                 raise ValueError(

@@ -12,9 +12,9 @@ from conftest import tiny_student
 from conftest import tiny_teacher
 
 import kd_keras
-from kd_keras import run
-from kd_keras.augment.gradient import BackwardPerturbation
-from kd_keras.augment.gradient import project_to_simplex
+from kd_keras import jobs
+from kd_keras.augment.backward import BackwardPerturbation
+from kd_keras.augment.backward import project_to_simplex
 from kd_keras.losses import kl_per_sample
 
 VOCABULARY = 12
@@ -298,7 +298,7 @@ def test_recipe_has_the_documented_settings():
 
 @pytest.mark.large
 def test_the_digits_command_runs(tmp_path):
-    metrics = run.distill_job(
+    metrics = jobs.distill_job(
         recipe="backward", epochs=1, out=tmp_path / "run", export_formats=("keras",), verbose=0
     )
     assert metrics["recipe"] == "backward" and metrics["dataset"] == "digits"
@@ -310,7 +310,7 @@ def test_the_digits_command_runs(tmp_path):
 def test_the_text_command_runs_and_saves_the_vocabulary(tmp_path):
     # One ascent step and large batches keep an epoch over the 16,000
     # reviews short; the defaults are tested above.
-    metrics = run.distill_job(
+    metrics = jobs.distill_job(
         recipe="backward", dataset="text-default", epochs=1, batch_size=256, steps=1,
         out=tmp_path / "run", export_formats=("keras", "tflite"), verbose=0,
     )
@@ -322,12 +322,12 @@ def test_the_text_command_runs_and_saves_the_vocabulary(tmp_path):
     vocabulary = (tmp_path / "run" / "vocabulary.txt").read_text().split("\n")
     assert vocabulary[:2] == ["", "[UNK]"] and "good" in vocabulary
     student = keras.saving.load_model(tmp_path / "run" / "student.keras", safe_mode=True)
-    tokenizer = kd_keras.text_data.load_tokenizer(tmp_path / "run" / "vocabulary.txt", 40)
-    serve = kd_keras.text_data.serving_model(tokenizer, student)
-    texts, _ = kd_keras.text_data.synthetic_reviews(5, seed=99)
+    tokenizer = kd_keras.data.text.load_tokenizer(tmp_path / "run" / "vocabulary.txt", 40)
+    serve = kd_keras.data.text.serving_model(tokenizer, student)
+    texts, _ = kd_keras.data.text.synthetic_reviews(5, seed=99)
     np.testing.assert_allclose(
         serve.predict(tf.constant(texts), verbose=0),
-        student.predict(kd_keras.text_data.tokenize(tokenizer, texts), verbose=0),
+        student.predict(kd_keras.data.text.tokenize(tokenizer, texts), verbose=0),
         atol=1e-5,
     )
 

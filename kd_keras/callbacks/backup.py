@@ -49,7 +49,7 @@ class Backup(keras.callbacks.Callback):
 
     Example:
     ```python
-    backup = kd_keras.backup.Backup("runs/hard/backup")
+    backup = kd_keras.callbacks.backup.Backup("runs/hard/backup")
     distiller.fit(train_ds, epochs=30, callbacks=[schedule, backup])
     ```
     """
@@ -164,7 +164,7 @@ def read_checkpoint(backup_dir):
 
     Example:
     ```python
-    checkpoint = kd_keras.backup.read_checkpoint("runs/hard/backup")
+    checkpoint = kd_keras.callbacks.backup.read_checkpoint("runs/hard/backup")
     ```
     """
     path = pathlib.Path(backup_dir) / CHECKPOINT

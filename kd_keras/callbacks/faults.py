@@ -31,7 +31,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
     end of an epoch it also checks the validation terms. It raises
     `NumericalFault` naming the terms, their values and the step (the total
     `loss` only when no single term is named), before any
-    epoch-end checkpoint: list it before `kd_keras.backup.Backup` and the
+    epoch-end checkpoint: list it before `kd_keras.callbacks.backup.Backup` and the
     last good checkpoint stays as it was.
 
     Args:
@@ -43,7 +43,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
     Example:
     ```python
     distiller.fit(train_ds, epochs=30,
-                  callbacks=[kd_keras.faults.StopOnNonFinite(), backup])
+                  callbacks=[kd_keras.callbacks.faults.StopOnNonFinite(), backup])
     ```
     """
 
@@ -117,7 +117,7 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     Example:
     ```python
-    monitor = kd_keras.faults.CollapseMonitor(data.test[0][:32])
+    monitor = kd_keras.callbacks.faults.CollapseMonitor(data.test[0][:32])
     distiller.fit(train_ds, epochs=30, callbacks=[schedule, monitor])
     ```
     """

@@ -1,4 +1,4 @@
-"""Tests for `kd_keras.text_data`: the offline synthetic task, TFDS text sets, the tokenizer."""
+"""Tests for `kd_keras.data.text`: the offline synthetic task, TFDS text sets, the tokenizer."""
 
 import keras
 import numpy as np
@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 import kd_keras
 from kd_keras import data as kd_data
-from kd_keras import text_data
+from kd_keras.data import text as text_data
 
 # Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
 pytestmark = pytest.mark.large
@@ -142,7 +142,7 @@ def test_the_backward_command_runs_on_a_tfds_text_set(tmp_path):
     # `kd-keras distill --recipe=backward --dataset=tfds:imdb_reviews`, on TFDS
     # mock data: the default teacher becomes a zoo transformer trained first.
     with tfds.testing.mock_data(num_examples=16):
-        metrics = kd_keras.run.distill_job(
+        metrics = kd_keras.jobs.distill_job(
             recipe="backward", dataset="tfds:imdb_reviews", epochs=1, batch_size=8,
             teacher_epochs=1, out=tmp_path / "run", export_formats=("keras",),
             data_dir=str(tmp_path / "tfds"), download=True, verbose=0,
@@ -154,8 +154,8 @@ def test_the_backward_command_runs_on_a_tfds_text_set(tmp_path):
     assert metrics["teacher"] == "text_transformer" and metrics["student"] == "text_cnn"
     teacher = keras.saving.load_model(tmp_path / "run" / "teacher.keras")
     student = keras.saving.load_model(tmp_path / "run" / "student.keras")
-    teacher_logits, _ = kd_keras.run.predict_split(teacher, bundle.test)
-    student_logits, _ = kd_keras.run.predict_split(student, bundle.test)
+    teacher_logits, _ = kd_keras.resolve.predict_split(teacher, bundle.test)
+    student_logits, _ = kd_keras.resolve.predict_split(student, bundle.test)
     assert metrics["agreement"] == pytest.approx(
         np.mean(teacher_logits.argmax(-1) == student_logits.argmax(-1)), abs=1e-9
     )

@@ -1,15 +1,18 @@
-"""Data: the embedded digits default, TFDS image sets, NumPy arrays, tf.data pipelines."""
+"""The data contract: `DataBundle`, input checks, tf.data pipelines, and loaders by name.
+
+Every data set of the toolkit is a loader registered under a name
+(`register`); `load(name)` finds it. A bundle carries its own defaults
+(teacher, student, epochs, host augmentation), so the jobs never branch on
+a data set's name.
+"""
 
 import dataclasses
-import os
-import socket
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-DIGITS = "digits"
 TFDS_PREFIX = "tfds:"
 
 
@@ -31,6 +34,20 @@ class DataBundle:
         test_shifted: `(x, y)` out-of-domain test copy (digits only), or None.
         model_kwargs: extra arguments zoo models need for this data, e.g. a
             text set's `vocabulary_size`.
+        default_teacher: the teacher a job uses when none is given (a
+            `shipped:` name or a zoo name, trained first), or None when the
+            data has none and a teacher must be given.
+        default_student: the student zoo name a job uses when none is given.
+        default_epochs: a job's epochs when none are given (None: the
+            recipe's).
+        augmentation: the data's own per-sample host augmentation (e.g.
+            `standard_augmentation()` for natural images), or None.
+
+    Example:
+    ```python
+    data = kd_keras.data.load("digits")
+    data.default_teacher, data.default_student, data.default_epochs
+    ```
     """
 
     name: str
@@ -40,6 +57,10 @@ class DataBundle:
     input_shape: tuple
     test_shifted: Any = None
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    default_teacher: Any = None
+    default_student: str = "mlp"
+    default_epochs: Any = None
+    augmentation: Any = None
 
     def sample(self, split="train", count=256):
         """Return up to `count` real inputs of a split as a float32 NumPy array."""
@@ -50,203 +71,89 @@ class DataBundle:
         return np.asarray(source[0][:count], dtype="float32")
 
 
-def load_digits(
-    canvas_size=28,
-    scale=2,
-    max_shift=6,
-    test_fraction=0.25,
-    train_fraction=1.0,
-    seed=0,
-):
-    """Load scikit-learn's bundled handwritten digits on a larger canvas, offline.
+# name -> loader(**options) of the data sets with fixed names; then TFDS
+# families, tried in order for "tfds:NAME": (matches(name, data_dir), loader).
+_LOADERS = {}
+_TFDS_FAMILIES = []
 
-    The 1,797 real 8x8 digits are upscaled by `scale` (nearest neighbour) and
-    centred on a `canvas_size` square. The split is stratified and fixed by
-    `seed`. `test_shifted` holds the test digits translated by random whole
-    pixels in `[-max_shift, max_shift]` on each axis: the out-of-domain test
-    of the HARD shift-equivariance toy.
+
+def register(name, loader):
+    """Register a loader under a data set name, for `load` and `kd-keras --dataset`.
 
     Args:
-        canvas_size: side of the square canvas in pixels.
-        scale: integer upscaling of the 8x8 digits.
-        max_shift: largest translation of the shifted test copy, in pixels.
-        test_fraction: fraction of the digits held out for testing.
-        train_fraction: keep this stratified fraction of the training split
-            (the low-data setting, e.g. `0.2`).
-        seed: seed of the split and of the shifts.
+        name: the data set's name, e.g. `"digits"`.
+        loader: a function `(**options) -> DataBundle`.
 
     Returns:
-        A `DataBundle` with float32 images in `[0, 1]` of shape
-        `(canvas_size, canvas_size, 1)` and int32 labels.
+        The loader, so `register` also works as a decorator's body.
 
     Example:
     ```python
-    data = kd_keras.data.load_digits(train_fraction=0.2)
-    x_train, y_train = data.train
+    kd_keras.data.register("my-set", lambda: kd_keras.data.DataBundle(...))
     ```
     """
-    from sklearn import datasets
-    from sklearn.model_selection import train_test_split
-
-    side = 8 * scale
-    if side + 2 * max_shift > canvas_size:
-        raise DataError(
-            f"Digits of {side} px shifted by up to {max_shift} px do not fit a "
-            f"{canvas_size} px canvas: use canvas_size >= {side + 2 * max_shift}."
-        )
-    if not 0 < train_fraction <= 1:
-        raise DataError(f"train_fraction must be in (0, 1], got {train_fraction}.")
-    digits = datasets.load_digits()
-    images = np.kron(digits.images / 16.0, np.ones((scale, scale))).astype("float32")
-    labels = digits.target.astype("int32")
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=test_fraction, stratify=labels, random_state=seed
-    )
-    if train_fraction < 1:
-        x_train, _, y_train, _ = train_test_split(
-            x_train, y_train, train_size=train_fraction, stratify=y_train,
-            random_state=seed,
-        )
-    rng = np.random.default_rng(seed)
-    shifts = rng.integers(-max_shift, max_shift + 1, size=(len(x_test), 2))
-    centred = np.zeros((len(x_test), 2), dtype="int64")
-    return DataBundle(
-        name=DIGITS,
-        train=(place_on_canvas(x_train, canvas_size), y_train),
-        test=(place_on_canvas(x_test, canvas_size, centred), y_test),
-        test_shifted=(place_on_canvas(x_test, canvas_size, shifts), y_test),
-        num_classes=10,
-        input_shape=(canvas_size, canvas_size, 1),
-    )
+    _LOADERS[name] = loader
+    return loader
 
 
-def place_on_canvas(images, canvas_size, offsets=None):
-    """Paste `(n, h, w)` images on a zero canvas, centred plus per-image offsets.
+def register_tfds_family(matches, loader):
+    """Register a loader for the `"tfds:NAME"` sets `matches(name, data_dir)` accepts.
+
+    Families are tried in the order they were registered; the last one
+    registered is the catch-all (image sets).
 
     Args:
-        images: `(n, h, w)` array.
-        canvas_size: side of the square canvas.
-        offsets: `(n, 2)` integer (row, column) shifts from the centre, or None.
+        matches: `(tfds_name, data_dir) -> bool`.
+        loader: `(tfds_name, data_dir, download) -> DataBundle`.
 
-    Returns:
-        A float32 array `(n, canvas_size, canvas_size, 1)`.
+    Example:
+    ```python
+    kd_keras.data.register_tfds_family(lambda name, _: name == "x", load_x)
+    ```
     """
-    count, height, width = images.shape
-    canvas = np.zeros((count, canvas_size, canvas_size, 1), dtype="float32")
-    top, left = (canvas_size - height) // 2, (canvas_size - width) // 2
-    if offsets is None:
-        offsets = np.zeros((count, 2), dtype="int64")
-    for index, (row, column) in enumerate(offsets):
-        r, c = top + row, left + column
-        canvas[index, r : r + height, c : c + width, 0] = images[index]
-    return canvas
+    _TFDS_FAMILIES.append((matches, loader))
 
 
-def load_tfds(name, split, data_dir=None, download="auto"):
-    """Load a TFDS image classification split as `(float image in [0, 1], label)`.
+def names():
+    """Return the names of the registered data sets (TFDS sets are `"tfds:NAME"`)."""
+    return sorted(_LOADERS)
 
-    Offline, a data set that is not prepared under `data_dir` fails at once
-    with instructions, instead of TFDS retrying its download for minutes.
+
+def load(name, data_dir=None, download="auto", **options):
+    """Load a data set by name: a registered name (offline) or `"tfds:NAME"`.
+
+    The registered names are `kd_keras.data.names()`: `"digits"` (bundled
+    handwritten digits), `"mnist1d"` (MNIST-1D, generated offline) and
+    `"text-default"` (the synthetic reviews task). TFDS sets with text
+    features (e.g. `"tfds:imdb_reviews"`) load as token ids, other TFDS sets
+    as images.
 
     Args:
-        name: a TFDS name, e.g. `"cifar100"`.
-        split: e.g. `"train"` or `"test"`.
-        data_dir: TFDS data directory (default: TFDS's own).
+        name: a registered name or `"tfds:<tfds name>"`.
+        data_dir: TFDS data directory.
         download: `True` downloads if needed, `False` never downloads, and
             `"auto"` downloads only when the TFDS servers are reachable.
-
-    Returns:
-        `(dataset, info)`: an unbatched `tf.data.Dataset` and the
-        `tfds.core.DatasetInfo`.
-
-    Example:
-    ```python
-    train, info = kd_keras.data.load_tfds("cifar10", "train")
-    ```
-    """
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise DataError(
-            f"Unknown TFDS data set {name!r}: see tfds.list_builders() for names."
-        ) from error
-    if not _prepared(builder):
-        if download is False or (download == "auto" and not _tfds_reachable()):
-            raise DataError(
-                f"TFDS data set {name!r} is not prepared in {builder.data_dir} and "
-                "cannot be downloaded here: run `tfds build "
-                f"{name}` on a connected machine and pass its --data_dir."
-            )
-        builder.download_and_prepare()
-    if not {"image", "label"} <= set(builder.info.features.keys()):
-        raise DataError(
-            f"TFDS data set {name!r} has no 'image' and 'label' features: "
-            "kd_keras loads image classification sets."
-        )
-    dataset = builder.as_dataset(split=split, as_supervised=True)
-    return dataset.map(_to_float_image, num_parallel_calls=tf.data.AUTOTUNE), builder.info
-
-
-def _to_float_image(image, label):
-    return tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int32)
-
-
-def _prepared(builder):
-    return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
-
-
-def _tfds_reachable(host="storage.googleapis.com", port=443, timeout=3.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def load(name, data_dir=None, download="auto", **digits_kwargs):
-    """Load a data set by name: `"digits"`, `"text-default"` (both offline) or `"tfds:NAME"`.
-
-    Text sets (`"text-default"`, the synthetic reviews task, and TFDS sets
-    with text features such as `"tfds:imdb_reviews"`) load as token ids
-    through `kd_keras.text_data`.
-
-    Args:
-        name: `"digits"`, `"text-default"` or `"tfds:<tfds name>"`.
-        data_dir: TFDS data directory.
-        download: see `load_tfds`.
-        **digits_kwargs: passed to `load_digits` (e.g. `train_fraction`).
+        **options: passed to a registered loader (e.g. `train_fraction`
+            for digits).
 
     Returns:
         A `DataBundle`.
 
     Example:
     ```python
-    data = kd_keras.data.load("tfds:cifar100")
+    data = kd_keras.data.load("digits", train_fraction=0.2)
     ```
     """
-    if name == DIGITS:
-        return load_digits(**digits_kwargs)
-    from kd_keras import text_data  # it imports this module
-
-    if name == text_data.TEXT_DEFAULT or text_data.is_tfds_text(name, data_dir):
-        return text_data.load(name, data_dir=data_dir, download=download)
-    if name.startswith(TFDS_PREFIX):
+    if name in _LOADERS:
+        return _LOADERS[name](**options)
+    if str(name).startswith(TFDS_PREFIX):
         tfds_name = name[len(TFDS_PREFIX):]
-        train, info = load_tfds(tfds_name, "train", data_dir, download)
-        test_split = "test" if "test" in info.splits else "validation"
-        test, _ = load_tfds(tfds_name, test_split, data_dir, download)
-        return DataBundle(
-            name=name,
-            train=train,
-            test=test,
-            num_classes=info.features["label"].num_classes,
-            input_shape=tuple(info.features["image"].shape),
-        )
+        for matches, loader in _TFDS_FAMILIES:
+            if matches(tfds_name, data_dir):
+                return loader(tfds_name, data_dir, download)
     raise DataError(
-        f"Unknown data set {name!r}: use 'digits', 'text-default' or 'tfds:NAME' "
-        "(e.g. tfds:cifar10)."
+        f"Unknown data set {name!r}: use {', '.join(repr(n) for n in names())} or "
+        "'tfds:NAME' (e.g. tfds:cifar10)."
     )
 
 
@@ -513,7 +420,7 @@ class SetEpoch(keras.callbacks.Callback):
 
     Pass `SetEpoch().epoch` as `pipeline(..., epoch=...)` and the `SetEpoch`
     itself to `fit(callbacks=...)`: each pass over array data is then
-    ordered by `(seed, epoch)`, so a resumed run (`kd_keras.backup.Backup`)
+    ordered by `(seed, epoch)`, so a resumed run (`kd_keras.callbacks.backup.Backup`)
     trains on the same batches as one that never stopped.
 
     Returns:
