@@ -116,6 +116,10 @@ def run_case(case, strategy):
             not np.array_equal(a, np.array(b))
             for a, b in zip(student_before, distiller.student.weights)
         ),
+        augmenter_steps=(
+            0 if distiller.augmenter_optimizer is None
+            else int(distiller.augmenter_optimizer.iterations.numpy())
+        ),
         teacher_unchanged=all(
             np.array_equal(a, np.array(b)) for a, b in zip(teacher_before, distiller.teacher.weights)
         ),

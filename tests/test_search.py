@@ -354,3 +354,25 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     errors = list((out / "ray").glob("trial_*/error.txt"))
     assert len(errors) == 1 and FAIL_ONCE_ENV in errors[0].read_text()
     assert all_trained_to(out / "ray", 1, trials=1)
+
+
+def test_tied_rewards_name_the_first_trial_by_id_in_any_order(tmp_path):
+    from kd_keras.search import pbt
+
+    class Result:
+        def __init__(self, trial_id, reward, level):
+            self.metrics = {"trial_id": trial_id, "validation_accuracy": reward}
+            self.config = {"policy": [level] * 60}
+
+    class Grid(list):
+        errors = []
+
+        @property
+        def num_terminated(self):
+            return len(self)
+
+    trials = [Result("b", 0.5, 2), Result("c", 0.25, 3), Result("a", 0.5, 1)]
+    for order in (trials, trials[::-1]):
+        schedule, summary = pbt._best_schedule(Grid(order), tmp_path, 3)
+        assert summary["best_trial"] == "a"
+        assert schedule.policy_at(0).flat() == [1] * 60

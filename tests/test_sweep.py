@@ -50,13 +50,21 @@ def cases():
         }
         for i, recipe in enumerate(recipes)
     ]
+    for case in mirrored:
+        if case["recipe"] == "hard":
+            # A learnable augmenter whose phase runs within the few steps,
+            # the student built outside the scope: the setup of issue 13
+            # (the augmenter optimiser's all-reduce failed).
+            case["overrides"] = {"sampler": "network", "candidates": 1,
+                                 "student_steps": 1, "augmenter_steps": 1}
+            case["student_in_scope"] = False
     return single, mirrored
 
 
 def expected_refusal(case):
     """The reason a case must be refused before training, as a regex, or None."""
-    if case["recipe"] == "hard_vae" and case["data"] != "signal":
-        return r"VAE .*input shape|input shape .*VAE"
+    if case["recipe"] == "hard_vae":  # the shipped VAE draws 28x28 digits only
+        return r"VAE takes images of shape \(28, 28, 1\), got input shape"
     if case["data"] == "signal" and case["recipe"] in UNIT_RANGE:
         return r"makes views in \[0, 1\], but the training inputs range over"
     return None
@@ -88,6 +96,8 @@ def check(result):
     assert result["finite"], (where, result["logged"])
     assert result["student_changed"] and result["teacher_unchanged"], where
     assert result["round_trip"], where
+    if result.get("overrides", {}).get("sampler") == "network":
+        assert result["augmenter_steps"] > 0, where
     return "trained"
 
 

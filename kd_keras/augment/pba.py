@@ -770,6 +770,11 @@ class PBAAugment:
         self.set_epoch(0)
 
     @property
+    def input_range(self):
+        """PBA's ops (colour, Solarize, Posterize, ...) take images in `[0, 1]`."""
+        return (0.0, 1.0)
+
+    @property
     def schedule(self):
         """The `Schedule` applied; assign a new one to take effect at the next `set_epoch`."""
         return self._schedule

@@ -463,7 +463,12 @@ def _best_schedule(results, experiment, epochs):
             f"{len(results)} trials unfinished: rerun with resume=True (--resume) to "
             "finish them."
         )
-    best = results.get_best_result(VALIDATION_ACCURACY, "max", scope="last")
+    # Ties go to the first trial by id, so a resumed search (whose results
+    # Ray lists in another order) names the same best trial.
+    best = max(
+        sorted(results, key=lambda result: result.metrics["trial_id"]),
+        key=lambda result: result.metrics[VALIDATION_ACCURACY],
+    )
     trial_id = best.metrics["trial_id"]
     history = policy_history(experiment, trial_id, best.config[POLICY], epochs)
     summary = {
