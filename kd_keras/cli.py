@@ -77,7 +77,10 @@ def _shown_default(flag):
 # help text that says what the flag means for that command.
 
 
-def _define_data(flag_values, datasets="'digits' or 'text-default' (embedded, offline) or 'tfds:NAME'"):
+def _define_data(
+    flag_values,
+    datasets="'digits', 'mnist1d' or 'text-default' (embedded, offline) or 'tfds:NAME'",
+):
     flags.DEFINE_string("dataset", "digits", f"Data set: {datasets}.", flag_values=flag_values)
     flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets).",
         flag_values=flag_values,
@@ -174,14 +177,16 @@ def _define_distill(flag_values):
     _define_data(flag_values)
     flags.DEFINE_string(
         "teacher", None,
-        "Teacher: a .keras path, 'shipped:digits_cnn', 'shipped:text_default' or a zoo name "
-        "(trained on the data first). Default: the data set's (shipped:digits_cnn on digits, "
+        "Teacher: a .keras path, 'shipped:digits_cnn', 'shipped:mnist1d_cnn', "
+        "'shipped:text_default' or a zoo name (trained on the data first). Default: the data "
+        "set's (shipped:digits_cnn on digits, shipped:mnist1d_cnn on mnist1d, "
         "shipped:text_default on text-default, text_transformer on TFDS text sets).",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
         "student", None,
-        "Student zoo name. Default: mlp, or text_cnn on text data.", flag_values=flag_values,
+        "Student zoo name. Default: the data set's (mlp; mnist1d_mlp on mnist1d; text_cnn on "
+        "text data).", flag_values=flag_values,
     )
     flags.DEFINE_integer(
         "bits", None,
@@ -189,7 +194,8 @@ def _define_distill(flag_values):
         lower_bound=1, flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "epochs", None, "Epochs (default: 30 on digits, 10 on text-default, else the recipe's).",
+        "epochs", None, "Epochs (default: the data set's, 30 on digits, 60 on mnist1d, 10 on text-default; "
+        "else the recipe's).",
         lower_bound=1, flag_values=flag_values,
     )
     _define_batch_size(flag_values, None, " (default: the recipe's)")

@@ -550,3 +550,19 @@ def test_set_overrides_fuzz_give_a_dict_or_a_clean_error(pairs):
         return
     assert all(key.isidentifier() for key in overrides)
     assert len(overrides) <= len(pairs)
+
+
+def test_distill_on_mnist1d_uses_the_data_sets_defaults(tmp_path):
+    run = kd_keras_command("distill", "--dataset=mnist1d", "--epochs=1", "--export=keras",
+                           "--verbose=0", "--out=run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    card = json.loads(kd_keras.shipped.path("mnist1d_cnn_teacher.json").read_text())
+    assert metrics["teacher"] == "shipped:mnist1d_cnn" and metrics["student"] == "mnist1d_mlp"
+    assert metrics["teacher_accuracy"] == card["test_accuracy"]
+    assert metrics["student_parameters"] == 15210 and metrics["epochs"] == 1
+    refused = kd_keras_command("distill", "--dataset=mnist1d", "--recipe=tst", "--epochs=1",
+                               "--out=tst", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "makes views in [0, 1], but the training inputs range over" in refused.stderr
+    assert not (tmp_path / "tst").exists()
