@@ -231,3 +231,16 @@ def test_check_arrays_fuzz_gives_a_clean_error_or_trainable_arrays(x, y, num_cla
         assert np.all(y == np.round(y)) and (num_classes is None or 0 <= y.min() <= y.max() < num_classes)
     else:
         assert y.ndim == 2 and np.allclose(y.sum(axis=1), 1.0, atol=1e-3) and np.all(y >= 0)
+
+
+def test_standard_augmentation_shifts_one_row_signals_along_the_row():
+    signal = np.arange(1, 11, dtype="float32").reshape(1, 10, 1)
+    augment = kd_keras.data.standard_augmentation(padding=3, flip=False)
+    seen = set()
+    for _ in range(80):
+        out = augment(tf.constant(signal), 0)[0].numpy()[0, :, 0]
+        # A shift by s in [-3, 3] with zero fill: never a padding row.
+        shifts = [s for s in range(-3, 4) if np.array_equal(out, np.roll(np.pad(signal[0, :, 0], 3), s)[3:13])]
+        assert len(shifts) == 1, out
+        seen.add(shifts[0])
+    assert seen == set(range(-3, 4))

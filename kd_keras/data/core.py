@@ -445,6 +445,10 @@ class SetEpoch(keras.callbacks.Callback):
 def standard_augmentation(padding=4, flip=True):
     """The CIFAR recipes' host-side augmentation: pad-and-crop, then horizontal flip.
 
+    Pad-and-crop is a random translation by up to `padding` pixels with zero
+    fill; one-row inputs (`(1, length, channels)`) translate along the row
+    only (random shifts of a 1-D signal by up to `padding` samples).
+
     `RandomCrop(size, padding=4)` and `RandomHorizontalFlip()` of the CRD /
     RepDistiller training scripts, as a tf.data map function on one
     `(image, label)` pair. It is the "standard augmentation" that produces
@@ -465,7 +469,10 @@ def standard_augmentation(padding=4, flip=True):
 
     def augment(image, label):
         shape = tf.shape(image)
-        padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+        # One-row signals (MNIST-1D as 1 x L images) move along the row only:
+        # a vertical crop would mostly keep a padding row.
+        rows = padding if image.shape[0] != 1 else 0
+        padded = tf.pad(image, [[rows, rows], [padding, padding], [0, 0]])
         image = tf.image.random_crop(padded, shape)
         if flip:
             image = tf.image.random_flip_left_right(image)
