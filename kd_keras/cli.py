@@ -407,7 +407,9 @@ def _run_distill(values, command_line):
             )
         overrides["policy"] = values.policy
     if values.print_config:
-        config = recipes.get(values.recipe, overrides, teacher=values.teacher, student=values.student)
+        config = recipes.get(
+            values.recipe, overrides, teacher=jobs.zoo_name(values.teacher), student=values.student
+        )
         print(recipes.to_json(config))
         return
     metrics = jobs.distill_job(

@@ -157,7 +157,7 @@ def distill_job(
         check_writable(pathlib.Path(out))
     # The recipe's settings and files (a policy schedule) are checked before
     # any data loads.
-    build.host_augment(recipes.get(recipe, overrides, teacher=teacher, student=student))
+    build.host_augment(recipes.get(recipe, overrides, teacher=zoo_name(teacher), student=student))
     bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
     teacher = teacher or bundle.default_teacher
     if teacher is None:
@@ -346,20 +346,45 @@ def resolve_config(recipe, overrides, teacher, student, bundle):
     Args:
         recipe: a recipe name.
         overrides: recipe options and config settings (see `kd_keras.recipes.get`).
-        teacher: the teacher's spec (a zoo name picks per-pair settings).
+        teacher: the teacher's spec; a zoo name, or a `.keras` file whose
+            card (`train-teacher`'s JSON beside it) names its zoo model,
+            picks per-pair settings.
         student: the student's zoo name.
         bundle: the `kd_keras.data.DataBundle` it runs on.
 
     Returns:
         The config dict.
     """
-    config = recipes.get(recipe, overrides, teacher=teacher, student=student)
+    config = recipes.get(recipe, overrides, teacher=zoo_name(teacher), student=student)
     augmenter = config["augmenter"]
     if augmenter and "vocabulary_size" in augmenter and augmenter["vocabulary_size"] is None:
         # An augmenter that one-hots token ids needs the vocabulary size,
         # known only once the data is loaded.
         augmenter["vocabulary_size"] = bundle.model_kwargs.get("vocabulary_size")
     return config
+
+
+def zoo_name(teacher):
+    """The zoo name of a teacher spec: itself, or a `.keras` file's card's `model`.
+
+    A teacher trained by `kd-keras train-teacher` is usually passed as its
+    file; its card says which zoo model it is, so recipes with per-pair
+    settings (TST) find the pair.
+
+    Args:
+        teacher: a zoo name, a `shipped:` name or a `.keras` path (or None).
+
+    Returns:
+        The zoo name, or `teacher` unchanged when there is none to read.
+    """
+    if not isinstance(teacher, str) or not teacher.endswith(".keras"):
+        return teacher
+    card = pathlib.Path(teacher).with_suffix(".json")
+    try:
+        model = json.loads(card.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return teacher
+    return model if model in kd_models.names() else teacher
 
 
 def _check_positive(name, value):

@@ -215,3 +215,19 @@ def test_schedule_file_fuzz_gives_a_pipeline_or_a_one_line_error(data):
             assert len(str(error).splitlines()) == 1, str(error)
             return
     assert isinstance(augment, pba.PBAAugment)
+
+
+def test_a_teacher_file_with_a_card_takes_its_pairs_official_tst_settings(tmp_path):
+    from kd_keras import jobs
+
+    teacher = tmp_path / "teachers" / "vgg13.keras"
+    teacher.parent.mkdir()
+    teacher.write_bytes(b"")  # the card is all the lookup reads
+    assert jobs.zoo_name(str(teacher)) == str(teacher)  # no card: unchanged
+    (tmp_path / "teachers" / "vgg13.json").write_text(json.dumps({"model": "vgg13"}))
+    assert jobs.zoo_name(str(teacher)) == "vgg13"
+    assert jobs.zoo_name("resnet56") == "resnet56" and jobs.zoo_name(None) is None
+    by_file = kd_keras.recipes.get("tst", teacher=jobs.zoo_name(str(teacher)), student="vgg8")
+    by_name = kd_keras.recipes.get("tst", teacher="vgg13", student="vgg8")
+    default = kd_keras.recipes.get("tst")
+    assert by_file == by_name and by_file["phases"] != default["phases"]

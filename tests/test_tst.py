@@ -29,7 +29,8 @@ def digits():
 
 
 def _policy(**kwargs):
-    policy = LearnedPolicy(seed=1, **kwargs)
+    kwargs.setdefault("seed", 1)
+    policy = LearnedPolicy(**kwargs)
     policy.build((None, *SHAPE))
     return policy
 
@@ -99,7 +100,7 @@ def test_views_are_clean_then_augmented_with_labels_kept(digits):
     np.testing.assert_allclose(shut.x[16:].numpy(), x, atol=1e-6)
 
 
-def test_views_apply_num_ops_ops_per_image():
+def _drawn_pairs(per, directions, seed=0):
     # On a flat 0.2 image with every gate open, each op moves the pixels by
     # its own amount: Invert +0.6, Brightness +-0.18, Posterize to 4 bits
     # -0.0118 (level 51 -> 48), so each value tells which two ops were drawn.
@@ -109,14 +110,44 @@ def test_views_apply_num_ops_ops_per_image():
         num_ops=2,
         initial_magnitude=1 - 1e-7,
         initial_probability=1 - 1e-6,
+        per=per,
+        directions=directions,
+        seed=seed,
     )
     values = policy.augment(x).numpy()[:, 0, 0, 0]
     posterize = 48 / 255 - 0.2
-    pairs = [0.2 + 0.6 + 0.18, 0.2 + 0.6 - 0.18, 0.2 + 0.6 + posterize,
-             0.2 + 0.18 + posterize, 0.2 - 0.18 + posterize]
-    assert all(min(abs(v - p) for p in pairs) < 1e-4 for v in values), values
-    # Each image draws its own pair.
-    assert len({round(float(v), 3) for v in values}) >= 4
+    pairs = {
+        ("Invert", "Brightness+"): 0.2 + 0.6 + 0.18, ("Invert", "Brightness-"): 0.2 + 0.6 - 0.18,
+        ("Invert", "Posterize"): 0.2 + 0.6 + posterize,
+        ("Brightness+", "Posterize"): 0.2 + 0.18 + posterize,
+        ("Brightness-", "Posterize"): 0.2 - 0.18 + posterize,
+    }
+    drawn = []
+    for v in values:
+        (name,) = [name for name, p in pairs.items() if abs(v - p) < 1e-4]
+        drawn.append(name)
+    return drawn
+
+
+def test_views_apply_num_ops_ops_per_image():
+    drawn = _drawn_pairs("image", "random")
+    # Each image draws its own pair and its own direction of Brightness.
+    assert len(set(drawn)) >= 4
+    assert any("Brightness-" in pair for pair in drawn)
+
+
+def test_official_draws_one_op_set_per_batch_and_signed_ops_one_way():
+    batches = [_drawn_pairs("batch", "one", seed=seed) for seed in range(8)]
+    for drawn in batches:
+        assert len(set(drawn)) == 1  # one op set for the batch
+        assert not any("Brightness-" in pair for pair in drawn)  # +m only
+    assert len({drawn[0] for drawn in batches}) >= 2  # batches draw different sets
+    assert kd_keras.recipes.get("tst")["augmenter"]["per"] == "batch"
+    assert kd_keras.recipes.get("tst")["augmenter"]["directions"] == "one"
+    with pytest.raises(ValueError, match="per must be one of"):
+        LearnedPolicy(per="pixel")
+    with pytest.raises(ValueError, match="directions must be one of"):
+        LearnedPolicy(directions="both")
 
 
 def test_student_loss_is_tst_loss(digits):

@@ -12,6 +12,11 @@ from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
 
+# How draws are shared: one op set and one gate per op for the batch (the
+# official code) or per image; signed ops in one direction (the official
+# surrogates, m in (0, 1)) or a random one per image.
+PER = ("batch", "image")
+DIRECTIONS = ("one", "random")
 # Added inside -log(1 - p_s(y | x~) + eps): the paper's 1e-8.
 _EPSILON = 1e-8
 # Keeps the logistic noise of the relaxed Bernoulli finite.
@@ -81,8 +86,13 @@ class LearnedPolicy(Augmenter):
 
         x~ = clip(x + sum_i b_i * (op_i(x; +-m_i) - x), 0, 1)
 
-    (the ops act on `x` side by side, not in sequence; signed ops take a
-    random direction). In the Distiller's augmenter phase (teacher and
+    (the ops act on `x` side by side, not in sequence). As the official code
+    does by default, the op set and the gates are drawn once per batch
+    (`per="batch"`; `"image"` draws them per image: the same expectation,
+    less variance) and signed ops (shears, translations, rotation, the
+    colour enhancers) move one way, by `+m` (`directions="one"`, the official
+    surrogates' `m = sigmoid(theta)` in `(0, 1)`; `"random"` draws a sign per
+    image). In the Distiller's augmenter phase (teacher and
     student frozen, inference mode) its optimiser minimises
 
         mean[-log p_t(y | x~)] + mean[-log(1 - p_s(y | x~) + 1e-8)],
@@ -98,17 +108,19 @@ class LearnedPolicy(Augmenter):
     `KD_4` weight of 1 minimises TST's
     `0.5 [CE + KD_4](x~) + 0.5 [CE + KD_4](x)` (`kd_keras.recipes.tst`).
 
-    The official code applies neural surrogates of the ops and draws one op
-    set and one gate per batch; here the ops are exact (Posterize and
-    Solarize with straight-through gradients), and ops, gates and signs are
-    drawn per image, which has the same expectation and less variance. It
-    also feeds probabilities where the relaxed Bernoulli expects logits;
-    here the logits are `theta_p`. The final clip to `[0, 1]` is ours.
+    The official code applies neural surrogates of the ops; here the ops are
+    exact (Posterize and Solarize with straight-through gradients). It also
+    feeds probabilities where the relaxed Bernoulli expects logits (an
+    effective p in 0.5..0.73); here the logits are `theta_p`. Its Cutout is
+    one 16-32 px box per batch filled with the mean; ours is a box per image
+    whose side the Cutout magnitude sets, filled with `fill_value`. The
+    final clip to `[0, 1]` is ours.
 
     References:
         Shao et al., "Teaching What You Should Teach: A Data-Based
-        Distillation Method", IJCAI 2023 (METHODS.md section 4). The per-image
-        sampling and the clip are our formalisation.
+        Distillation Method", IJCAI 2023 (METHODS.md section 4); official
+        code github.com/shaoshitong/TST (SDAKD_FOR_BASELINE). The exact ops
+        and the clip are our formalisation.
 
     Args:
         ops: op names from `kd_keras.augment.ops.OPS`; defaults to TST's 14
@@ -121,6 +133,8 @@ class LearnedPolicy(Augmenter):
             initialisation (`theta = 0`).
         initial_probability: the prior probability, likewise.
         fill_value: value of pixels the geometric ops and Cutout bring in.
+        per: `"batch"` (official) or `"image"`: how often ops and gates are drawn.
+        directions: `"one"` (official: signed ops move by `+m`) or `"random"`.
         seed: seed of the draws (an int), or `None`.
         **kwargs: passed to `keras.layers.Layer`.
 
@@ -146,10 +160,18 @@ class LearnedPolicy(Augmenter):
         initial_magnitude=0.5,
         initial_probability=0.5,
         fill_value=0.0,
+        per="batch",
+        directions="one",
         seed=None,
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
+        if per not in PER:
+            raise ValueError(f"per must be one of {PER}, got {per!r}.")
+        if directions not in DIRECTIONS:
+            raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}.")
+        self.per = per
+        self.directions = directions
         names = list(image_ops.TST_OPS if ops is None else ops)
         if not names:
             raise ValueError("ops is empty: give at least one op name.")
@@ -238,17 +260,25 @@ class LearnedPolicy(Augmenter):
         x = ops.cast(x, "float32")
         count = len(self._ops)
         batch = ops.shape(x)[0]
-        # k distinct ops per image: the k largest of n uniform keys.
-        keys = keras.random.uniform((batch, count), seed=seed)
+        # One draw for the batch (broadcast to every image) or one per image.
+        draws = 1 if self.per == "batch" else batch
+        # k distinct ops: the k largest of n uniform keys.
+        keys = keras.random.uniform((draws, count), seed=seed)
         kth = ops.top_k(keys, self.num_ops, sorted=True)[0][:, -1:]
-        chosen = ops.cast(keys >= kth, "float32")
-        gates = relaxed_bernoulli(
-            self.probability_logits[None, :],
-            keras.random.uniform((batch, count), seed=seed),
-            self.temperature,
+        chosen = ops.broadcast_to(ops.cast(keys >= kth, "float32"), (batch, count))
+        gates = ops.broadcast_to(
+            relaxed_bernoulli(
+                self.probability_logits[None, :],
+                keras.random.uniform((draws, count), seed=seed),
+                self.temperature,
+            ),
+            (batch, count),
         )
-        flips = keras.random.uniform((batch, count), seed=seed) < 0.5
-        signs = ops.where(flips, -1.0, 1.0)
+        if self.directions == "random":
+            flips = keras.random.uniform((batch, count), seed=seed) < 0.5
+            signs = ops.where(flips, -1.0, 1.0)
+        else:  # the official surrogates take m = sigmoid(theta) in (0, 1): one way
+            signs = ops.ones((batch, count))
         magnitudes = self.magnitudes()
         total = ops.zeros_like(x)
         for index, op in enumerate(self._ops):
@@ -341,5 +371,6 @@ class LearnedPolicy(Augmenter):
             "initial_magnitude": self.initial_magnitude,
             "initial_probability": self.initial_probability,
             "fill_value": self.fill_value,
-            "seed": self.seed,
+            "per": self.per,
+            "directions": self.directions,
         }

@@ -38,6 +38,8 @@ def tst(
     initial_magnitude=0.5,
     initial_probability=0.5,
     fill_value=0.0,
+    per="batch",
+    directions="one",
     teacher=None,
     student=None,
 ):
@@ -61,8 +63,9 @@ def tst(
     the phases at the same fractions of it.
 
     The ops are exact differentiable implementations (the official code fits
-    neural surrogates), drawn per image with a random sign (the official
-    surrogates go one way per op and draw one op set per batch).
+    neural surrogates); as officially, one op set and one gate per op are
+    drawn per batch and signed ops go one way (`per="image"`,
+    `directions="random"` draw them per image, with a random sign).
 
     References:
         Shao et al., "Teaching What You Should Teach: A Data-Based
@@ -70,11 +73,13 @@ def tst(
 
     Args:
         temperature: softmax temperature of the KD term.
-        num_ops: ops drawn per image.
+        num_ops: ops drawn per draw (batch or image).
         gate_temperature: temperature of the relaxed Bernoulli gates.
         initial_magnitude: the policy's prior magnitude(s).
         initial_probability: the policy's prior probability(ies).
         fill_value: value of pixels the geometric ops and Cutout bring in.
+        per: `"batch"` (official) or `"image"`, see `LearnedPolicy`.
+        directions: `"one"` (official) or `"random"`, see `LearnedPolicy`.
         teacher: the teacher's zoo name, to take a pair's official settings.
         student: the student's zoo name.
 
@@ -96,6 +101,8 @@ def tst(
         "initial_magnitude": initial_magnitude,
         "initial_probability": initial_probability,
         "fill_value": fill_value,
+        "per": per,
+        "directions": directions,
     }
     config = blocks.distillation(
         "tst", temperature=temperature, augmenter=augmenter, student_loss_weight=0.5
