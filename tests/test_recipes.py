@@ -4,11 +4,11 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_student
+from conftest import tiny_teacher
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
-from conftest import tiny_student
-from conftest import tiny_teacher
 
 import kd_keras
 from kd_keras import recipes

@@ -13,9 +13,9 @@ from sklearn.datasets import load_digits
 
 import kd_keras
 from kd_keras.augment import LearnedPolicy
-from kd_keras.callbacks import PolicyTrajectory
 from kd_keras.augment import ops as image_ops
 from kd_keras.augment.tst import relaxed_bernoulli
+from kd_keras.callbacks import PolicyTrajectory
 from kd_keras.models import small
 
 SHAPE = (8, 8, 1)

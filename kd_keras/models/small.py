@@ -49,12 +49,20 @@ def cnn(input_shape=(28, 28, 1), num_classes=10, width=32, name="cnn"):
 
 @register("small_cnn")
 def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=8, name="small_cnn"):
-    """A two-block CNN student, about a tenth of the `cnn` teacher.
+    """A three-block CNN student (about 5% of the `cnn` teacher) with global pooling.
+
+    Three blocks of 3x3 convolution, BatchNorm, ReLU and max pooling (`width`,
+    `2 * width`, `4 * width` filters), then global average pooling: nearly
+    shift invariant, the CNN student for spatial augmentation. (With two
+    blocks and no BatchNorm it sat at chance for many epochs under the
+    recipes' SGD 0.05: 3x3 detectors pooled over ~10 px windows of a 16 px
+    digit, averaged over the canvas, barely tell digits apart, and the
+    near-constant start stayed at the class prior.)
 
     Args:
         input_shape: shape of one image, `(height, width, channels)`.
         num_classes: number of output logits.
-        width: filters of the first block; the second uses twice as many.
+        width: filters of the first block; the next use twice and four times as many.
         name: the model's name.
 
     Returns:
@@ -67,8 +75,10 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=8, name="small_cnn"
     """
     inputs = keras.Input(input_shape, name="image")
     x = inputs
-    for filters in (width, 2 * width):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    for filters in (width, 2 * width, 4 * width):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization(**_BN)(x)
+        x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(2, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
