@@ -752,8 +752,8 @@ def summary(metrics):
     if cache:
         rows.append((
             "teacher cache",
-            f"{cache['samples']:,} x {cache['classes']} {cache['dtype']} logits, "
-            f"{cache['bytes'] / 2**20:.1f} MiB",
+            f"{cache['samples'] + cache.get('validation_samples', 0):,} x {cache['classes']} "
+            f"{cache['dtype']} logits, {cache['bytes'] / 2**20:.1f} MiB",
         ))
     for name, report in metrics["exports"].items():
         rows.append((f"{name} size", f"{report['bytes'] / 1024:.1f} KiB"))

@@ -166,6 +166,12 @@ def distill(
         )
     validation = None
     if validation_data is not None:
+        if distiller.teacher_cache is not None and isinstance(validation_data, (tuple, list)):
+            # Validation inputs never change either: the teacher's part of
+            # every evaluation after the first is the same logits again.
+            validation_data = _with_cached_logits(teacher, validation_data, num_classes)
+            distiller.teacher_cache["validation_samples"] = len(validation_data[1])
+            distiller.teacher_cache["bytes"] += validation_data[0][TEACHER_LOGITS].nbytes
         validation = _as_batches(validation_data, batch_size, num_classes, False, seed)
     steps = int(train.cardinality())
     if steps == 0:
@@ -225,15 +231,23 @@ def _with_teacher_cache(mode, data, teacher, distiller, host_augment, num_classe
         if mode is True:
             raise ValueError(f"teacher_cache=True, but {reason}; use teacher_cache='auto'.")
         return data, None
+    cached = _with_cached_logits(teacher, (x, y), num_classes)
+    logits = cached[0][TEACHER_LOGITS]
+    cache = {
+        "samples": int(logits.shape[0]), "classes": int(logits.shape[1]),
+        "dtype": str(logits.dtype), "bytes": int(logits.nbytes), "validation_samples": 0,
+    }
+    return cached, cache
+
+
+def _with_cached_logits(teacher, data, num_classes):
+    """`({INPUTS: x, TEACHER_LOGITS: teacher(x)}, y)` for `(x, y)` arrays."""
+    x, y = kd_data.check_arrays(*data, num_classes=num_classes)
     x = x.astype("float32") if np.issubdtype(x.dtype, np.floating) else x
     logits = np.asarray(teacher.predict(x, batch_size=256, verbose=0), "float32")
     if logits.nbytes > CACHE_BUDGET:
         logits = logits.astype("float16")
-    cache = {
-        "samples": int(logits.shape[0]), "classes": int(logits.shape[1]),
-        "dtype": str(logits.dtype), "bytes": int(logits.nbytes),
-    }
-    return ({INPUTS: x, TEACHER_LOGITS: logits}, y), cache
+    return {INPUTS: x, TEACHER_LOGITS: logits}, y
 
 
 def _check_input_range(data, recipe, augmenter, host_augment):

@@ -6,12 +6,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_batch
+from conftest import tiny_batch as normal_batch
 from conftest import tiny_student
 from conftest import tiny_teacher
 
 import kd_keras
 from kd_keras.distill import _with_teacher_cache
+
+
+def tiny_batch(count=16, seed=0):
+    # Images in [0, 1]: the rolewise recipe's PBA ops refuse other ranges.
+    x, y = normal_batch(count=count, seed=seed)
+    return 1 / (1 + np.exp(-x)), y
 
 
 class CountingTeacher(keras.layers.Layer):
@@ -98,7 +104,9 @@ def test_auto_caches_only_when_exact_and_true_says_why_not(tmp_path):
 
 def test_the_distiller_describes_its_cache_and_auto_skips_what_it_cannot_serve(monkeypatch):
     distiller, _ = run("kd", "auto")
-    assert distiller.teacher_cache == {"samples": 32, "classes": 4, "dtype": "float32", "bytes": 32 * 4 * 4}
+    assert distiller.teacher_cache == {
+        "samples": 32, "classes": 4, "dtype": "float32", "bytes": 32 * 4 * 4, "validation_samples": 0,
+    }
     rolewise, _ = run("rolewise", "auto")
     assert rolewise.teacher_cache is None
     # Above the budget in float32: float16, and the run still matches the live one closely.
@@ -137,3 +145,25 @@ def test_feature_losses_need_the_live_teacher():
     with pytest.raises(ValueError, match="feature losses need the teacher's forward pass"):
         _with_teacher_cache(True, (x, y), teacher, distiller, None, 4)
     assert _with_teacher_cache("auto", (x, y), teacher, distiller, None, 4) == ((x, y), None)
+
+
+def test_validation_logits_are_cached_too_and_give_the_same_metrics():
+    x, y = tiny_batch(count=32)
+    x_val, y_val = tiny_batch(count=12, seed=3)
+    histories, passes = [], []
+    for cache in (False, True):
+        keras.utils.set_random_seed(5)
+        teacher, counter = counted_teacher()
+        distiller = kd_keras.distill(
+            teacher, tiny_student(), (x, y), recipe="kd", epochs=3, batch_size=8, verbose=0,
+            teacher_cache=cache, validation_data=(x_val, y_val),
+        )
+        histories.append(distiller.history.history)
+        passes.append(counter.samples)
+    assert distiller.teacher_cache["validation_samples"] == 12
+    assert distiller.teacher_cache["bytes"] == (32 + 12) * 4 * 4
+    # Live: a logits check (32), 3 epochs of training (96) and of validation (36);
+    # cached: the check and one pass over each split.
+    assert passes == [32 + 3 * 32 + 3 * 12, 32 + 32 + 12]
+    for key in ("val_loss", "val_agreement", "val_accuracy"):
+        np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-5)
