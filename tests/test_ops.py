@@ -1,5 +1,6 @@
 """The image-op library: identity at zero, range, gradients, XLA, batching, PIL references."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +9,7 @@ from PIL import ImageEnhance
 from PIL import ImageOps
 
 from kd_keras.augment import ops
+from kd_keras.augment import warp
 
 NAMES = list(ops.OPS)
 LEARNABLE = [name for name in NAMES if ops.OPS[name].learnable]
@@ -199,7 +201,7 @@ def test_color_and_sharpness_match_pil():
     for function, enhancer in ((ops.color, ImageEnhance.Color), (ops.sharpness, ImageEnhance.Sharpness)):
         for magnitude in (0.7, -0.7):
             factor = 1.0 + 0.9 * magnitude
-            pil = _pil(images, lambda image: enhancer(image).enhance(factor))
+            pil = _pil(images, lambda image, enhancer=enhancer, factor=factor: enhancer(image).enhance(factor))
             np.testing.assert_allclose(
                 function(images, magnitude).numpy(), pil, atol=2.01 / 255
             )
@@ -243,3 +245,40 @@ def test_cutout_fills_one_square_of_the_given_side():
     # Side 0.4 * 0.5 * 20 = 4 pixels, clipped at the borders.
     assert filled.max() == 16 and filled.min() >= 4
     assert set(np.unique(out)) <= {0.5, 1.0}
+
+
+def test_cutout_at_puts_the_square_where_the_centres_say():
+    images = np.full((3, 20, 20, 1), 0.5, "float32")
+    centres = np.array([[0.0, 0.0], [0.5, 0.25], [0.999, 0.6]], "float32")
+    out = ops.cutout_at(images, 0.4, centres, max_size=0.5, fill_value=1.0).numpy()[..., 0]
+    # Side 4 about pixel (floor(20 c0), floor(20 c1)): rows and columns
+    # [centre - 2, centre + 2), clipped at the borders.
+    for image, (row, col) in zip(out, [(0, 0), (10, 5), (19, 12)]):
+        expected = np.full((20, 20), 0.5, "float32")
+        expected[max(row - 2, 0):row + 2, max(col - 2, 0):col + 2] = 1.0
+        np.testing.assert_array_equal(image, expected)
+    # cutout draws its centres from its seed, as keras.random.uniform does.
+    drawn = ops.cutout(images, 0.4, max_size=0.5, fill_value=1.0, seed=5)
+    centres = keras.random.uniform((3, 2), seed=5)
+    np.testing.assert_array_equal(
+        drawn, ops.cutout_at(images, 0.4, centres, max_size=0.5, fill_value=1.0)
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if ops.OPS[n].motion is not None])
+def test_motion_is_the_warp_the_geometric_op_makes(name):
+    # `motion` lets a caller warp once for several ops (PBA): the matrix it
+    # gives must warp exactly as the op itself does.
+    images = _images(3, count=6)
+    magnitudes = _magnitudes(name, 6)
+    options = {"fill_value": 0.25}
+    expected = ops.OPS[name].function(images, magnitudes, **options)
+    arguments = ops.OPS[name].motion(tf.constant(images), tf.constant(magnitudes))
+    warped = warp.affine_warp(images, warp.affine_matrix(**arguments), **options)
+    np.testing.assert_array_equal(warped, expected)
+    assert np.any(warped != images)
+
+
+def test_only_the_geometric_ops_have_a_motion():
+    geometric = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
+    assert {name for name in NAMES if ops.OPS[name].motion is not None} == geometric

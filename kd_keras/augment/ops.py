@@ -32,7 +32,7 @@ is signed, learnable, has a magnitude), and `TST_OPS` lists TST's library.
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -101,7 +101,11 @@ def shear_x(images, magnitude, max_shear=0.3, fill_value=0.0):
     ```
     """
     images, magnitude = _prepare(images, magnitude, signed=True)
-    return _warp(images, fill_value, shear_x=magnitude * max_shear)
+    return _warp(images, fill_value, **_shear_x_motion(images, magnitude, max_shear))
+
+
+def _shear_x_motion(images, magnitude, max_shear=0.3):
+    return {"shear_x": magnitude * max_shear}
 
 
 def shear_y(images, magnitude, max_shear=0.3, fill_value=0.0):
@@ -125,7 +129,11 @@ def shear_y(images, magnitude, max_shear=0.3, fill_value=0.0):
     ```
     """
     images, magnitude = _prepare(images, magnitude, signed=True)
-    return _warp(images, fill_value, shear_y=magnitude * max_shear)
+    return _warp(images, fill_value, **_shear_y_motion(images, magnitude, max_shear))
+
+
+def _shear_y_motion(images, magnitude, max_shear=0.3):
+    return {"shear_y": magnitude * max_shear}
 
 
 def translate_x(images, magnitude, max_translation=0.45, fill_value=0.0):
@@ -150,8 +158,11 @@ def translate_x(images, magnitude, max_translation=0.45, fill_value=0.0):
     ```
     """
     images, magnitude = _prepare(images, magnitude, signed=True)
-    pixels = magnitude * max_translation * _size(images, 2)
-    return _warp(images, fill_value, translate_x=pixels)
+    return _warp(images, fill_value, **_translate_x_motion(images, magnitude, max_translation))
+
+
+def _translate_x_motion(images, magnitude, max_translation=0.45):
+    return {"translate_x": magnitude * max_translation * _size(images, 2)}
 
 
 def translate_y(images, magnitude, max_translation=0.45, fill_value=0.0):
@@ -175,8 +186,11 @@ def translate_y(images, magnitude, max_translation=0.45, fill_value=0.0):
     ```
     """
     images, magnitude = _prepare(images, magnitude, signed=True)
-    pixels = magnitude * max_translation * _size(images, 1)
-    return _warp(images, fill_value, translate_y=pixels)
+    return _warp(images, fill_value, **_translate_y_motion(images, magnitude, max_translation))
+
+
+def _translate_y_motion(images, magnitude, max_translation=0.45):
+    return {"translate_y": magnitude * max_translation * _size(images, 1)}
 
 
 def rotate(images, magnitude, max_degrees=30.0, fill_value=0.0):
@@ -200,8 +214,11 @@ def rotate(images, magnitude, max_degrees=30.0, fill_value=0.0):
     ```
     """
     images, magnitude = _prepare(images, magnitude, signed=True)
-    radians = magnitude * (max_degrees * math.pi / 180.0)
-    return _warp(images, fill_value, rotation=radians)
+    return _warp(images, fill_value, **_rotate_motion(images, magnitude, max_degrees))
+
+
+def _rotate_motion(images, magnitude, max_degrees=30.0):
+    return {"rotation": magnitude * (max_degrees * math.pi / 180.0)}
 
 
 def _enhance(images, magnitude, max_change, degenerate):
@@ -520,12 +537,41 @@ def cutout(images, magnitude, max_size=0.625, fill_value=0.0, seed=None):
     ```
     """
     images, magnitude = _prepare(images, magnitude, signed=False)
+    centres = keras.random.uniform((tf.shape(images)[0], 2), dtype=images.dtype, seed=seed)
+    return _cutout_at(images, magnitude, centres, max_size, fill_value)
+
+
+def cutout_at(images, magnitude, centres, max_size=0.625, fill_value=0.0):
+    """`cutout` with the squares' centres given: draw them elsewhere, e.g. per image.
+
+    Image `i`'s square is centred on pixel row `floor(centres[i, 0] *
+    height)`, column `floor(centres[i, 1] * width)`; `cutout` is this with
+    `centres` drawn by `keras.random.uniform` from its seed.
+
+    Args:
+        images: `(batch, height, width, channels)` floats in `[0, 1]`.
+        magnitude: scalar or `(batch,)` in `[0, 1]`.
+        centres: `(batch, 2)` floats in `[0, 1)`, cast to the images' dtype.
+        max_size: side at magnitude 1, as a fraction of the shorter side.
+        fill_value: value of the square's pixels.
+
+    Returns:
+        The images with one square each filled.
+
+    Example:
+    ```python
+    holes = kd_keras.augment.ops.cutout_at(images, 0.5, tf.fill([batch, 2], 0.5))
+    ```
+    """
+    images, magnitude = _prepare(images, magnitude, signed=False)
+    return _cutout_at(images, magnitude, tf.cast(centres, images.dtype), max_size, fill_value)
+
+
+def _cutout_at(images, magnitude, centres, max_size, fill_value):
     height, width = _size(images, 1), _size(images, 2)
-    batch = tf.shape(images)[0]
     side = _per_image(magnitude * max_size * tf.minimum(height, width))
-    draws = keras.random.uniform((batch, 2), dtype=images.dtype, seed=seed)
-    centre_y = _per_image(tf.floor(draws[:, 0] * height))
-    centre_x = _per_image(tf.floor(draws[:, 1] * width))
+    centre_y = _per_image(tf.floor(centres[:, 0] * height))
+    centre_x = _per_image(tf.floor(centres[:, 1] * width))
     rows = tf.cast(tf.range(tf.shape(images)[1]), images.dtype)[None, :, None, None]
     cols = tf.cast(tf.range(tf.shape(images)[2]), images.dtype)[None, None, :, None]
     inside = (
@@ -551,6 +597,12 @@ class Op:
             Equalize, Invert and AutoContrast).
         takes_fill_value: `function` accepts `fill_value`.
         takes_seed: `function` is random and accepts `seed`.
+        motion: for the geometric ops, `motion(images, magnitude, **options)`
+            returns the `kd_keras.augment.warp.affine_matrix` arguments that
+            `function` warps with (`magnitude` cast to the images' dtype and
+            clipped, as `function` does; `options` those of `function` but
+            `fill_value`), so that a caller can warp once for several ops;
+            None for the others.
     """
 
     name: str
@@ -560,10 +612,13 @@ class Op:
     has_magnitude: bool = True
     takes_fill_value: bool = False
     takes_seed: bool = False
+    motion: Callable | None = None
 
 
-def _geometric(name, function):
-    return Op(name, function, signed=True, learnable=True, takes_fill_value=True)
+def _geometric(name, function, motion):
+    return Op(
+        name, function, signed=True, learnable=True, takes_fill_value=True, motion=motion
+    )
 
 
 def _enhancement(name, function):
@@ -573,11 +628,11 @@ def _enhancement(name, function):
 OPS = {
     op.name: op
     for op in (
-        _geometric("ShearX", shear_x),
-        _geometric("ShearY", shear_y),
-        _geometric("TranslateX", translate_x),
-        _geometric("TranslateY", translate_y),
-        _geometric("Rotate", rotate),
+        _geometric("ShearX", shear_x, _shear_x_motion),
+        _geometric("ShearY", shear_y, _shear_y_motion),
+        _geometric("TranslateX", translate_x, _translate_x_motion),
+        _geometric("TranslateY", translate_y, _translate_y_motion),
+        _geometric("Rotate", rotate, _rotate_motion),
         _enhancement("Brightness", brightness),
         _enhancement("Color", color),
         _enhancement("Contrast", contrast),
