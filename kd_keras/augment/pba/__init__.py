@@ -8,13 +8,14 @@ population-based training. Role-wise distillation (Fu et al.) uses one
 schedule for the teacher's training and another for the student's
 distillation (METHODS.md section 6).
 
-- `Policy`: an immutable policy; its flat form (60 ints) is what a search
-  passes around, its JSON form what people read.
-- `Schedule`: policies by start epoch, saved as versioned JSON.
-- `PBAAugment`: the `(images, labels) -> (images, labels)` tf.data map
-  function over batches that applies the schedule's current policy to each
-  image as PBA's `apply_policy` does, with `PBAAugment.callback()` moving it
-  from epoch to epoch.
+- `Policy` (`policy.py`): an immutable policy; its flat form (60 ints) is
+  what a search passes around, its JSON form what people read.
+- `Schedule` (`schedule.py`): policies by start epoch, saved as versioned JSON.
+- `PBAAugment` (`pipeline.py`): the `(images, labels) -> (images, labels)`
+  tf.data map over batches, in TensorFlow ops only, that applies the
+  schedule's current policy to each image as PBA's `apply_policy` does,
+  with `PBAAugment.callback()` moving it from epoch to epoch; its per-image
+  randomness is in `draws.py`.
 
 Each op is the single implementation of `kd_keras.augment.ops`, called with
 magnitude `level / 10` (PBA's `level / PARAMETER_MAX`), negated at random for

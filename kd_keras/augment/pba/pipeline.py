@@ -5,9 +5,10 @@ import numpy as np
 import tensorflow as tf
 
 from kd_keras.augment import ops as image_ops
+from kd_keras.augment import warp
+from kd_keras.augment.pba import draws
 from kd_keras.augment.pba.policy import _ENTRIES
 from kd_keras.augment.pba.policy import _MAX_OPS
-from kd_keras.augment.pba.policy import _NO_OP
 from kd_keras.augment.pba.policy import _SHAPE
 from kd_keras.augment.pba.policy import COPIES
 from kd_keras.augment.pba.policy import COUNT_PROBABILITIES
@@ -18,53 +19,17 @@ from kd_keras.augment.pba.policy import Policy
 from kd_keras.augment.pba.policy import _whole
 from kd_keras.augment.pba.schedule import as_schedule
 
-
-class _GivenSeed(keras.random.SeedGenerator):
-    # `kd_keras.augment.ops.cutout` takes its randomness as an int or a
-    # SeedGenerator; Keras asks a SeedGenerator only for `next()`. This one
-    # hands over an image's own stateless seed, so Cutout's square is as
-    # reproducible as the rest of the policy. No state: nothing to create.
-
-    def __init__(self, seed):
-        self._seed = seed
-
-    def next(self, ordered=True):
-        return self._seed
-
-
-# Streams of an image's draws, one per use.
-_COUNT, _ORDER, _COINS, _SIGNS, _CUTOUT, _FINAL_CUTOUT = range(6)
-_UNIFORM_BITS = 24
-
-
-def _hashes(keys, stream, count):
-    # Draw `i` of `stream` for an image is a hash of (its key, stream, i): a
-    # counter-based generator, vectorised over the batch (TensorFlow's
-    # stateless ops take one seed per call) and blind to the other images
-    # of the batch. Returns `(batch, count)` int64.
-    batch = tf.shape(keys)[0]
-    counters = tf.stack(
-        [tf.fill([count], tf.constant(stream, tf.int64)), tf.range(count, dtype=tf.int64)],
-        axis=1,
-    )
-    rows = tf.concat(
-        [
-            tf.broadcast_to(keys[:, None, :], [batch, count, 3]),
-            tf.broadcast_to(counters[None], [batch, count, 2]),
-        ],
-        axis=2,
-    )
-    hashes = tf.bitcast(tf.fingerprint(tf.reshape(rows, [-1, 5])), tf.int64)
-    return tf.reshape(hashes, [batch, count])
-
-
-def _uniform(keys, stream, count):
-    # The top 24 bits of each hash: float32 in [0, 1), exactly.
-    top = tf.bitwise.bitwise_and(
-        tf.bitwise.right_shift(_hashes(keys, stream, count), 64 - _UNIFORM_BITS),
-        2**_UNIFORM_BITS - 1,
-    )
-    return tf.cast(top, tf.float32) / 2**_UNIFORM_BITS
+# The groups each slot splits a batch into: the ops that move pixels (one
+# warp for all of them), each other op alone, and the images without an op.
+_GEOMETRIC = tuple(
+    index for index, name in enumerate(PBA_OPS) if image_ops.OPS[name].motion is not None
+)
+_ALONE = tuple(index for index in range(len(PBA_OPS)) if index not in _GEOMETRIC)
+_GROUP_OF_OP = np.array(
+    [0 if index in _GEOMETRIC else 1 + _ALONE.index(index) for index in range(len(PBA_OPS))]
+    + [1 + len(_ALONE)],
+    np.int32,
+)
 
 
 class PBAAugment:
@@ -79,20 +44,21 @@ class PBAAugment:
     channels)` (1 or 3 channels); labels pass through.
 
     It maps whole batches (`batched = True`, which `kd_keras.data.pipeline`
-    honours by mapping it after `batch`): the plans of all images are drawn
-    at once (`plan`), then, for each of the two slots, each op runs once, on
-    the images that chose it, with their own magnitudes (`apply`); ops no
-    image chose do not run. (Cutout, whose op draws one square position per
-    call, runs once per image that chose it.) Each batch runs in
-    TensorFlow's function runtime (`tf.py_function`), several times faster
-    than tf.data's own; the pipeline needs the Python process that built
-    it, as any tf.data pipeline with a Python function does.
+    honours by mapping it after `batch`), in TensorFlow ops only: the map is
+    part of the dataset's graph (no Python function), so tf.data runs it in
+    its own threads and the graph can be serialised. The plans of all
+    images are drawn at once (`plan`); then, for each of the two slots, each
+    op runs once, on the images that chose it, with their own magnitudes
+    (`apply`): the five geometric ops as one warp, each image with its own
+    affine matrix; ops no image chose do not run. Cutout's squares are
+    drawn for the whole batch at once (`draws.stateless_uniform_rows`).
 
     The policy follows the epoch: the current epoch and policy live in
     variables that `callback()` sets at the start of each epoch (before the
     epoch's data iterator starts under Keras `fit`); `set_epoch` does the
     same by hand. A Keras callback is added for you by `kd_keras.train_teacher`
-    and by the `rolewise` recipe.
+    and by the `rolewise` recipe. (A pipeline that reads variables runs in
+    the TensorFlow runtime that holds them: the process that built it.)
 
     Randomness is stateless and per image: each image's draws are hashes of
     `(seed, epoch, fingerprint of the image's bytes)` (`image_keys`), so a run
@@ -116,6 +82,14 @@ class PBAAugment:
         then: optional per-image `(image, label) -> pair` applied to each image
             after the policy, e.g. `kd_keras.data.standard_augmentation()`
             (PBA's CIFAR pipeline).
+        in_process: run each batch in TensorFlow's function runtime through
+            `tf.py_function` instead of in the dataset's graph. tf.data
+            builds a map function's graph anew for each epoch's iterator
+            (about 0.2-0.5 s for this one on 2 busy cores): for short epochs
+            (the digits: 23 batches) this is faster; the pipeline then needs
+            this Python process (no tf.data service, no serialised graph) and
+            the runtime's graph optimiser rounds some ops differently
+            (within 3e-6).
 
     Returns:
         A callable `(images, labels) -> (images, labels)` for `Dataset.map`
@@ -131,7 +105,9 @@ class PBAAugment:
 
     batched = True
 
-    def __init__(self, schedule, seed=0, fill_value=0.0, then=None, cutout=0.0):
+    def __init__(
+        self, schedule, seed=0, fill_value=0.0, then=None, cutout=0.0, in_process=False
+    ):
         self.schedule = schedule
         if seed is not None:
             seed = _whole(seed, "seed")
@@ -144,6 +120,7 @@ class PBAAugment:
                 f"side, in [0, 1], got {cutout}: use 0.5 (PBA's 16 px of 32) or 0."
             )
         self.cutout = float(cutout)
+        self.in_process = bool(in_process)
         self.epoch = tf.Variable(0, dtype="int64", trainable=False, name="pba_epoch")
         self._probability_levels = tf.Variable(
             tf.zeros(_SHAPE, "int32"), trainable=False, name="pba_probability_levels"
@@ -207,16 +184,7 @@ class PBAAugment:
 
         A key is `(seed, epoch, fingerprint of the image's bytes)`.
         """
-        fingerprints = tf.bitcast(tf.fingerprint(images), tf.int64)
-        batch = tf.shape(fingerprints)[:1]
-        return tf.stack(
-            [
-                tf.fill(batch, tf.constant(self._resolved_seed(), tf.int64)),
-                tf.fill(batch, self.epoch.read_value()),
-                fingerprints,
-            ],
-            axis=1,
-        )
+        return draws.image_keys(images, self._resolved_seed(), self.epoch.read_value())
 
     def plan(self, keys):
         """Return which ops each image with key `keys[i]` gets, and their signed magnitudes.
@@ -230,15 +198,20 @@ class PBAAugment:
             slot, and `(batch, 2)` float64 magnitudes in `[-1, 1]` (0 in an
             empty slot).
         """
+        return self._plan(draws.hashes(keys))
+
+    def _plan(self, hashed):
         thresholds = tf.constant(np.cumsum(COUNT_PROBABILITIES)[:-1], tf.float32)
         count = tf.reduce_sum(
-            tf.cast(_uniform(keys, _COUNT, 1) >= thresholds, tf.int32), axis=1, keepdims=True
+            tf.cast(draws.uniform(hashed[draws.COUNT]) >= thresholds, tf.int32),
+            axis=1,
+            keepdims=True,
         )
-        order = tf.argsort(_uniform(keys, _ORDER, _ENTRIES), axis=1, stable=True)
+        order = tf.argsort(draws.uniform(hashed[draws.ORDER]), axis=1, stable=True)
         probabilities = tf.cast(
             tf.gather(tf.reshape(self._probability_levels, [-1]), order), tf.float32
         ) / PARAMETER_MAX
-        coins = _uniform(keys, _COINS, _ENTRIES) < probabilities
+        coins = draws.uniform(hashed[draws.COINS]) < probabilities
         applied = tf.cumsum(tf.cast(coins, tf.int32), axis=1)
         chosen = coins & (applied <= count)
         # Entry of slot s: the shuffled entry whose coin made the (s + 1)-th
@@ -257,7 +230,7 @@ class PBAAugment:
             tf.concat([tf.reshape(self._magnitude_levels, [-1]), [0]], axis=0), picked
         )
         signed = tf.constant([image_ops.OPS[name].signed for name in PBA_OPS] + [False])
-        flips = tf.gather(signed, op_indices) & (_uniform(keys, _SIGNS, _MAX_OPS) < 0.5)
+        flips = tf.gather(signed, op_indices) & (draws.uniform(hashed[draws.SIGNS]) < 0.5)
         # In float64, so that the ops get level / 10 rounded once, to their
         # images' own precision.
         magnitudes = tf.cast(levels, tf.float64) / PARAMETER_MAX
@@ -275,49 +248,77 @@ class PBAAugment:
         Returns:
             The augmented images.
         """
-        cutout_seeds = tf.bitcast(_hashes(keys, _CUTOUT, _MAX_OPS), tf.int32)
-        positions = tf.range(tf.shape(images)[0])
-        for slot in range(_MAX_OPS):
-            # One group per op (and one for "no op"): each op runs once, on
-            # the images that chose it.
-            groups = op_indices[:, slot]
-            parts = _NO_OP + 1
-            group_positions = tf.dynamic_partition(positions, groups, parts)
-            group_images = tf.dynamic_partition(images, groups, parts)
-            group_magnitudes = tf.dynamic_partition(magnitudes[:, slot], groups, parts)
-            group_seeds = tf.dynamic_partition(cutout_seeds[:, slot], groups, parts)
-            outputs = [
-                self._op(name, group_images[index], group_magnitudes[index], group_seeds[index])
-                for index, name in enumerate(PBA_OPS)
-            ]
-            images = tf.dynamic_stitch(group_positions, outputs + [group_images[_NO_OP]])
+        return self._apply(images, op_indices, magnitudes, self._centres(draws.hashes(keys)))
+
+    def _centres(self, hashed):
+        # Where each image's Cutout squares go: `(batch, 3, 2)`, for slot 0,
+        # slot 1 and the final Cutout, from seeds of the image's own hashes.
+        seeds = tf.concat(
+            [draws.seeds(hashed[draws.CUTOUT]), draws.seeds(hashed[draws.FINAL_CUTOUT])], axis=1
+        )
+        uniforms = draws.stateless_uniform_rows(tf.reshape(seeds, [-1, 2]))
+        return tf.reshape(uniforms, [-1, _MAX_OPS + 1, 2])
+
+    def _apply(self, images, op_indices, magnitudes, centres):
+        # A loop over the two slots, not two copies of the ops: tf.data
+        # builds a map function's graph anew for every epoch's iterator, in
+        # time proportional to its size.
+        def slot(index, images):
+            return index + 1, self._apply_slot(
+                images,
+                tf.gather(op_indices, index, axis=1),
+                tf.gather(magnitudes, index, axis=1),
+                tf.gather(centres, index, axis=1),
+            )
+
+        _, images = tf.while_loop(
+            lambda index, _: index < _MAX_OPS, slot, (tf.constant(0), images)
+        )
         return images
 
-    def _op(self, name, images, magnitudes, seeds):
+    def _apply_slot(self, images, op_indices, magnitudes, centres):
+        # The batch split into groups, one per op, the geometric ops
+        # together, one for the images without an op this slot; each group
+        # transformed on its own, then stitched back. Every op takes an
+        # empty batch, so a group no image chose costs a few empty kernels
+        # (a `tf.cond` to skip it would cost more, in graph size).
+        runs = [self._warp] + [self._op(PBA_OPS[index]) for index in _ALONE]
+        groups = tf.gather(tf.constant(_GROUP_OF_OP), op_indices)
+        parts = len(runs) + 1
+        positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), groups, parts)
+        inputs = [
+            tf.dynamic_partition(values, groups, parts)
+            for values in (images, op_indices, magnitudes, centres)
+        ]
+        outputs = [run(*(part[group] for part in inputs)) for group, run in enumerate(runs)]
+        return tf.dynamic_stitch(positions, outputs + [inputs[0][-1]])
+
+    def _op(self, name):
         op = image_ops.OPS[name]
         options = dict(OP_OPTIONS.get(name, {}))
         if op.takes_fill_value:
             options["fill_value"] = self.fill_value
         if op.takes_seed:
-            # `op.function` draws from one seed per call: one call per image
-            # keeps each image's draws its own.
-            def run():
-                return tf.map_fn(
-                    lambda args: op.function(
-                        args[0][None], args[1], seed=_GivenSeed(args[2]), **options
-                    )[0],
-                    (images, magnitudes, seeds),
-                    fn_output_signature=images.dtype,
-                )
-        else:
-            def run():
-                return op.function(images, magnitudes, **options)
-        # Most groups are empty (an op no image chose, or one the policy
-        # never applies): skip them.
-        return tf.cond(tf.size(magnitudes) > 0, run, lambda: images)
+            # Cutout: its squares where the images' own draws put them.
+            return lambda images, _, magnitudes, centres: image_ops.cutout_at(
+                images, magnitudes, centres, **options
+            )
+        return lambda images, _, magnitudes, centres: op.function(images, magnitudes, **options)
+
+    def _warp(self, images, op_indices, magnitudes, centres):
+        # Each image's one geometric op as its affine matrix (the other ops'
+        # parameters 0, as when the op runs alone; magnitudes prepared as
+        # the op's function prepares them): one warp for all five.
+        magnitudes = tf.clip_by_value(tf.cast(magnitudes, images.dtype), -1.0, 1.0)
+        motion = {}
+        for index in _GEOMETRIC:
+            name = PBA_OPS[index]
+            own = tf.where(op_indices == index, magnitudes, tf.zeros_like(magnitudes))
+            motion.update(image_ops.OPS[name].motion(images, own, **OP_OPTIONS.get(name, {})))
+        return warp.affine_warp(images, warp.affine_matrix(**motion), fill_value=self.fill_value)
 
     def augment_batch(self, images, labels):
-        """Apply the current policy, then `then`, to a batch: what the map function runs.
+        """Apply the current policy, then `then`, then the final Cutout, to a batch: the map.
 
         Args:
             images: `(batch, height, width, channels)` floats in `[0, 1]`.
@@ -326,8 +327,9 @@ class PBAAugment:
         Returns:
             `(images, labels)`, augmented.
         """
-        keys = self.image_keys(images)
-        augmented = self.apply(images, *self.plan(keys), keys)
+        hashed = draws.hashes(self.image_keys(images))
+        centres = self._centres(hashed)
+        augmented = self._apply(images, *self._plan(hashed), centres)
         if self.then is not None:
             augmented, labels = tf.map_fn(
                 lambda pair: self.then(*pair),
@@ -338,21 +340,13 @@ class PBAAugment:
                 ),
             )
         if self.cutout:
-            augmented = self._final_cutout(augmented, keys)
+            # PBA's pipeline ends, after the policy and pad-crop-flip, with a
+            # Cutout of every image.
+            augmented = image_ops.cutout_at(
+                augmented, 1.0, centres[:, _MAX_OPS], max_size=self.cutout,
+                fill_value=self.fill_value,
+            )
         return augmented, labels
-
-    def _final_cutout(self, images, keys):
-        # PBA's pipeline ends, after the policy and pad-crop-flip, with a
-        # Cutout of every image: one square per image, drawn from its key.
-        seeds = tf.bitcast(_hashes(keys, _FINAL_CUTOUT, 1), tf.int32)[:, 0]
-        return tf.map_fn(
-            lambda args: image_ops.cutout(
-                args[0][None], 1.0, max_size=self.cutout, fill_value=self.fill_value,
-                seed=_GivenSeed(args[1]),
-            )[0],
-            (images, seeds),
-            fn_output_signature=images.dtype,
-        )
 
     # tf.data would convert this with AutoGraph: needless, as it has no
     # Python control flow.
@@ -366,12 +360,11 @@ class PBAAugment:
                 f"shape {images.shape}: map it after Dataset.batch, as "
                 "kd_keras.data.pipeline does."
             )
-        # tf.data runs the graphs of its map functions several times slower
-        # than TensorFlow's function runtime runs this one (many small ops,
-        # conditionals, a loop; see benchmarks/pba_pipeline.py): hand each
-        # batch over to that runtime. Traced now, when the pipeline is built
-        # (the seed is drawn, `then` and `fill_value` read), not in a
-        # tf.data thread.
+        if not self.in_process:
+            return self.augment_batch(images, labels)
+        # Traced now, when the pipeline is built (the seed is drawn, `then`
+        # and `fill_value` read), not in a tf.data thread; instantiated once
+        # per process by the function runtime, not per epoch by tf.data.
         augment_batch = tf.function(self.augment_batch, autograph=False).get_concrete_function(
             tf.TensorSpec(images.shape, images.dtype), tf.TensorSpec(labels.shape, labels.dtype)
         )
