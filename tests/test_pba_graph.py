@@ -90,6 +90,17 @@ def test_outputs_do_not_depend_on_batching_or_epoch_order(digits):
     assert np.mean(np.any(fifth != by_40, axis=(1, 2, 3))) > 0.9
 
 
+def test_batches_of_a_static_size_keep_it(digits):
+    # drop_remainder=True gives batches of a static shape, which the map keeps.
+    images = digits.train[0][:70]
+    augment = pba.PBAAugment(EVERY_OP, seed=3, cutout=0.5)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(70)))
+    dataset = dataset.batch(32, drop_remainder=True).map(augment)
+    assert dataset.element_spec[0].shape == (32, 28, 28, 1)
+    out = np.concatenate([x.numpy() for x, _ in dataset])
+    np.testing.assert_array_equal(out, mapped(augment, images[:64]))
+
+
 def test_policy_zeros_is_the_identity_in_tf_data(digits):
     images = digits.train[0][:40]
     np.testing.assert_array_equal(mapped(pba.PBAAugment(pba.Policy.zeros()), images), images)

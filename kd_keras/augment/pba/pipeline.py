@@ -291,7 +291,11 @@ class PBAAugment:
             for values in (images, op_indices, magnitudes, centres)
         ]
         outputs = [run(*(part[group] for part in inputs)) for group, run in enumerate(runs)]
-        return tf.dynamic_stitch(positions, outputs + [inputs[0][-1]])
+        stitched = tf.dynamic_stitch(positions, outputs + [inputs[0][-1]])
+        # The batch size too, when it is static (`drop_remainder`): the
+        # slot loop needs the shape it started with.
+        stitched.set_shape(images.shape)
+        return stitched
 
     def _op(self, name):
         op = image_ops.OPS[name]
