@@ -91,7 +91,19 @@ def hashes(keys):
 
 
 def uniform(hashed):
-    """Return the top 24 bits of int64 hashes as float32 in `[0, 1)`, exactly."""
+    """Return the top 24 bits of int64 hashes as float32 in `[0, 1)`, exactly.
+
+    Args:
+        hashed: int64 hashes, e.g. a stream of `hashes`.
+
+    Returns:
+        float32 uniforms of the same shape.
+
+    Example:
+    ```python
+    coins = kd_keras.augment.pba.draws.uniform(hashed[kd_keras.augment.pba.draws.COINS])
+    ```
+    """
     top = tf.bitwise.bitwise_and(
         tf.bitwise.right_shift(hashed, 64 - UNIFORM_BITS), 2**UNIFORM_BITS - 1
     )
@@ -99,7 +111,19 @@ def uniform(hashed):
 
 
 def seeds(hashed):
-    """Return int64 hashes as the int32 seed pairs `tf.random` takes: shape `(..., 2)`."""
+    """Return int64 hashes as the int32 seed pairs `tf.random` takes (their two halves).
+
+    Args:
+        hashed: int64 hashes of shape `shape`.
+
+    Returns:
+        int32 seeds of shape `shape + (2,)`.
+
+    Example:
+    ```python
+    seeds = kd_keras.augment.pba.draws.seeds(hashed[kd_keras.augment.pba.draws.CUTOUT])
+    ```
+    """
     return tf.bitcast(hashed, tf.int32)
 
 

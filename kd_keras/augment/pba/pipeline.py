@@ -85,7 +85,7 @@ class PBAAugment:
         in_process: run each batch in TensorFlow's function runtime through
             `tf.py_function` instead of in the dataset's graph. tf.data
             builds a map function's graph anew for each epoch's iterator
-            (about 0.2-0.5 s for this one on 2 busy cores): for short epochs
+            (0.4-0.9 s for this one on 2 busy cores): for short epochs
             (the digits: 23 batches) this is faster; the pipeline then needs
             this Python process (no tf.data service, no serialised graph) and
             the runtime's graph optimiser rounds some ops differently
