@@ -11,7 +11,7 @@ precision (float32 and a mixed policy: `mixed_float16` on a GPU,
 are then timed together with the teacher's forward passes in interleaved
 rounds, as `benchmarks/step_time.py` and `benchmarks/scale.py` do (whose
 helpers this reuses): machine noise hits every candidate of a round alike,
-and ratios are paired within each round, then the median and 25-75% range
+and ratios are paired within each round, then the median and quartiles
 over rounds; the recipe's compiled steps are freed before the next recipe is
 compiled. It prints one row per recipe, phase (the augmenter phase of a
 recipe with a learnable augmenter is a row of its own), precision and XLA
@@ -81,9 +81,9 @@ measured on a GPU). Tracing and compiling the 40 steps is a fixed cost, so
 `--budget_minutes=5` gives each recipe its share of what is left after the
 compilation still expected (the mean so far), cuts its steps per round when
 they would not fit, and says so above the table (the `steps` column shows
-rounds x steps); 0 never cuts. On this project's shared 2-core CPU the
-compilation alone took 12 minutes (kd's resnet56 -> resnet20 step: 0.8 s,
-1.8 s with XLA), so there the cut leaves one step per round.
+rounds x steps); 0 never cuts. On this project's shared, busy 2-core CPU
+compiling took 12 minutes or more (kd's resnet56 -> resnet20 step: 0.5-0.8 s,
+0.7-1.8 s with XLA, in two runs), so there the cut leaves one step per round.
 
 `--quick` (for CI on a CPU, about 30 s): the recipes kd and mixup (plain KD,
 and an in-step augmenter drawing Beta samples, with which Keras' own MixUp
@@ -518,9 +518,10 @@ def main(argv):
 
     # One group per recipe: its candidates are compiled, timed in interleaved
     # rounds with the teacher's forward passes (so the shares and the XLA and
-    # precision comparisons are paired), then freed before the next recipe's,
-    # which keeps memory to one recipe's compiled steps (all of them held
-    # 9 GiB on the CPU) and frees them while the run goes on.
+    # precision comparisons are paired), then freed before the next recipe's.
+    # Holding every recipe's compiled steps at once peaked at 9 GiB RSS on the
+    # CPU (7 GiB grouped, XLA compiling the largest steps), and freeing them at
+    # exit took 94 s; a recipe's group run again added under 0.1 GiB.
     candidates, iterators, notes = [], {}, []
     forward_times = {jit_flag: [] for jit_flag in FLAGS.jit}
     forward_peaks = {jit_flag: 0 for jit_flag in FLAGS.jit}
