@@ -36,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 import kd_keras  # noqa: E402
 import kd_keras.shipped  # noqa: E402
+from kd_keras.recipes import build  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 30, "Training epochs of every method.")
@@ -92,14 +93,14 @@ def accuracy(model, data):
 def compile_scratch(student, steps_per_epoch, epochs):
     """Cross-entropy only, with the kd recipe's optimiser and schedule."""
     student.compile(
-        optimizer=kd_keras.recipes.get("kd").optimizer(steps_per_epoch, epochs),
+        optimizer=build.optimizer(kd_keras.recipes.get("kd"), steps_per_epoch, epochs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
 
 
 def train_scratch(student, bundle, epochs, seed):
     keras.utils.set_random_seed(seed)
-    batch_size = kd_keras.recipes.get("kd").batch_size
+    batch_size = kd_keras.recipes.get("kd")["batch_size"]
     train = kd_keras.data.pipeline(bundle.train, batch_size, True, seed=seed)
     compile_scratch(student, int(train.cardinality()), epochs)
     student.fit(train, epochs=epochs, verbose=0)
@@ -120,7 +121,7 @@ def train(method, teacher, bundle, epochs, seed):
 def step_times(teacher, bundle, steps, rounds):
     """Seconds per training step of each method, timed in interleaved rounds."""
     x, y = bundle.train
-    batch = kd_keras.recipes.get("kd").batch_size
+    batch = kd_keras.recipes.get("kd")["batch_size"]
     # Tensors, not NumPy arrays: each new array would retrace the step.
     x, y = tf.constant(x[:batch]), tf.constant(y[:batch])
     runners = []
@@ -130,9 +131,9 @@ def step_times(teacher, bundle, steps, rounds):
             compile_scratch(student, steps_per_epoch=100, epochs=1)
             runners.append(student)
             continue
-        recipe = kd_keras.recipes.get(method.recipe, **method.overrides)
-        distiller = recipe.build(teacher, student)
-        recipe.compile(distiller, steps_per_epoch=100, epochs=1)
+        config = kd_keras.recipes.get(method.recipe, method.overrides)
+        distiller = build.distiller(config, teacher, student)
+        build.compile(distiller, config, steps_per_epoch=100, epochs=1)
         runners.append(distiller)
     for runner in runners:  # trace and warm up
         for _ in range(3):
