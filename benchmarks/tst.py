@@ -34,6 +34,7 @@ from absl import flags  # noqa: E402
 
 import kd_keras  # noqa: E402
 import kd_keras.shipped  # noqa: E402
+from kd_keras.recipes import build  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 30, "Training epochs of every method.")
@@ -91,19 +92,21 @@ def train(method, teacher, bundle, epochs, seed):
 def step_times(teacher, bundle, steps, rounds):
     """Seconds per training step of each runner, timed in interleaved rounds."""
     x, y = bundle.train
-    batch = kd_keras.recipes.get("kd").batch_size
+    batch = kd_keras.recipes.get("kd")["batch_size"]
     # Tensors, not NumPy arrays: each new array would retrace the step.
     x, y = tf.constant(x[:batch]), tf.constant(y[:batch])
+
+    def compiled(recipe):
+        config = kd_keras.recipes.get(recipe)
+        distiller = build.distiller(config, teacher, build_student(0, bundle))
+        build.compile(distiller, config, steps_per_epoch=100, epochs=1)
+        return distiller
+
     runners = {}
     for method in methods():
-        recipe = kd_keras.recipes.get(method.recipe)
-        distiller = recipe.build(teacher, build_student(0, bundle))
-        recipe.compile(distiller, steps_per_epoch=100, epochs=1)
-        runners[method.label] = distiller
+        runners[method.label] = compiled(method.recipe)
         if method.recipe == "tst":
-            recipe = kd_keras.recipes.get("tst")
-            policy_step = recipe.build(teacher, build_student(0, bundle))
-            recipe.compile(policy_step, steps_per_epoch=100, epochs=1)
+            policy_step = compiled("tst")
             policy_step.phase = "augmenter"
             runners["TST policy step"] = policy_step
     for runner in runners.values():  # trace and warm up
