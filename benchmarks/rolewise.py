@@ -152,7 +152,7 @@ def main(argv):
             f"wall = {summary['seconds_per_trial_epoch']:.2f} s per trial-epoch on 2 cores; "
             f"best validation accuracy {summary['best_validation_accuracy']:.2%}."
         )
-    print(f"Searched schedule ({found.epochs} epochs, stretched to {FLAGS.epochs}):")
+    print(f"\nSearched schedule ({found.epochs} epochs, stretched to {FLAGS.epochs}):")
     print(describe(found))
 
 
