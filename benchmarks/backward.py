@@ -59,7 +59,7 @@ class Method:
     overrides: dict
 
 
-CE_ONLY = {"student_loss_weight": 1.0, "distillation_loss_weight": 0.0}
+CE_ONLY = {"student_loss_weight": 1.0, "distillation_loss_weights": [0.0]}
 IMAGE_METHODS = (
     Method("CE only", "kd", CE_ONLY),
     Method("KD", "kd", {}),
@@ -91,7 +91,7 @@ def run_method(method, teacher, student_name, bundle, train, epochs, seed):
     )
     overrides = dict(method.overrides)
     if method.recipe == "backward" and "vocabulary_size" in bundle.model_kwargs:
-        overrides["vocabulary_size"] = bundle.model_kwargs["vocabulary_size"]
+        overrides["augmenter.vocabulary_size"] = bundle.model_kwargs["vocabulary_size"]
     started = time.perf_counter()
     kd_keras.distill(
         teacher, student, train, recipe=method.recipe, epochs=epochs, seed=seed,

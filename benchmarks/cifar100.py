@@ -72,6 +72,8 @@ def _teacher(pair, smoke, dataset, root):
         download=True if smoke else "auto", strategy=FLAGS.strategy,
         precision=FLAGS.precision, verbose=0 if smoke else "auto",
         command="benchmarks/cifar100.py",
+        # Random mock labels leave any teacher at chance; a real one must not be.
+        allow_weak_teacher=smoke,
     )
     return str(path), 100 * card["test_accuracy"]
 
@@ -80,12 +82,17 @@ def _distil(pair, run, teacher_path, seed, smoke, dataset, root):
     out = pathlib.Path(root["out"]) / f"{pair.teacher}-{pair.student}" / f"{run.name}-seed{seed}"
     if (out / "metrics.json").exists():  # a finished cell of an earlier, interrupted table
         return 100 * json.loads((out / "metrics.json").read_text())["student_accuracy"]
+    # A column's own length (kd_960's epochs) is the job's epochs argument,
+    # not a recipe override; --epochs still shortens every column alike.
+    options = dict(run.options)
+    epochs = options.pop("epochs", None)
     metrics = kd_keras.jobs.distill_job(
         recipe=run.recipe, dataset=dataset, teacher=teacher_path, student=pair.student,
-        epochs=1 if smoke else FLAGS.epochs, seed=seed, out=out, export_formats=("keras",),
-        data_dir=FLAGS.data_dir, download=True if smoke else "auto",
-        strategy=FLAGS.strategy, precision=FLAGS.precision, verbose=0 if smoke else "auto",
-        **run.options,
+        epochs=1 if smoke else FLAGS.epochs or epochs, seed=seed, out=out,
+        export_formats=("keras",), data_dir=FLAGS.data_dir,
+        download=True if smoke else "auto", strategy=FLAGS.strategy,
+        precision=FLAGS.precision, verbose=0 if smoke else "auto",
+        allow_weak_teacher=smoke, **options,
     )
     return 100 * metrics["student_accuracy"]
 

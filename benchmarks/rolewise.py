@@ -113,17 +113,18 @@ def main(argv):
         out = FLAGS.search_out or tempfile.mkdtemp(prefix="rolewise_search_")
         summary = search_student_agent(out)
         found = pba.Schedule.load(summary["schedule"])
-    # Recipe factories: each run gets a fresh recipe (a PBA map holds its epoch).
+    # Recipe configs: kd_keras.distill builds a fresh PBA map from one for
+    # every run (a map holds its epoch).
     rows = [
-        ("KD, no augmentation", lambda: kd_keras.recipes.get("kd")),
-        ("KD + hand-set policy", lambda: kd_keras.recipes.get("rolewise")),
-        ("KD + searched agent", lambda: kd_keras.recipes.get("rolewise", policy=found)),
+        ("KD, no augmentation", kd_keras.recipes.get("kd")),
+        ("KD + hand-set policy", kd_keras.recipes.get("rolewise")),
+        ("KD + searched agent", kd_keras.recipes.get("rolewise", {"policy": found})),
     ]
     results = {}
     for label, recipe in rows:
         clean, shifted = [], []
         for seed in range(FLAGS.seeds):
-            scores = distil(teacher, bundle, recipe(), seed)
+            scores = distil(teacher, bundle, recipe, seed)
             clean.append(scores[0])
             shifted.append(scores[1])
         results[label] = (clean, shifted)
@@ -151,7 +152,7 @@ def main(argv):
             f"wall = {summary['seconds_per_trial_epoch']:.2f} s per trial-epoch on 2 cores; "
             f"best validation accuracy {summary['best_validation_accuracy']:.2%}."
         )
-    print(f"Searched schedule ({found.epochs} epochs, stretched to {FLAGS.epochs}):")
+    print(f"\nSearched schedule ({found.epochs} epochs, stretched to {FLAGS.epochs}):")
     print(describe(found))
 
 

@@ -6,8 +6,8 @@ median and 25-75% range over rounds, as in benchmarks/step_time.py, whose
 timing and floor this reuses):
 
 1. Images/s of each recipe's training step (student phase; the augmenter
-   phase of hard and tst as rows of their own) on one device in float32
-   without XLA, its ratio to the floor (a student train step plus a teacher
+   phase of a learned augmenter, tst's, as a row of its own) on one device
+   in float32 without XLA, its ratio to the floor (a student train step plus a teacher
    forward pass on the same batch), and the speed of MirroredStrategy over
    2 logical CPU devices, of a mixed_bfloat16 student and of XLA, each
    relative to the one-device float32 step.
@@ -45,6 +45,7 @@ from absl import logging  # noqa: E402
 import kd_keras  # noqa: E402
 from kd_keras import precision as kd_precision  # noqa: E402
 from kd_keras import strategy as kd_strategy  # noqa: E402
+from kd_keras.recipes import build  # noqa: E402
 
 flags.DEFINE_list(
     "recipes", ["kd", "mixup", "cutmix_pick", "hard", "tst", "backward"], "Recipes to time."
@@ -52,22 +53,21 @@ flags.DEFINE_list(
 flags.DEFINE_integer("replicas", 2, "Logical CPU devices of the mirrored candidates.")
 FLAGS = flags.FLAGS
 
-LEARNABLE = {"hard", "tst"}
 CONFIGS = ("float32", "mirrored", "mixed_bfloat16", "xla")
 
 
 def _distiller(recipe, teacher, student_name, shape, config, teacher_dtype=None):
     strategy = kd_strategy.get("mirrored" if config == "mirrored" else "default")
     with strategy.scope():
-        chosen = kd_keras.recipes.get(recipe, jit_compile=config == "xla")
+        chosen = kd_keras.recipes.get(recipe, {"jit_compile": config == "xla"})
         if teacher_dtype is not None:
             teacher = kd_keras.models.cast_model(teacher, teacher_dtype)
         teacher = kd_strategy.place(teacher, strategy)
         keras.utils.set_random_seed(0)
         with kd_precision.policy(config if config == "mixed_bfloat16" else "float32"):
             student = kd_keras.models.get(student_name, shape, 10)
-        distiller = chosen.build(teacher, student)
-        chosen.compile(distiller, steps_per_epoch=1000, epochs=240)
+        distiller = build.distiller(chosen, teacher, student)
+        build.compile(distiller, chosen, steps_per_epoch=1000, epochs=240)
     return distiller, strategy
 
 
@@ -192,7 +192,9 @@ def main(_):
         f"{_median_rate(floors, batch):.0f} | 1 | | | |"
     )
     for recipe in FLAGS.recipes:
-        phases = ["student", "augmenter"] if recipe in LEARNABLE else ["student"]
+        # An augmenter phase only where the recipe's augmenter learns (tst;
+        # hard's default search has no weights): whatever _steps timed.
+        phases = [p for p in ("student", "augmenter") if (recipe, p, "float32") in times]
         for phase in phases:
             base = times[(recipe, phase, "float32")]
             # A faster candidate has a higher speed: report speed ratios.

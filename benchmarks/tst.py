@@ -18,6 +18,8 @@ table, TST's learned magnitudes and probabilities at the end of training
 Usage:
     PYTHONPATH=. python benchmarks/tst.py                  # 30 epochs, 3 seeds
     PYTHONPATH=. python benchmarks/tst.py --epochs=4 --seeds=1 --timing_rounds=1
+    PYTHONPATH=. python benchmarks/tst.py --epochs=1 --seeds=1 --timing_rounds=1 \
+        --timing_steps=1 --settings=full                  # smoke run
 """
 
 import dataclasses
@@ -34,6 +36,7 @@ from absl import flags  # noqa: E402
 
 import kd_keras  # noqa: E402
 import kd_keras.shipped  # noqa: E402
+from kd_keras.recipes import build  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 30, "Training epochs of every method.")
@@ -43,6 +46,10 @@ flags.DEFINE_integer("timing_steps", 20, "Steps per method and round of the timi
 flags.DEFINE_integer("timing_rounds", 5, "Interleaved timing rounds (the median is kept).")
 
 SETTINGS = (("full", 1.0), ("20%", 0.2))
+flags.DEFINE_list(
+    "settings", [name for name, _ in SETTINGS],
+    "Training splits to run, the accuracy columns: full and/or 20%.",
+)
 
 
 @dataclasses.dataclass
@@ -91,19 +98,21 @@ def train(method, teacher, bundle, epochs, seed):
 def step_times(teacher, bundle, steps, rounds):
     """Seconds per training step of each runner, timed in interleaved rounds."""
     x, y = bundle.train
-    batch = kd_keras.recipes.get("kd").batch_size
+    batch = kd_keras.recipes.get("kd")["batch_size"]
     # Tensors, not NumPy arrays: each new array would retrace the step.
     x, y = tf.constant(x[:batch]), tf.constant(y[:batch])
+
+    def compiled(recipe):
+        config = kd_keras.recipes.get(recipe)
+        distiller = build.distiller(config, teacher, build_student(0, bundle))
+        build.compile(distiller, config, steps_per_epoch=100, epochs=1)
+        return distiller
+
     runners = {}
     for method in methods():
-        recipe = kd_keras.recipes.get(method.recipe)
-        distiller = recipe.build(teacher, build_student(0, bundle))
-        recipe.compile(distiller, steps_per_epoch=100, epochs=1)
-        runners[method.label] = distiller
+        runners[method.label] = compiled(method.recipe)
         if method.recipe == "tst":
-            recipe = kd_keras.recipes.get("tst")
-            policy_step = recipe.build(teacher, build_student(0, bundle))
-            recipe.compile(policy_step, steps_per_epoch=100, epochs=1)
+            policy_step = compiled("tst")
             policy_step.phase = "augmenter"
             runners["TST policy step"] = policy_step
     for runner in runners.values():  # trace and warm up
@@ -123,8 +132,13 @@ def main(argv):
     del argv
     epochs, seeds = FLAGS.epochs, FLAGS.seeds
     teacher = load_teacher()
-    bundles = {name: kd_keras.data.load_digits(train_fraction=f) for name, f in SETTINGS}
-    full = bundles["full"]
+    unknown = set(FLAGS.settings) - {name for name, _ in SETTINGS}
+    if unknown or not FLAGS.settings:
+        raise app.UsageError(f"--settings={','.join(FLAGS.settings)}: use full and/or 20%")
+    settings = [(name, f) for name, f in SETTINGS if name in FLAGS.settings]
+    bundles = {name: kd_keras.data.load_digits(train_fraction=f) for name, f in settings}
+    # The timing's batch and the teacher's score come from the full split.
+    full = bundles["full"] if "full" in bundles else kd_keras.data.load_digits()
     rows = methods()
     print(
         f"digits: teacher {accuracy(teacher, full.test):.2%} test accuracy, "
@@ -155,7 +169,7 @@ def main(argv):
         scores = 100 * np.array(scores)
         return f"{scores.mean():6.2f} ± {scores.std():4.2f}".rjust(15)
 
-    columns = [f"{kind} {name}" for kind in ("acc", "shifted") for name, _ in SETTINGS]
+    columns = [f"{kind} {name}" for kind in ("acc", "shifted") for name, _ in settings]
     header = (
         f"{'method':<18} " + " ".join(f"{c + ' (%)':>15}" for c in columns)
         + f" {'step vs KD':>11}"
@@ -164,8 +178,8 @@ def main(argv):
     print(header)
     print("-" * len(header))
     for method in rows:
-        cells = [cell(results[method.label, name][0]) for name, _ in SETTINGS]
-        cells += [cell(results[method.label, name][1]) for name, _ in SETTINGS]
+        cells = [cell(results[method.label, name][0]) for name, _ in settings]
+        cells += [cell(results[method.label, name][1]) for name, _ in settings]
         cost = f"{times[method.label] / kd_time:10.2f}x"
         if method.recipe == "tst":
             cost += f" (policy step {times['TST policy step'] / kd_time:.2f}x)"
@@ -174,12 +188,13 @@ def main(argv):
 
     print("\nTST policy at the end of training (mean over seeds; prior 0.5):")
     ops = [
-        key.split("/", 1)[1] for key in policies["full"][0] if key.startswith("probability/")
+        key.split("/", 1)[1] for key in policies[settings[0][0]][0]
+        if key.startswith("probability/")
     ]
-    print(f"{'op':<13} " + " ".join(f"{'m ' + n:>9} {'p ' + n:>9}" for n, _ in SETTINGS))
+    print(f"{'op':<13} " + " ".join(f"{'m ' + n:>9} {'p ' + n:>9}" for n, _ in settings))
     for op in ops:
         cells = []
-        for name, _ in SETTINGS:
+        for name, _ in settings:
             for kind in ("magnitude", "probability"):
                 key = f"{kind}/{op}"
                 values = [record[key] for record in policies[name] if key in record]

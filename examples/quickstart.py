@@ -1,16 +1,21 @@
 """Distil the shipped digits CNN into an MLP with plain KD, evaluate and export it.
 
     python examples/quickstart.py
+    python examples/quickstart.py --smoke   # 1 epoch: checks that it runs
 """
 
+import sys
+
 import kd_keras
+
+EPOCHS = 1 if "--smoke" in sys.argv[1:] else 30
 
 data = kd_keras.data.load_digits()  # bundled with scikit-learn: offline
 teacher = kd_keras.resolve.load_model(kd_keras.shipped.path("digits_cnn_teacher.keras"))
 student = kd_keras.models.get("mlp", data.input_shape, data.num_classes)
 
 distiller = kd_keras.distill(
-    teacher, student, data.train, recipe="kd", epochs=30, validation_data=data.test, verbose=2
+    teacher, student, data.train, recipe="kd", epochs=EPOCHS, validation_data=data.test, verbose=2
 )
 print(distiller.evaluate(*data.test, return_dict=True, verbose=0))
 

@@ -9,19 +9,24 @@ large part of the teacher's accuracy there (a few minutes on 2 CPU cores;
 see benchmarks/hard_toy.py and benchmarks/HARD_STUDY.md).
 
     PYTHONPATH=. python examples/shift_equivariance.py
+    PYTHONPATH=. python examples/shift_equivariance.py --smoke   # 1 epoch: checks that it runs
 """
+
+import sys
 
 import keras
 import numpy as np
 
 import kd_keras
 
+EPOCHS = 1 if "--smoke" in sys.argv[1:] else 30
+
 data = kd_keras.data.load_digits()  # centred training digits; test also shifted by [-6, 6] px
 teacher = kd_keras.resolve.load_model(kd_keras.shipped.path(kd_keras.shipped.DIGITS_TEACHER))
 
 keras.utils.set_random_seed(0)
 student = kd_keras.models.get("mlp", data.input_shape, data.num_classes)
-distiller = kd_keras.distill(teacher, student, data.train, recipe="hard", epochs=30, verbose=2)
+distiller = kd_keras.distill(teacher, student, data.train, recipe="hard", epochs=EPOCHS, verbose=2)
 
 
 def accuracy(model, split):

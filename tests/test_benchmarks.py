@@ -1,0 +1,289 @@
+"""Every benchmark and example runs, in its smallest configuration, as the README runs it.
+
+Each script is a subprocess (`python benchmarks/NAME.py ...` with the
+kd_keras under test on PYTHONPATH) and each check reads what it prints: the
+table's header, a row per method, numbers that are numbers. The runs are
+smoke configurations (1 epoch, 1 seed, a round or two of timing): they show
+that a script works, not what it measures.
+"""
+
+import json
+import math
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+import kd_keras
+from kd_keras.augment import pba
+
+# Subprocesses that train: the large tier (`pytest -m large`).
+pytestmark = pytest.mark.large
+
+# The scripts live in the checkout; the package they import is the one under test.
+CHECKOUT = pathlib.Path(__file__).resolve().parents[1]
+ENV = {
+    **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    "PYTHONPATH": str(pathlib.Path(kd_keras.__file__).resolve().parent.parent),
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+# "12.34 ± 0.56", an accuracy cell; "1.23x", a ratio to a baseline.
+MEAN_STD = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)")
+RATIO = re.compile(r"(\d+\.\d+)x")
+NOT_A_NUMBER = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
+
+
+def run(script, *args, cwd):
+    result = subprocess.run(
+        [sys.executable, str(CHECKOUT / script), *args], cwd=cwd, env=ENV,
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, f"{script} {' '.join(args)}:\n{result.stderr[-3000:]}"
+    assert not NOT_A_NUMBER.search(result.stdout), result.stdout
+    return result.stdout
+
+
+def rows_after(stdout, header):
+    """The lines of the table whose header line starts with `header`, up to a blank line."""
+    lines = stdout.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(header)]
+    assert starts, f"no table headed {header!r} in:\n{stdout}"
+    rows = []
+    for line in lines[starts[-1] + 1 :]:
+        if not line.strip():
+            break
+        if not set(line) <= set("-|"):  # a separator line
+            rows.append(line)
+    return rows
+
+
+def row(rows, label):
+    """The row whose first cell is `label` (plain or markdown tables)."""
+    found = [
+        r for r in rows
+        if r.startswith(f"| {label} |") or (r.startswith(label) and r[len(label):][:2] == "  ")
+    ]
+    assert len(found) == 1, f"{label!r} in {rows}"
+    return found[0]
+
+
+def accuracies(line, count):
+    """The `count` mean ± std cells of a row, checked to be percentages."""
+    cells = [(float(m), float(s)) for m, s in MEAN_STD.findall(line)]
+    assert len(cells) == count, line
+    for mean, std in cells:
+        assert 0 <= mean <= 100 and 0 <= std <= 100, line
+    return cells
+
+
+def ratios(line):
+    """The `1.23x` cells of a row, checked to be positive."""
+    values = [float(v) for v in RATIO.findall(line)]
+    assert values and all(0 < v < math.inf for v in values), line
+    return values
+
+
+def test_mixing(tmp_path):
+    stdout = run("benchmarks/mixing.py", "--quick", "--settings=full", cwd=tmp_path)
+    rows = rows_after(stdout, "method ")
+    labels = [
+        "student from scratch (CE)", "KD", "KD + TL-MixUp", "KD + TL-CutMix",
+        "KD + CutMixPick", "funmatch", "KD + CutMix, mixed 1-hot",
+    ]
+    assert len(rows) == len(labels)
+    for label in labels:
+        line = row(rows, label)
+        accuracies(line, 1)  # the full training split
+        ratios(line)
+    assert ratios(row(rows, "KD")) == [1.0]
+
+
+def test_tst(tmp_path):
+    # Two epochs: the second is preceded by a policy epoch (TST's phases at
+    # the same fractions of the run), so the policy trains.
+    stdout = run(
+        "benchmarks/tst.py", "--epochs=2", "--seeds=1", "--timing_rounds=1",
+        "--timing_steps=1", "--settings=full", cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "method ")
+    labels = ["KD", "TST", "KD + TL-MixUp", "KD + TL-CutMix", "KD + CutMixPick", "HARD"]
+    assert len(rows) == len(labels)
+    for label in labels:
+        line = row(rows, label)
+        accuracies(line, 2)  # clean and shifted
+        ratios(line)
+    assert "policy step" in row(rows, "TST")
+    policy = rows_after(stdout, "op ")
+    assert len(policy) == 14  # AutoAugment's ops and Cutout
+    values = []
+    for line in policy:
+        values += [float(v) for v in line.split()[1:] if v != "-"]
+    assert all(0 <= v <= 1 for v in values), policy
+    assert any(v != 0.5 for v in values), policy  # moved from the prior
+
+
+def test_rolewise_with_a_given_schedule(tmp_path):
+    # A search takes minutes (Ray, a population); --schedule skips it.
+    import numpy as np
+
+    policy = pba.Policy.random(np.random.default_rng(0))
+    schedule = pba.Schedule([(0, policy)], epochs=1).save(tmp_path / "schedule.json")
+    stdout = run(
+        "benchmarks/rolewise.py", f"--schedule={schedule}", "--epochs=1", "--seeds=1",
+        cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "student agent ")
+    assert len(rows) == 3
+    for label in ("KD, no augmentation", "KD + hand-set policy", "KD + searched agent"):
+        accuracies(row(rows, label), 2)
+    assert "Searched schedule (1 epochs, stretched to 1):" in stdout
+    assert "from epoch 0: " in stdout
+
+
+@pytest.mark.parametrize(
+    "dataset, keys",
+    [
+        # The CE, told (host shifts) and search rows through kd_keras.distill.
+        ("digits", ["ce", "kd", "told", "hard"]),
+        # The rows built and compiled by hand, one with a learned augmenter.
+        ("mnist1d", ["kd", "told", "network_noise"]),
+    ],
+)
+def test_hard_toy(tmp_path, dataset, keys):
+    figure, scores = tmp_path / "curves.png", tmp_path / "scores.json"
+    stdout = run(
+        "benchmarks/hard_toy.py", f"--dataset={dataset}", "--quick",
+        f"--rows={','.join(keys)}", f"--plot={figure}", f"--json={scores}", cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "| key |")
+    assert len(rows) == len(keys) + 1  # and the teacher's
+    columns = 2 if dataset == "digits" else 1  # clean and shifted, or test
+    for key in keys:
+        line = row(rows, key)
+        accuracies(line, columns)
+        ratios(line)
+    assert ratios(row(rows, "kd")) == [1.0]
+    augmenter_steps = int(row(rows, keys[-1]).rstrip(" |").rsplit("+", 1)[1])
+    assert (augmenter_steps > 0) == (keys[-1] == "network_noise")
+    assert figure.stat().st_size > 0
+    assert sorted(json.loads(scores.read_text())["results"]) == sorted(keys)
+
+
+def test_scale(tmp_path):
+    stdout = run(
+        "benchmarks/scale.py", "--recipes=kd", "--rounds=2", "--steps=1", cwd=tmp_path
+    )
+    rows = rows_after(stdout, "| recipe | step |")
+    assert len(rows) == 2  # the floor and kd's student step
+    cells = row(rows, "kd").strip("| ").split(" | ")
+    assert cells[:2] == ["kd", "student"] and float(cells[2]) > 0
+    assert len(cells) == 7, cells
+    teachers = rows_after(stdout, "| teacher |")
+    for dtype in ("float32", "bfloat16", "float16"):
+        agreement = float(row(teachers, dtype).strip("| ").split(" | ")[-1])
+        assert 0.9 <= agreement <= 1
+    pipeline = rows_after(stdout, "| what |")
+    assert len(pipeline) == 3
+
+
+def test_backward(tmp_path):
+    stdout = run("benchmarks/backward.py", "--quick", cwd=tmp_path)
+    # Two tables with the same header: images, then text.
+    text_start = stdout.index("Text: text-default")
+    images = rows_after(stdout[:text_start], "method ")
+    text = rows_after(stdout[text_start:], "method ")
+    # --quick keeps the image rows of kd, backward and mixup.
+    labels = ["CE only", "KD", "backward l2", "backward linf"]
+    assert len(images) == len(labels) + 1
+    for label in [*labels, "KD + TL-MixUp"]:
+        accuracies(row(images, label), 3)  # accuracy, agreement, shifted
+    assert len(text) == len(labels)
+    for label in labels:
+        accuracies(row(text, label), 2)  # accuracy, agreement
+    assert "backward l2" in stdout[stdout.index("Teacher-student agreement on text") :]
+
+
+def test_step_time(tmp_path):
+    stdout = run(
+        "benchmarks/step_time.py", "--rounds=2", "--steps=1", "--jit=off", cwd=tmp_path
+    )
+    rows = rows_after(stdout, "| XLA | step |")
+    names = [
+        "student train step", "teacher forward", "kd_keras.Distiller",
+        "keras.distillation", "floor (student step + teacher forward)",
+    ]
+    assert len(rows) == len(names)
+    for name in names:
+        cells = [r for r in rows if r.startswith(f"| off | {name} |")]
+        assert len(cells) == 1 and float(cells[0].split(" | ")[2]) > 0, rows
+    assert "XLA off: kd_keras.Distiller / keras.distillation = " in stdout
+
+
+def test_determinism(tmp_path):
+    stdout = run(
+        "benchmarks/determinism.py", "--students=mlp", "--rounds=2", "--steps=1",
+        cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "| student | augmenter |")
+    assert len(rows) == 2
+    for augmenter in ("none", "spatial"):
+        cells = [r for r in rows if r.startswith(f"| mlp | {augmenter} |")]
+        assert len(cells) == 1
+        off, on = (float(v) for v in cells[0].split(" | ")[2:4])
+        assert off > 0 and on > 0
+
+
+def test_teacher_cache(tmp_path):
+    stdout = run(
+        "benchmarks/teacher_cache.py", "--quick", "--rounds=1", "--epochs=1", cwd=tmp_path
+    )
+    rows = rows_after(stdout, "run ")
+    assert len(rows) == 4
+    for name in ("floor", "kd live", "kd cached", "keras.distillation"):
+        line = [r for r in rows if r.startswith(name + " ")]
+        assert len(line) == 1
+        epoch_seconds, milliseconds, to_floor = (float(v) for v in line[0].split()[-5:-2])
+        assert epoch_seconds > 0 and milliseconds > 0 and to_floor > 0
+
+
+def test_cifar100_smoke(tmp_path):
+    # CIFAR-100 is not offline: --smoke stands in TFDS's mock data, 1 epoch.
+    stdout = run("benchmarks/cifar100.py", "--smoke", "--runs=kd", cwd=tmp_path)
+    assert "SMOKE RUN" in stdout
+    rows = rows_after(stdout, "| T -> S |")
+    assert len(rows) == 1
+    assert re.fullmatch(
+        r"\| ResNet56 -> ResNet20 \| \d+\.\d\d \(72\.34\) \| \d+\.\d\d \(70\.66\) \|", rows[0]
+    ), rows
+    assert not (tmp_path / "runs").exists()  # the mock runs stay in a temporary directory
+
+
+def test_pba_pipeline(tmp_path):
+    stdout = run(
+        "benchmarks/pba_pipeline.py", "--repeats=1", "--cifar_images=64", cwd=tmp_path
+    )
+    rows = rows_after(stdout, "data ")
+    assert len(rows) == 8  # 2 data sets x 4 maps
+    for line in rows:
+        rate, ratio = (float(v.replace(",", "")) for v in line.split()[-2:])
+        assert rate > 0 and ratio > 0, line
+
+
+def test_quickstart_example(tmp_path):
+    stdout = run("examples/quickstart.py", "--smoke", cwd=tmp_path)
+    exported = [line.split()[0] for line in stdout.splitlines() if " agreement " in line]
+    assert exported == list(kd_keras.export.FORMATS)
+    assert (tmp_path / "quickstart_export").is_dir()
+
+
+def test_shift_equivariance_example(tmp_path):
+    stdout = run("examples/shift_equivariance.py", "--smoke", cwd=tmp_path)
+    for name in ("teacher (CNN)", "HARD student (MLP)"):
+        line = [r for r in stdout.splitlines() if r.startswith(name)]
+        assert len(line) == 1 and re.search(r"clean \d+\.\d\d%  shifted \d+\.\d\d%", line[0])
+    groups = re.search(r"learned probability of each kind of warp: (.*)", stdout).group(1)
+    probabilities = [float(part.split()[-1]) for part in groups.split(", ")]
+    assert len(probabilities) == 4 and abs(sum(probabilities) - 1) < 0.02
