@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kd_keras import _keras_compat
 from kd_keras import losses as kd_losses
 from kd_keras import precision as kd_precision
 from kd_keras import strategy as kd_strategy
@@ -13,7 +14,6 @@ from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import as_views
 from kd_keras.models.strip_softmax import ends_in_softmax
-from kd_keras import _keras_compat
 
 STUDENT = "student"
 AUGMENTER = "augmenter"
@@ -191,6 +191,20 @@ class Distiller(keras.Model):
         return bool(self.augmenter.trainable_weights)
 
     @property
+    def student_variables(self):
+        """What the student's optimiser trains: the student's weights and its losses'.
+
+        A distillation loss with weights of its own (the projection of
+        `kd_keras.losses.HintDistillation`, FitNets' regressor) belongs to
+        the student's side: trained with it, saved with the Distiller,
+        never exported.
+        """
+        variables = list(self.student.trainable_variables)
+        for loss in self.distillation_losses:
+            variables.extend(getattr(loss, "trainable_variables", None) or [])
+        return variables
+
+    @property
     def needs_teacher_features(self):
         """True when a distillation loss reads the teacher's intermediate features."""
         return self._teacher_features is not None
@@ -331,7 +345,7 @@ class Distiller(keras.Model):
         # tf.distribute strategy a lazily built second optimiser fails, and a
         # .keras reload only restores optimiser variables that already exist.
         with self.distribute_strategy.scope():
-            self.optimizer.build(self.student.trainable_variables)
+            self.optimizer.build(self.student_variables)
             if self.augmenter_optimizer is not None:
                 self.augmenter_optimizer.build(self.augmenter.trainable_variables)
 
@@ -470,7 +484,7 @@ class Distiller(keras.Model):
         return compiled
 
     def _student_step(self, x, y, cached=None):
-        variables = self.student.trainable_variables
+        variables = self.student_variables
         gradients, terms, first, teacher_logits, student_logits = self._replica_compiled(
             self._student_gradients
         )(x, y, cached)
@@ -494,7 +508,7 @@ class Distiller(keras.Model):
                 loss = loss + ops.cast(ops.sum(self.student.losses), "float32")
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled, self.student.trainable_variables)
+        gradients = tape.gradient(scaled, self.student_variables)
         terms["loss"] = loss
         first = (views[0].x, views[0].y, student_outputs[0][FINAL_OUTPUT])
         return (
@@ -685,7 +699,7 @@ class Distiller(keras.Model):
             "teacher": teacher,
             "student": serialize(self.student),
             "augmenter": serialize(self.augmenter),
-            "distillation_losses": [serialize(l) for l in self.distillation_losses],
+            "distillation_losses": [serialize(loss) for loss in self.distillation_losses],
             "distillation_loss_weights": self.distillation_loss_weights,
             "student_loss_weight": self.student_loss_weight,
             "student_forward": self.student_forward,
