@@ -412,12 +412,24 @@ class Distiller(keras.Model):
         x = ops.convert_to_tensor(x)
         if y is None:
             y = ops.argmax(self._teacher_fn(x), axis=-1)
-        return as_views(
-            self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
-        )
+        return self._views(x, y)
 
     def _teacher_fn(self, x):
         return self.teacher(x, training=False)
+
+    def _teacher_with_features(self, x):
+        # The teacher_fn handed to `views`: logits, and with_features(x) for
+        # the logits and the features the losses read, from one pass.
+        if self._teacher_features is None:
+            return self._teacher_fn(x), None
+        outputs = dict(self._teacher_features(x, training=False))
+        return outputs.pop(FINAL_OUTPUT), outputs
+
+    def _views(self, x, y):
+        teacher_fn = _with_features(self._teacher_fn, self._teacher_with_features)
+        return as_views(
+            self.augmenter.views(x, y, teacher_fn, self._student_fn, training=True)
+        )
 
     def _student_fn(self, x):
         return self.student(x, training=False)
@@ -492,9 +504,7 @@ class Distiller(keras.Model):
         self._update_trackers(terms, first, teacher_logits, student_logits)
 
     def _student_gradients(self, x, y, cached=None):
-        views = as_views(
-            self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
-        )
+        views = self._views(x, y)
         if cached is not None and views[0].deterministic and views[0].teacher_logits is None:
             # The first view is the batch as it came in: its teacher logits
             # were computed once, before training.
@@ -522,15 +532,19 @@ class Distiller(keras.Model):
     def _teacher_outputs(self, views):
         """The teacher's outputs (logits and features) on every view, in one call.
 
-        Logits an augmenter already computed are reused, unless features are
-        needed, which only a forward pass gives.
+        Outputs an augmenter already computed are reused: its logits, and
+        the features of the same pass when a loss needs them
+        (`kd_keras.augment.base.teacher_outputs`). The teacher runs, once,
+        on the views that lack them.
         """
+        features = self._teacher_features is not None
         missing = [
             index for index, view in enumerate(views)
-            if view.teacher_logits is None or self._teacher_features is not None
+            if view.teacher_logits is None or (features and view.teacher_features is None)
         ]
         outputs = [
-            {FINAL_OUTPUT: view.teacher_logits} if index not in missing else None
+            None if index in missing
+            else {**(view.teacher_features or {}), FINAL_OUTPUT: view.teacher_logits}
             for index, view in enumerate(views)
         ]
         if missing:
@@ -712,9 +726,19 @@ class Distiller(keras.Model):
         for key in ("teacher", "student", "augmenter"):
             config[key] = deserialize(config[key])
         config["distillation_losses"] = [
-            deserialize(l) for l in config["distillation_losses"]
+            deserialize(loss) for loss in config["distillation_losses"]
         ]
         return cls(**config)
+
+
+def _with_features(teacher_fn, with_features):
+    """`teacher_fn` (inputs -> logits) carrying `with_features` for augmenters."""
+
+    def function(x):
+        return teacher_fn(x)
+
+    function.with_features = with_features
+    return function
 
 
 def _split_cached(x):

@@ -163,26 +163,124 @@ class CountCalls(keras.layers.Layer):
         return inputs
 
 
-def test_features_come_from_the_one_forward_pass_per_view():
-    # Wang et al. report CutMixPick gains on top of feature losses: features
-    # and logits of each view come from one pass of each network.
-    teacher, student = teacher_model(), student_model()
-    teacher_counter, student_counter = CountCalls(), CountCalls()
-    for model, counter in ((teacher, teacher_counter), (student, student_counter)):
-        layer = model.get_layer(f"{model.name}_features")
-        original = layer.call
-        layer.call = lambda inputs, original=original, counter=counter: original(
-            counter(inputs)
-        )
-    distiller = kd_keras.Distiller(
-        teacher, student, [logits_loss(), feature_loss()], student_loss_weight=0.1,
-        augmenter=kd_keras.augment.CutMix(seed=0),
+def counted(model):
+    """`model` with its features layer counting the samples of every forward pass."""
+    counter = CountCalls()
+    layer = model.get_layer(f"{model.name}_features")
+    original = layer.call
+    layer.call = lambda inputs: original(counter(inputs))
+    return model, counter
+
+
+def tiny_vae():
+    keras.utils.set_random_seed(5)
+    vae = kd_keras.models.VAE((8, 8, 1), latent_dim=4, filters=4)
+    vae(np.zeros((1, 8, 8, 1), "float32"))
+    return vae
+
+
+# Every augmenter class (and a stack): those marked True hand the Distiller
+# teacher logits they computed themselves, so features must come with them.
+AUGMENTERS = {
+    "MixUp": (lambda: kd_keras.augment.MixUp(seed=0), False),
+    "MixUp relabel=False": (lambda: kd_keras.augment.MixUp(relabel=False, seed=0), True),
+    "CutMix": (lambda: kd_keras.augment.CutMix(seed=0), False),
+    "CutMixPick": (lambda: kd_keras.augment.CutMixPick(seed=0), True),
+    "CutMixPick without x": (
+        lambda: kd_keras.augment.CutMixPick(include_clean=False, seed=0), True
+    ),
+    "FunctionMatching": (lambda: kd_keras.augment.FunctionMatching(flip=False, seed=0), False),
+    "SpatialAugmenter search": (lambda: kd_keras.augment.SpatialAugmenter(seed=0), True),
+    "SpatialAugmenter student score": (
+        lambda: kd_keras.augment.SpatialAugmenter(score="student", seed=0), True
+    ),
+    "SpatialAugmenter network": (
+        lambda: kd_keras.augment.SpatialAugmenter(sampler="network", candidates=1, seed=0),
+        False,
+    ),
+    "GenerativeAugmenter": (
+        lambda: kd_keras.augment.GenerativeAugmenter(tiny_vae(), units=8, seed=0), False
+    ),
+    "LearnedPolicy": (lambda: kd_keras.augment.LearnedPolicy(seed=0), False),
+    "BackwardPerturbation": (lambda: kd_keras.augment.BackwardPerturbation(seed=0), True),
+    "BackwardPerturbation pool": (
+        lambda: kd_keras.augment.BackwardPerturbation(fraction=0.5, pool_size=8, seed=0), True
+    ),
+    "Stack": (
+        lambda: kd_keras.augment.Stack(
+            [kd_keras.augment.LearnedPolicy(seed=0), kd_keras.augment.CutMixPick(seed=1)]
+        ),
+        True,
+    ),
+}
+
+
+def one_counted_step(augmenter, losses):
+    """One eager step; returns the logs, the views it trained on and the passes counted."""
+    (teacher, teacher_counter), (student, student_counter) = (
+        counted(teacher_model()), counted(student_model())
     )
-    distiller.compile(optimizer="sgd", run_eagerly=True)
+    distiller = kd_keras.Distiller(
+        teacher, student, losses, student_loss_weight=0.1, augmenter=augmenter
+    )
+    made = []
+    views = distiller.augmenter.views
+
+    def recording(*args, **kwargs):
+        made.append(kd_keras.augment.base.as_views(views(*args, **kwargs)))
+        return made[-1]
+
+    distiller.augmenter.views = recording
+    # A rate of 0: the logged loss is that of the weights the check reads.
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)
     x, y = tiny_batch(count=8)
+    x = (x - x.min()) / (x.max() - x.min())  # [0, 1], as the image augmenters assume
     logs = distiller.train_on_batch(x, y, return_dict=True)
+    return distiller, logs, made[0], teacher_counter.calls, student_counter.calls
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTERS))
+def test_features_come_from_the_one_forward_pass_per_view(name):
+    # Wang et al. report CutMixPick gains on top of feature losses: with a
+    # feature loss each network runs exactly as often, on as many samples,
+    # as without one (features and logits of a view come from one pass,
+    # the augmenter's own teacher passes included), and the feature term is
+    # that of the views the step trained on.
+    make, reuses = AUGMENTERS[name]
+    _, _, _, teacher_calls, student_calls = one_counted_step(make(), [logits_loss()])
+    distiller, logs, views, teacher_with, student_with = one_counted_step(
+        make(), [logits_loss(), feature_loss()]
+    )
+    assert teacher_with == teacher_calls
+    assert student_with == student_calls
+    assert any(view.teacher_logits is not None for view in views) == reuses
+    if reuses:  # the features travelled with the logits the augmenter computed
+        assert all(
+            (view.teacher_logits is None) == (view.teacher_features is None) for view in views
+        )
+    # The same term from fresh passes over the views the step trained on.
+    layers = ("teacher_features", "student_features")
+    extractors = [
+        keras.Model(model.input, model.get_layer(layer).output)
+        for model, layer in zip((distiller.teacher, distiller.student), layers)
+    ]
+    expected = 0.0
+    for view in views:
+        teacher_features, student_features = (
+            np.array(extractor(view.x, training=False)) for extractor in extractors
+        )
+        weight = float(np.array(view.distill_weight))
+        expected += weight * np.mean((teacher_features - student_features) ** 2)
+    assert expected > 0
+    np.testing.assert_allclose(logs["featuredistillation"], expected, rtol=1e-5)
+
+
+def test_cutmix_counts_one_teacher_call_and_one_student_pass_per_view():
+    _, logs, _, teacher_calls, student_calls = one_counted_step(
+        kd_keras.augment.CutMix(seed=0), [logits_loss(), feature_loss()]
+    )
     assert np.isfinite(logs["featuredistillation"]) and logs["featuredistillation"] > 0
     # The teacher labels [x, x'] in one call; the student sees each view as
     # a batch of its own (separate BatchNorm statistics, as the official code).
-    assert teacher_counter.calls == [16]
-    assert student_counter.calls == [8, 8]
+    assert teacher_calls == [16]
+    assert student_calls == [8, 8]
