@@ -139,6 +139,58 @@ def test_models_keras_refuses_are_refused(arguments, message):
         kd_keras.Distiller(teacher, student, loss)
 
 
+def test_input_dtypes_that_differ_are_refused_as_keras_refuses_them():
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 1), dtype="float16")
+    student = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
+    message = "Teacher and student input dtypes must match. Teacher: float32, Student: float16."
+    for distiller_class in (keras.distillation.Distiller, kd_keras.Distiller):
+        with pytest.raises(ValueError, match=message):
+            distiller_class(teacher_model(), student, logits_loss())
+
+
+def test_a_mixed_precision_student_is_a_superset_keras_refuses():
+    # Keras also requires equal output dtypes, which refuses a float16
+    # student (mixed_float16) under a float32 teacher; kd_keras computes
+    # its losses in float32 and accepts it.
+    with kd_keras.precision.policy("mixed_float16"):
+        student = student_model()
+    assert student.outputs[0].dtype == "float16"
+    with pytest.raises(ValueError, match="output dtypes must match"):
+        keras.distillation.Distiller(teacher_model(), student, logits_loss())
+    distiller = kd_keras.Distiller(teacher_model(), student, logits_loss())
+    distiller.compile(optimizer="sgd")
+    x, y = tiny_batch(count=8)
+    assert np.isfinite(distiller.train_on_batch(x, y, return_dict=True)["loss"])
+
+
+def test_steps_per_execution_gives_keras_numbers():
+    # Several steps per compiled call: the same losses and weights as
+    # keras.distillation's, at the logs Keras reports every 3 steps.
+    runs = []
+    for distiller_class in (kd_keras.Distiller, keras.distillation.Distiller):
+        distiller = distiller_class(
+            teacher_model(), student_model(), student_loss_weight=0.3, **LOSS_SETS["both"]()
+        )
+        distiller.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9), steps_per_execution=3,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        x, y = tiny_batch(count=48, seed=3)
+        record = BatchLogs()
+        distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+        runs.append((distiller, record.logs))
+    (ours, our_logs), (theirs, their_logs) = runs
+    assert int(ours.optimizer.iterations) == int(theirs.optimizer.iterations) == 6
+    assert len(our_logs) == len(their_logs) == 2
+    for mine, reference in zip(our_logs, their_logs):
+        for key in ("loss", "total_loss", "student_loss", "distillation_loss", "accuracy"):
+            np.testing.assert_allclose(mine[key], reference[key], rtol=1e-6, atol=1e-6)
+    for a, b in zip(ours.student.weights, theirs.student.weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6, atol=1e-6)
+
+
 def test_weights_of_the_wrong_length_and_bad_loss_weights_are_refused():
     for distiller_class in (keras.distillation.Distiller, kd_keras.Distiller):
         with pytest.raises(ValueError, match="must match number of distillation_losses"):
