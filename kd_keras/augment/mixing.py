@@ -518,8 +518,9 @@ class CutMixPick(CutMix):
     are identical.
 
     Forward passes per step, in samples (`B` the batch size): the teacher runs
-    once over `[x, candidates]` (`B + n_run*B`) and its logits go to the
-    Distiller in `Views.teacher_logits`, so it is not run again; the student
+    once over `[x, candidates]` (`B + n_run*B`) and its logits (with the
+    features of the same pass when a feature loss reads them) go to the
+    Distiller in `View.teacher_logits`, so it is not run again; the student
     runs one inference pass over the `n_run*B` candidates to score them (none
     for `"teacher_entropy"`) and its training pass over the `2B` views. The
     official code runs the teacher on `x`, on the candidates and again on the
