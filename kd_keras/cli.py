@@ -12,7 +12,7 @@ import pathlib
 import shlex
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app
 from absl import flags
@@ -219,6 +219,15 @@ def _define_distill(flag_values):
         flag_values=flag_values,
     )
     _define_set(flag_values, "the recipe")
+    flags.DEFINE_multi_string(
+        "hint", [],
+        "A FitNets hint added to the recipe's losses, TEACHER_LAYER:STUDENT_LAYER[:WEIGHT] "
+        "(repeatable): the mean squared error between the two layers' outputs, with a "
+        "learned projection when their widths differ, weight 1 by default; the same as "
+        "--set extra_losses=[{'class_name': 'HintDistillation', ...}]. An unknown layer "
+        "name lists the model's layers.",
+        flag_values=flag_values,
+    )
     _define_strategy(flag_values, "the distillation")
     flags.DEFINE_enum(
         "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
@@ -399,6 +408,8 @@ def _run_distill(values, command_line):
     overrides = _overrides(values.set)
     if values.learning_rate is not None:
         overrides["optimizer.learning_rate"] = values.learning_rate
+    if values.hint:
+        _add_hints(overrides, values.hint)
     if values.policy is not None:
         if not any("policy" in recipes.options(part) for part in values.recipe.split("+")):
             _fail(
@@ -611,8 +622,8 @@ def main(parsed):
         tf.config.list_physical_devices()
     from kd_keras import data as kd_data
     from kd_keras import export as kd_export
-    from kd_keras.callbacks import faults
     from kd_keras import resolve
+    from kd_keras.callbacks import faults
 
     if verbose != "3":
         # The SavedModel and TFLite converters log every step at INFO (absl's
@@ -715,6 +726,43 @@ def _overrides(pairs):
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             overrides[key] = value
     return overrides
+
+
+def _add_hints(overrides, hints):
+    """Append `--hint` losses to the `extra_losses` of the overrides, and their weights."""
+    losses, weights = [], []
+    for hint in hints:
+        parts = hint.split(":")
+        weight = 1.0
+        if len(parts) == 3:
+            try:
+                weight = float(parts.pop())
+            except ValueError:
+                parts = []
+        if len(parts) != 2 or not all(part.strip() for part in parts):
+            raise ValueError(
+                "--hint expects TEACHER_LAYER:STUDENT_LAYER or TEACHER_LAYER:STUDENT_LAYER:WEIGHT, "
+                f"e.g. --hint=global_average_pooling2d:dense:10, got {hint!r}."
+            )
+        losses.append({
+            "class_name": "HintDistillation",
+            "teacher_layer_name": parts[0].strip(),
+            "student_layer_name": parts[1].strip(),
+        })
+        weights.append(weight)
+    present = overrides.get("extra_losses") or []
+    present_weights = overrides.get("extra_loss_weights")
+    if not isinstance(present, list) or not (
+        present_weights is None or isinstance(present_weights, list)
+    ):
+        raise ValueError(
+            "--hint adds to lists: --set extra_losses=[...] and extra_loss_weights=[...] "
+            f"must be lists, got {present!r} and {present_weights!r}."
+        )
+    if present_weights is None:
+        present_weights = [1.0] * len(present)
+    overrides["extra_losses"] = [*present, *losses]
+    overrides["extra_loss_weights"] = [*present_weights, *weights]
 
 
 def _interrupt(signum, frame):

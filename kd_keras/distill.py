@@ -6,18 +6,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kd_keras.callbacks import backup as kd_backup
+from kd_keras import _keras_compat
 from kd_keras import data as kd_data
-from kd_keras.callbacks import faults
 from kd_keras import precision as kd_precision
 from kd_keras import recipes
-from kd_keras.recipes import build
 from kd_keras import strategy as kd_strategy
+from kd_keras.callbacks import backup as kd_backup
+from kd_keras.callbacks import faults
 from kd_keras.distiller import INPUTS
 from kd_keras.distiller import TEACHER_LOGITS
 from kd_keras.models.cast import cast_model
 from kd_keras.models.strip_softmax import check_logits
-from kd_keras import _keras_compat
+from kd_keras.recipes import build
 
 
 def distill(
@@ -38,6 +38,8 @@ def distill(
     teacher_precision=None,
     data_augmentation=None,
     teacher_cache="auto",
+    extra_losses=None,
+    extra_loss_weights=None,
     **overrides,
 ):
     """Distil `teacher` into `student` with a named recipe and return the trained Distiller.
@@ -99,6 +101,15 @@ def distill(
         data_augmentation: the data's own per-sample tf.data augmentation
             (e.g. `kd_keras.data.standard_augmentation()`, pad-crop-flip), run
             after the recipe's host policy when it has one, as PBA does.
+        extra_losses: distillation losses added to the recipe's (after its
+            config's own `extra_losses`): loss objects such as
+            `kd_keras.losses.HintDistillation(teacher_layer, student_layer)`
+            or `keras.distillation.FeatureDistillation(...)`, or recipe
+            specs (`{"class_name": "HintDistillation", ...}`). Features come
+            from the passes that give the logits, with every augmenter.
+        extra_loss_weights: one weight per extra loss (default 1 each), in
+            Keras' convention: `total = a * student_loss + (1 - a) *
+            sum_i w_i * L_i` over the recipe's losses and these.
         **overrides: recipe options (e.g. `temperature=2.0`) and config
             settings, top-level (`student_loss_weight=0.3`) or dotted
             (`**{"optimizer.learning_rate": 0.1}`), see `kd_keras.recipes.get`.
@@ -119,6 +130,11 @@ def distill(
     data = kd_keras.data.load_digits()
     distiller = kd_keras.distill(teacher, student, data.train, epochs=20,
                                  validation_data=data.test)
+    # CutMixPick on top of a FitNets hint (Wang et al. report gains on top of feature losses):
+    distiller = kd_keras.distill(
+        teacher, student, data.train, recipe="cutmix_pick", epochs=20,
+        extra_losses=[kd_keras.losses.HintDistillation("teacher_conv", "student_conv")],
+        extra_loss_weights=[10.0])
     ```
     """
     if teacher_cache not in TEACHER_CACHE:
@@ -127,7 +143,7 @@ def distill(
         tf.config.experimental.enable_op_determinism()
     kd_precision.check(precision or "float32", teacher_precision or "float32")
     strategy = kd_strategy.get(strategy or "default")
-    config = recipes.get(recipe, overrides)
+    config = _with_extra_losses(recipes.get(recipe, overrides), extra_losses, extra_loss_weights)
     epochs = _positive("epochs", config["epochs"] if epochs is None else epochs)
     batch_size = _positive(
         "batch_size", config["batch_size"] if batch_size is None else batch_size
@@ -248,6 +264,32 @@ def _with_cached_logits(teacher, data, num_classes):
     if logits.nbytes > CACHE_BUDGET:
         logits = logits.astype("float16")
     return {INPUTS: x, TEACHER_LOGITS: logits}, y
+
+
+def _with_extra_losses(config, losses, weights):
+    """The config with `losses` (weights `weights`, 1 each by default) after its extra losses."""
+    if losses is None:
+        if weights is not None:
+            raise ValueError("extra_loss_weights was given without extra_losses: drop it.")
+        return config
+    losses = list(losses)
+    weights = [1.0] * len(losses) if weights is None else list(weights)
+    if len(weights) != len(losses):
+        raise ValueError(
+            f"extra_loss_weights has {len(weights)} weights for {len(losses)} extra losses: "
+            "give one per loss, or None for 1 each."
+        )
+    present = list(config.get("extra_losses") or [])
+    present_weights = config.get("extra_loss_weights")
+    if present_weights is None:
+        present_weights = [1.0] * len(present)
+    # The objects themselves, not copies: the caller's HintDistillation is
+    # the one trained (its projection inspectable after fit).
+    return {
+        **config,
+        "extra_losses": [*present, *losses],
+        "extra_loss_weights": [*present_weights, *weights],
+    }
 
 
 def _check_input_range(data, recipe, augmenter, host_augment):

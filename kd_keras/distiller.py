@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kd_keras import _keras_compat
 from kd_keras import losses as kd_losses
 from kd_keras import precision as kd_precision
 from kd_keras import strategy as kd_strategy
@@ -13,7 +14,6 @@ from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import as_views
 from kd_keras.models.strip_softmax import ends_in_softmax
-from kd_keras import _keras_compat
 
 STUDENT = "student"
 AUGMENTER = "augmenter"
@@ -191,6 +191,20 @@ class Distiller(keras.Model):
         return bool(self.augmenter.trainable_weights)
 
     @property
+    def student_variables(self):
+        """What the student's optimiser trains: the student's weights and its losses'.
+
+        A distillation loss with weights of its own (the projection of
+        `kd_keras.losses.HintDistillation`, FitNets' regressor) belongs to
+        the student's side: trained with it, saved with the Distiller,
+        never exported.
+        """
+        variables = list(self.student.trainable_variables)
+        for loss in self.distillation_losses:
+            variables.extend(getattr(loss, "trainable_variables", None) or [])
+        return variables
+
+    @property
     def needs_teacher_features(self):
         """True when a distillation loss reads the teacher's intermediate features."""
         return self._teacher_features is not None
@@ -331,7 +345,7 @@ class Distiller(keras.Model):
         # tf.distribute strategy a lazily built second optimiser fails, and a
         # .keras reload only restores optimiser variables that already exist.
         with self.distribute_strategy.scope():
-            self.optimizer.build(self.student.trainable_variables)
+            self.optimizer.build(self.student_variables)
             if self.augmenter_optimizer is not None:
                 self.augmenter_optimizer.build(self.augmenter.trainable_variables)
 
@@ -398,12 +412,24 @@ class Distiller(keras.Model):
         x = ops.convert_to_tensor(x)
         if y is None:
             y = ops.argmax(self._teacher_fn(x), axis=-1)
-        return as_views(
-            self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
-        )
+        return self._views(x, y)
 
     def _teacher_fn(self, x):
         return self.teacher(x, training=False)
+
+    def _teacher_with_features(self, x):
+        # The teacher_fn handed to `views`: logits, and with_features(x) for
+        # the logits and the features the losses read, from one pass.
+        if self._teacher_features is None:
+            return self._teacher_fn(x), None
+        outputs = dict(self._teacher_features(x, training=False))
+        return outputs.pop(FINAL_OUTPUT), outputs
+
+    def _views(self, x, y):
+        teacher_fn = _with_features(self._teacher_fn, self._teacher_with_features)
+        return as_views(
+            self.augmenter.views(x, y, teacher_fn, self._student_fn, training=True)
+        )
 
     def _student_fn(self, x):
         return self.student(x, training=False)
@@ -470,7 +496,7 @@ class Distiller(keras.Model):
         return compiled
 
     def _student_step(self, x, y, cached=None):
-        variables = self.student.trainable_variables
+        variables = self.student_variables
         gradients, terms, first, teacher_logits, student_logits = self._replica_compiled(
             self._student_gradients
         )(x, y, cached)
@@ -478,9 +504,7 @@ class Distiller(keras.Model):
         self._update_trackers(terms, first, teacher_logits, student_logits)
 
     def _student_gradients(self, x, y, cached=None):
-        views = as_views(
-            self.augmenter.views(x, y, self._teacher_fn, self._student_fn, training=True)
-        )
+        views = self._views(x, y)
         if cached is not None and views[0].deterministic and views[0].teacher_logits is None:
             # The first view is the batch as it came in: its teacher logits
             # were computed once, before training.
@@ -494,7 +518,7 @@ class Distiller(keras.Model):
                 loss = loss + ops.cast(ops.sum(self.student.losses), "float32")
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled, self.student.trainable_variables)
+        gradients = tape.gradient(scaled, self.student_variables)
         terms["loss"] = loss
         first = (views[0].x, views[0].y, student_outputs[0][FINAL_OUTPUT])
         return (
@@ -508,15 +532,19 @@ class Distiller(keras.Model):
     def _teacher_outputs(self, views):
         """The teacher's outputs (logits and features) on every view, in one call.
 
-        Logits an augmenter already computed are reused, unless features are
-        needed, which only a forward pass gives.
+        Outputs an augmenter already computed are reused: its logits, and
+        the features of the same pass when a loss needs them
+        (`kd_keras.augment.base.teacher_outputs`). The teacher runs, once,
+        on the views that lack them.
         """
+        features = self._teacher_features is not None
         missing = [
             index for index, view in enumerate(views)
-            if view.teacher_logits is None or self._teacher_features is not None
+            if view.teacher_logits is None or (features and view.teacher_features is None)
         ]
         outputs = [
-            {FINAL_OUTPUT: view.teacher_logits} if index not in missing else None
+            None if index in missing
+            else {**(view.teacher_features or {}), FINAL_OUTPUT: view.teacher_logits}
             for index, view in enumerate(views)
         ]
         if missing:
@@ -685,7 +713,7 @@ class Distiller(keras.Model):
             "teacher": teacher,
             "student": serialize(self.student),
             "augmenter": serialize(self.augmenter),
-            "distillation_losses": [serialize(l) for l in self.distillation_losses],
+            "distillation_losses": [serialize(loss) for loss in self.distillation_losses],
             "distillation_loss_weights": self.distillation_loss_weights,
             "student_loss_weight": self.student_loss_weight,
             "student_forward": self.student_forward,
@@ -698,9 +726,19 @@ class Distiller(keras.Model):
         for key in ("teacher", "student", "augmenter"):
             config[key] = deserialize(config[key])
         config["distillation_losses"] = [
-            deserialize(l) for l in config["distillation_losses"]
+            deserialize(loss) for loss in config["distillation_losses"]
         ]
         return cls(**config)
+
+
+def _with_features(teacher_fn, with_features):
+    """`teacher_fn` (inputs -> logits) carrying `with_features` for augmenters."""
+
+    def function(x):
+        return teacher_fn(x)
+
+    function.with_features = with_features
+    return function
 
 
 def _split_cached(x):

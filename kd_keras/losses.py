@@ -83,6 +83,162 @@ class TemperatureKL(keras.losses.Loss):
         return {**super().get_config(), "temperature": self.temperature}
 
 
+# `projection` values of HintDistillation: a regressor when the widths differ, always, never.
+PROJECTIONS = ("auto", True, False)
+
+
+@keras.saving.register_keras_serializable(package="kd_keras")
+class HintDistillation(keras.layers.Layer, keras.distillation.DistillationLoss):
+    """FitNets' hint loss: the mean squared error between a teacher's and a student's features.
+
+    The features are the outputs of the layers named `teacher_layer_name` and
+    `student_layer_name`, taken (as `keras.distillation.FeatureDistillation`
+    takes them) from the same forward pass as the logits. When the widths
+    (last axes) differ, a learned projection, FitNets' regressor, maps the
+    student's features to the teacher's width: a `Dense` layer on the last
+    axis, i.e. a 1x1 convolution on `(batch, height, width, channels)`
+    features, so the spatial sizes must agree. The loss is
+    `mean((t - r(s))^2)` over every feature element (without a projection:
+    `FeatureDistillation(loss="mse")`'s value), computed in float32.
+
+    The projection belongs to the student's side: `kd_keras.Distiller`
+    trains it with the student's optimiser, saves it in the Distiller's
+    `.keras` file, and never exports it (the student alone is shipped). It
+    is built from the models' layer shapes when the Distiller is made. Use
+    one instance per Distiller.
+
+    References:
+        Romero et al. FitNets: Hints for Thin Deep Nets, ICLR 2015.
+
+    Args:
+        teacher_layer_name: the name of the teacher layer giving the hint.
+        student_layer_name: the name of the student layer it guides.
+        projection: `"auto"` adds the learned projection when the widths
+            differ, `True` always, `False` never (the widths must agree).
+        name: the loss name, used for its metric in the Distiller's logs.
+        **kwargs: passed to `keras.layers.Layer` (the projection computes
+            in float32 unless `dtype` says otherwise).
+
+    Returns:
+        A distillation loss (a layer): `compute_loss(teacher_features,
+        student_features)` is the batch mean, calling it gives per-sample
+        values.
+
+    Example:
+    ```python
+    hint = kd_keras.losses.HintDistillation("teacher_conv", "student_conv")
+    distiller = kd_keras.Distiller(
+        teacher, student, [kd_keras.losses.TemperatureKL(4.0), hint],
+        distillation_loss_weights=[1.0, 10.0], student_loss_weight=0.1)
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher_layer_name,
+        student_layer_name,
+        projection="auto",
+        name="hint",
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(name=name, **kwargs)
+        if not teacher_layer_name or not student_layer_name:
+            raise ValueError(
+                "HintDistillation needs both layer names, got teacher_layer_name="
+                f"{teacher_layer_name!r} and student_layer_name={student_layer_name!r}."
+            )
+        # Booleans by identity: 1 and 0 are not choices.
+        if not (projection == "auto" or projection is True or projection is False):
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}.")
+        self.teacher_layer_name = teacher_layer_name
+        self.student_layer_name = student_layer_name
+        self.projection = projection
+        self.regressor = None
+
+    def build(self, teacher_features_shape, student_features_shape):
+        teacher_shape = tuple(teacher_features_shape)
+        student_shape = tuple(student_features_shape)
+        if len(teacher_shape) != len(student_shape) or teacher_shape[1:-1] != student_shape[1:-1]:
+            raise ValueError(
+                f"The hint {self.teacher_layer_name!r} has shape {teacher_shape} and the "
+                f"guided layer {self.student_layer_name!r} {student_shape}: the projection "
+                "maps widths only (a 1x1 convolution), so pick layers of the same rank "
+                "and spatial size (e.g. after the same number of downsamplings)."
+            )
+        widths_differ = teacher_shape[-1] != student_shape[-1]
+        if widths_differ and self.projection is False:
+            raise ValueError(
+                f"The hint {self.teacher_layer_name!r} is {teacher_shape[-1]} wide and "
+                f"{self.student_layer_name!r} {student_shape[-1]}: use projection='auto' "
+                "to learn a projection between them."
+            )
+        if self.projection is True or (self.projection == "auto" and widths_differ):
+            self.regressor = keras.layers.Dense(
+                teacher_shape[-1], dtype=self.dtype_policy, name="regressor"
+            )
+            self.regressor.build(student_shape)
+
+    def validate_model_compatibility(self, teacher, student):
+        """Find both layers and build the projection from their output shapes."""
+        shapes = [
+            _layer_output_shape(model, layer, role)
+            for model, layer, role in (
+                (teacher, self.teacher_layer_name, "teacher"),
+                (student, self.student_layer_name, "student"),
+            )
+        ]
+        if not self.built:
+            self.build(*shapes)
+        else:
+            self.validate_outputs(
+                keras.KerasTensor(shapes[0]), keras.KerasTensor(shapes[1])
+            )
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        student_shape = tuple(student_outputs.shape)
+        width = student_shape[-1] if self.regressor is None else self.regressor.units
+        expected = (*student_shape[1:-1], width)
+        if tuple(teacher_outputs.shape[1:]) != expected:
+            raise ValueError(
+                f"The hint {self.teacher_layer_name!r} has shape "
+                f"{tuple(teacher_outputs.shape)}, the (projected) features of "
+                f"{self.student_layer_name!r} {(student_shape[0], *expected)}: they must agree."
+            )
+
+    def call(self, teacher_features, student_features):
+        student = ops.cast(student_features, "float32")
+        if self.regressor is not None:
+            student = ops.cast(self.regressor(student), "float32")
+        error = ops.square(ops.cast(teacher_features, "float32") - student)
+        return ops.mean(error, axis=tuple(range(1, len(error.shape))))
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        """Return the batch mean of the per-sample mean squared errors."""
+        return ops.mean(self.call(teacher_outputs, student_outputs))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "teacher_layer_name": self.teacher_layer_name,
+            "student_layer_name": self.student_layer_name,
+            "projection": self.projection,
+        }
+
+
+def _layer_output_shape(model, layer_name, role):
+    if getattr(model, "inputs", None) is None:
+        raise ValueError(
+            f"HintDistillation reads the {role}'s layer {layer_name!r}, which needs a "
+            f"Functional or Sequential model; the {role} {model.name!r} is subclassed."
+        )
+    try:
+        layer = model.get_layer(name=layer_name)
+    except ValueError as error:
+        raise ValueError(f"In the {role} model: {error}") from None
+    return tuple(layer.output.shape)
+
+
 def kl_per_sample(teacher_logits, student_logits, temperature=1.0):
     """Per-sample `KL(softmax(t / T) || softmax(s / T))` in float32, without `T^2`.
 

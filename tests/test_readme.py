@@ -33,9 +33,10 @@ def shortened(code):
 
 def test_the_readme_has_the_snippets_this_test_expects():
     found = snippets()
-    assert len(found) == 4, [code.splitlines()[0] for code in found]
+    assert len(found) == 5, [code.splitlines()[0] for code in found]
     assert "epochs=30" in found[0] and "epochs=30" in found[1] and "epochs=2" in found[2]
-    assert "epochs=240" in found[3]
+    assert "extra_losses=[hint]" in found[3] and "epochs=10" in found[3]
+    assert "epochs=240" in found[4]
     assert shortened("fit(x, epochs=30)\nepochs=240") == "fit(x, epochs=1)\nepochs=1"
 
 

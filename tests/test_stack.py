@@ -132,3 +132,118 @@ def test_view_snapshots_show_a_row_per_stage(tmp_path):
     # original, the MixUp view, the CutMix of it: one row more than one stage.
     assert len(snapshots.last_boxes) == 3 and len(single.last_boxes) == 2
     assert all(len(row) == 4 for row in snapshots.last_boxes)
+
+
+def unit_batch(count=16, shape=(8, 8, 1)):
+    x, y = tiny_batch(count=count, input_shape=shape)
+    return (x - x.min()) / (x.max() - x.min()), y  # [0, 1], as the image ops assume
+
+
+@pytest.mark.large  # XLA compiles both phases' steps
+def test_a_learnable_stack_compiles_under_xla_and_round_trips(tmp_path):
+    x, y = unit_batch()
+    stack = Stack([kd_keras.augment.LearnedPolicy(seed=0), kd_keras.augment.CutMixPick(seed=1)])
+    distiller = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=stack,
+                                   student_loss_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01),
+                      augmenter_optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
+    policy_before = [np.array(w) for w in stack.stages[0].trainable_weights]
+    history = distiller.fit(
+        x, y, batch_size=8, epochs=2, verbose=0,
+        callbacks=[kd_keras.callbacks.PhaseSchedule(student_steps=1, augmenter_steps=1)],
+    ).history
+    assert distiller.jit_compile is True
+    assert int(distiller.optimizer.iterations) == 2
+    assert int(distiller.augmenter_optimizer.iterations) == 2
+    assert np.isfinite(history["loss"]).all() and np.isfinite(history["augmenter_objective"]).all()
+    assert any(not np.allclose(a, np.array(b))
+               for a, b in zip(policy_before, stack.stages[0].trainable_weights))
+    path = tmp_path / "learnable_stack.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert [type(s) for s in restored.augmenter.stages] == [
+        kd_keras.augment.LearnedPolicy, kd_keras.augment.CutMixPick
+    ]
+    assert restored.learnable_augmenter
+    for a, b in zip(restored.augmenter.weights, distiller.augmenter.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    for a, b in zip(restored.augmenter_optimizer.variables, distiller.augmenter_optimizer.variables):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    # The restored stack trains on (compiled as saved, XLA included).
+    assert restored.jit_compile is True
+    restored.phase = "augmenter"
+    restored.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                 callbacks=[kd_keras.callbacks.PhaseSchedule(augmenter_epochs={0: 1})])
+    assert int(restored.augmenter_optimizer.iterations) == 4  # on from the saved 2
+
+
+def test_a_learned_spatial_sampler_then_mixup_trains_in_both_phases():
+    x, y = unit_batch()
+    spatial = kd_keras.augment.SpatialAugmenter(sampler="network", candidates=1, seed=0)
+    stack = Stack([spatial, kd_keras.augment.MixUp(seed=1)])
+    distiller = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=stack,
+                                   student_loss_weight=0.1)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05),
+                      augmenter_optimizer=keras.optimizers.Adam(1e-2))
+    network_before = [np.array(w) for w in spatial.trainable_weights]
+    student_before = [np.array(w) for w in distiller.student.weights]
+    views = distiller.make_views(x[:8], y[:8])
+    # x, the warp of x, then MixUp of the warp: one view per stage on top of x.
+    assert len(views) == 3 and np.allclose(np.array(views[0].x), x[:8])
+    history = distiller.fit(
+        x, y, batch_size=8, epochs=2, verbose=0,
+        callbacks=[kd_keras.callbacks.PhaseSchedule(student_steps=1, augmenter_steps=1)],
+    ).history
+    assert int(distiller.optimizer.iterations) == 2
+    assert int(distiller.augmenter_optimizer.iterations) == 2
+    assert np.isfinite(history["augmenter_objective"]).all()
+    assert any(not np.allclose(a, np.array(b)) for a, b in zip(network_before, spatial.trainable_weights))
+    assert any(not np.allclose(a, np.array(b)) for a, b in zip(student_before, distiller.student.weights))
+
+
+@pytest.mark.large
+def test_rolewise_then_backward_trains_on_the_host_policys_views():
+    # All-white images: without the host policy every auxiliary sample stays
+    # within l2 distance 1 of white (at most 4 pixels below 0.5); PBA's final
+    # Cutout (half the side, zeros) alone darkens at least a 7 x 7 corner.
+    shape = (28, 28, 1)
+    x = np.ones((64, *shape), "float32")
+    y = np.random.default_rng(0).integers(0, 10, size=64)
+    distiller = kd_keras.distill(
+        tiny_teacher(shape, 10), tiny_student(shape, 10), (x, y), recipe="rolewise+backward",
+        epochs=1, batch_size=32, verbose=0, pool_size=64,
+    )
+    backward = distiller.augmenter
+    assert isinstance(backward, kd_keras.augment.BackwardPerturbation)
+    filled = int(backward.pool_filled.numpy())
+    assert filled > 0
+    pooled = np.array(backward.pool)[:filled]
+    dark = (pooled < 0.5).reshape(filled, -1).sum(axis=1)
+    assert dark.min() >= 40, dark
+
+
+@pytest.mark.large
+def test_the_cli_distils_a_stacked_recipe(tmp_path):
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(kd_keras.__file__).resolve().parent.parent)}
+    result = subprocess.run(
+        [sys.executable, "-m", "kd_keras.cli", "distill", "--recipe=tst+cutmix_pick",
+         "--epochs=1", "--out=run", "--export=keras"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["recipe"] == "tst+cutmix_pick" and metrics["epochs"] == 1
+    config = json.loads((run / "config.json").read_text())
+    assert [stage["class_name"] for stage in config["augmenter"]["stages"]] == [
+        "LearnedPolicy", "CutMixPick"
+    ]
+    # One row of originals and one per stage, each 28x28 digit drawn 112 px tall.
+    height = keras.utils.load_img(run / "views.png").size[1]
+    assert 3 * 112 < height < 4 * 112

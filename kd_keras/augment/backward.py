@@ -18,6 +18,8 @@ from keras import ops
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
+from kd_keras.augment.base import map_features
+from kd_keras.augment.base import teacher_outputs
 from kd_keras.layers import is_distribution
 from kd_keras.losses import kl_per_sample
 
@@ -328,27 +330,38 @@ class BackwardPerturbation(Augmenter):
             The auxiliary batch `x_k` (float32; distributions for token ids)
             and the teacher's logits on `x` and on `x_k`, without gradients.
         """
+        return self._perturb(x, teacher_fn, student_fn)[:3]
+
+    def _perturb(self, x, teacher_fn, student_fn):
+        # perturb, plus the teacher's features on x and x_k from the passes
+        # that gave their logits (None when no loss needs them).
         text = not is_distribution(x)
         epsilon, step_size = self.radius(text)
         origin = self.relax(x)
         current = origin
-        clean_logits = None
+        clean_logits = clean_features = None
         for _ in range(self.steps):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(current)
-                teacher_logits = teacher_fn(current)
+                if clean_logits is None:
+                    # The first pass is on x itself: it labels the clean view.
+                    teacher_logits, clean_features = teacher_outputs(teacher_fn, current)
+                    clean_logits = teacher_logits
+                else:
+                    teacher_logits = teacher_fn(current)
                 divergence = ops.sum(
                     kl_per_sample(teacher_logits, student_fn(current), self.temperature)
                 )
-            if clean_logits is None:
-                clean_logits = teacher_logits
             gradient = ops.cast(tape.gradient(divergence, current), "float32")
             step = current + step_size * self.direction(gradient, text)
             current = ops.stop_gradient(self.project(step, origin, text, epsilon))
+        teacher_moved, moved_features = teacher_outputs(teacher_fn, current)
         return (
             current,
             ops.stop_gradient(clean_logits),
-            ops.stop_gradient(teacher_fn(current)),
+            ops.stop_gradient(teacher_moved),
+            map_features(ops.stop_gradient, clean_features),
+            map_features(ops.stop_gradient, moved_features),
         )
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
@@ -363,29 +376,45 @@ class BackwardPerturbation(Augmenter):
             x, y = ops.take(x, order, axis=0), ops.take(y, order, axis=0)
         count, drawn = self._counts(batch)
         fresh = count - drawn
-        x_fresh, teacher_clean, teacher_fresh = self.perturb(x[:fresh], teacher_fn, student_fn)
+        x_fresh, teacher_clean, teacher_fresh, features_clean, features_fresh = self._perturb(
+            x[:fresh], teacher_fn, student_fn
+        )
         clean = self.relax(x)
         if self.fraction < 1 or self.pool_size:
-            rest = ops.stop_gradient(teacher_fn(clean[fresh:]))
-            teacher_clean = ops.concatenate([teacher_clean, rest], axis=0)
+            rest, features_rest = teacher_outputs(teacher_fn, clean[fresh:])
+            teacher_clean = ops.concatenate([teacher_clean, ops.stop_gradient(rest)], axis=0)
+            features_clean = map_features(
+                lambda first, second: ops.concatenate([first, ops.stop_gradient(second)], axis=0),
+                features_clean,
+                features_rest,
+            )
         inputs, teacher_logits, labels = [x_fresh], [teacher_fresh], [y[:fresh]]
+        features = [features_fresh]
         if self.pool_size:
             self._remember(x_fresh)
             x_drawn = self._draw(drawn)
-            teacher_drawn = ops.stop_gradient(teacher_fn(x_drawn))
+            teacher_drawn, features_drawn = teacher_outputs(teacher_fn, x_drawn)
+            teacher_drawn = ops.stop_gradient(teacher_drawn)
             inputs.append(x_drawn)
             teacher_logits.append(teacher_drawn)
+            features.append(map_features(ops.stop_gradient, features_drawn))
             labels.append(_as_labels(teacher_drawn, y))
         # The clean batch keeps the labels; the auxiliary samples (fresh and
         # from the pool, one view) are labelled by the teacher alone. With
         # fraction < 1 the clean view is shuffled, so it is not deterministic.
         return Views(
-            View(clean, y, teacher_clean, deterministic=self.fraction >= 1),
+            View(
+                clean, y, teacher_clean, deterministic=self.fraction >= 1,
+                teacher_features=features_clean,
+            ),
             View(
                 ops.concatenate(inputs, axis=0),
                 ops.concatenate(labels, axis=0),
                 ops.concatenate(teacher_logits, axis=0),
                 label_weight=0.0,
+                teacher_features=map_features(
+                    lambda *parts: ops.concatenate(parts, axis=0), *features
+                ),
             ),
         )
 

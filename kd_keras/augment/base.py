@@ -36,6 +36,10 @@ class View:
         deterministic: True when `x` is the batch as it came in (the same
             every epoch for the same sample), so cached teacher outputs may
             serve it.
+        teacher_features: the teacher's intermediate outputs on `x` (a dict,
+            layer name -> tensor) from the pass that gave `teacher_logits`,
+            as `teacher_outputs` returns them; None when the Distiller needs
+            none (no feature loss) or they were not computed.
     """
 
     x: Any
@@ -44,6 +48,7 @@ class View:
     label_weight: Any = 1.0
     distill_weight: Any = 1.0
     deterministic: bool = False
+    teacher_features: Any = None
 
 
 class Views:
@@ -96,6 +101,62 @@ class Views:
         if any(view.teacher_logits is None for view in self.views):
             return None
         return _concatenate([view.teacher_logits for view in self.views])
+
+
+def teacher_outputs(teacher_fn, x):
+    """The teacher's logits on `x` and the features the distillation losses need, in one pass.
+
+    An augmenter that hands teacher logits to the Distiller
+    (`View.teacher_logits`) computes them with this function and passes the
+    features on too (`View.teacher_features`, sliced, picked and
+    concatenated as the logits are, see `map_features`), so a feature loss
+    (`keras.distillation.FeatureDistillation`,
+    `kd_keras.losses.HintDistillation`) costs no second pass of the
+    teacher. The Distiller's `teacher_fn` has a `with_features(x)` method;
+    any other callable gives logits and no features.
+
+    Args:
+        teacher_fn: the `teacher_fn` an augmenter's `views` receives.
+        x: a batch of inputs.
+
+    Returns:
+        `(logits, features)`: `features` is a dict (layer name -> tensor),
+        or None when no loss needs the teacher's features.
+
+    Example:
+    ```python
+    logits, features = kd_keras.augment.base.teacher_outputs(teacher_fn, x_mixed)
+    view = kd_keras.augment.View(x_mixed, y, logits, teacher_features=features)
+    ```
+    """
+    with_features = getattr(teacher_fn, "with_features", None)
+    if with_features is None:
+        return teacher_fn(x), None
+    return with_features(x)
+
+
+def map_features(function, *features):
+    """Apply `function` to each layer's tensors of one or more feature dicts.
+
+    Slices, picks and concatenates teacher features the way an augmenter
+    treats the logits of the same pass; None (no features) stays None.
+
+    Args:
+        function: `(*tensors) -> tensor`, called once per layer name.
+        *features: feature dicts with the same keys, or None.
+
+    Returns:
+        A dict with the same keys, or None when any input is None.
+
+    Example:
+    ```python
+    picked = kd_keras.augment.base.map_features(
+        lambda f: keras.ops.take(f, indices, axis=0), features)
+    ```
+    """
+    if not features or any(feature is None for feature in features):
+        return None
+    return {name: function(*(f[name] for f in features)) for name in features[0]}
 
 
 def as_views(made):

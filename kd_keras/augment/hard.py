@@ -11,6 +11,8 @@ from kd_keras.augment import warp
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
+from kd_keras.augment.base import map_features
+from kd_keras.augment.base import teacher_outputs
 
 # The head's outputs, in the order affine_parameters unpacks them.
 _PARAMETERS = ("rotation", "scale", "shear_x", "shear_y", "translate_x", "translate_y")
@@ -670,12 +672,19 @@ class SpatialAugmenter(HardAugmenter):
             the teacher's logits on them and on `x`, and the kept
             parameters in `[-1, 1]`, `(batch, 6)`.
         """
+        return self._search(x, teacher_fn, student_fn)[:4]
+
+    def _search(self, x, teacher_fn, student_fn):
+        # hardest_views, plus the teacher's features on the views and on x
+        # from the passes that gave their logits (None when no loss needs them).
         x = ops.convert_to_tensor(x)
         if not x.dtype.is_floating:
             x = ops.cast(x, "float32")
         k = self.candidates
         batch = ops.shape(x)[0]
-        teacher_clean = ops.stop_gradient(teacher_fn(x))
+        teacher_clean, features_clean = teacher_outputs(teacher_fn, x)
+        teacher_clean = ops.stop_gradient(teacher_clean)
+        features_clean = map_features(ops.stop_gradient, features_clean)
         tiled = ops.tile(x, (k, 1, 1, 1))
         teacher_tiled = ops.tile(teacher_clean, (k, 1))
         squashed, _ = self.squashed_parameters(tiled)
@@ -705,7 +714,8 @@ class SpatialAugmenter(HardAugmenter):
         views = ops.stop_gradient(self._render(tiled, squashed, self.interpolation))
         student_views = ops.stop_gradient(student_fn(views))
         if by_teacher:
-            teacher_views = ops.stop_gradient(teacher_fn(views))
+            teacher_views, features_views = teacher_outputs(teacher_fn, views)
+            teacher_views = ops.stop_gradient(teacher_views)
             score = kd_losses.kl_per_sample(
                 teacher_views, student_views, self.temperature
             )
@@ -729,9 +739,11 @@ class SpatialAugmenter(HardAugmenter):
         if by_teacher:
             found = ops.max(score, axis=0) >= 0.0
             teacher_picked = pick(teacher_views)
+            features_picked = map_features(pick, features_views)
         else:
             # Only the kept view meets the teacher, which must keep its class.
-            teacher_picked = ops.stop_gradient(teacher_fn(pick(views)))
+            teacher_picked, features_picked = teacher_outputs(teacher_fn, pick(views))
+            teacher_picked = ops.stop_gradient(teacher_picked)
             found = ops.argmax(teacher_picked, axis=-1) == ops.argmax(
                 teacher_clean, axis=-1
             )
@@ -742,10 +754,15 @@ class SpatialAugmenter(HardAugmenter):
 
         x_tilde = where_found(pick(views), x)
         teacher_tilde = where_found(teacher_picked, teacher_clean)
+        features_tilde = map_features(
+            lambda picked, clean: ops.stop_gradient(where_found(picked, clean)),
+            features_picked,
+            features_clean,
+        )
         kept = where_found(pick(squashed), ops.zeros_like(squashed[:batch]))
         if self.adaptive_groups:
             self._update_group_rates(squashed, kept, found)
-        return x_tilde, teacher_tilde, teacher_clean, kept
+        return x_tilde, teacher_tilde, teacher_clean, kept, features_tilde, features_clean
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
@@ -755,15 +772,22 @@ class SpatialAugmenter(HardAugmenter):
                 return super().views(x, y, teacher_fn, student_fn, training)
             squashed, _ = self.squashed_parameters(x)
             x_tilde = self._render(x, squashed, self.interpolation)
-            teacher_clean = teacher_tilde = None
+            teacher_clean = teacher_tilde = features_clean = features_tilde = None
         else:
-            x_tilde, teacher_tilde, teacher_clean, _ = self.hardest_views(
-                x, teacher_fn, student_fn
+            x_tilde, teacher_tilde, teacher_clean, _, features_tilde, features_clean = (
+                self._search(x, teacher_fn, student_fn)
             )
-        # The search already ran the teacher on both views: its logits serve.
+        # The search already ran the teacher on both views: its logits (and
+        # the features of the same passes) serve.
         return Views(
-            View(ops.cast(x, x_tilde.dtype), y, teacher_clean, deterministic=True),
-            View(ops.stop_gradient(x_tilde), y, teacher_tilde, label_weight=self.label_views),
+            View(
+                ops.cast(x, x_tilde.dtype), y, teacher_clean, deterministic=True,
+                teacher_features=features_clean,
+            ),
+            View(
+                ops.stop_gradient(x_tilde), y, teacher_tilde, label_weight=self.label_views,
+                teacher_features=features_tilde,
+            ),
         )
 
     def objective(self, x, y, teacher_fn, student_fn):

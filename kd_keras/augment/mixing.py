@@ -19,6 +19,8 @@ from keras import ops
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import Views
+from kd_keras.augment.base import map_features
+from kd_keras.augment.base import teacher_outputs
 from kd_keras.losses import entropy_per_sample
 from kd_keras.losses import kl_per_sample
 
@@ -260,37 +262,48 @@ class _Mixing(Augmenter):
         batch = ops.arange(ops.shape(x)[0], dtype="int32")
         return self._assemble(x, y, x_mixed, batch, partner, lam, None, teacher_fn)
 
-    def _assemble(self, x, y, x_new, source, partner, lam, teacher_logits, teacher_fn):
+    def _assemble(self, x, y, x_new, source, partner, lam, teacher, teacher_fn):
         """Views `[x, x_new]`; `x_new[i]` mixes `x[source[i]]` with `x[partner[i]]`.
 
-        `teacher_logits` is None or the teacher's logits on `(x, x_new)`.
+        `teacher` is None or the teacher's `(logits, features)` on `x` and on
+        `x_new` (see `kd_keras.augment.base.teacher_outputs`).
         """
         y = ops.convert_to_tensor(y)
-        teacher_clean, teacher_new = teacher_logits or (None, None)
+        (teacher_clean, features_clean), (teacher_new, features_new) = teacher or (
+            (None, None), (None, None)
+        )
         y_source = ops.take(y, source, axis=0)
         y_partner = ops.take(y, partner, axis=0)
-        clean = View(x, y, teacher_clean, deterministic=True)
+        clean = View(x, y, teacher_clean, deterministic=True, teacher_features=features_clean)
         if self.relabel:
             # The dominant label only feeds the training accuracy metric.
-            mixed = View(x_new, _dominant(y_source, y_partner, lam), teacher_new, label_weight=0.0)
+            mixed = View(
+                x_new, _dominant(y_source, y_partner, lam), teacher_new, label_weight=0.0,
+                teacher_features=features_new,
+            )
             return Views(clean, mixed) if self.include_clean else mixed
         num_classes = self.num_classes
         if num_classes is None and _is_sparse(y):
             # The teacher's logits tell the number of classes the one-hot
-            # labels need; it runs on the clean view anyway.
+            # labels need; it runs on the clean view anyway, so the view
+            # keeps them (and the features of the same pass).
             if teacher_clean is None:
-                teacher_clean = teacher_fn(x)
+                teacher_clean, features_clean = teacher_outputs(teacher_fn, x)
             num_classes = teacher_clean.shape[-1]
         # The paper's no-relabelling baseline: mixed one-hot labels on x' and
         # no KD there, 0.1 CE(y, x) + 0.9 CE(y_mixed, x') + 0.9 KD(x) with a
         # student_loss_weight of 0.1 and a mixed_label_weight of 9.
         y_mixed = _blend_labels(y_source, y_partner, lam, num_classes)
         if not self.include_clean:
-            return View(x_new, y_mixed, teacher_new)
+            return View(x_new, y_mixed, teacher_new, teacher_features=features_new)
         mixed = View(
-            x_new, y_mixed, teacher_new, label_weight=self.mixed_label_weight, distill_weight=0.0
+            x_new, y_mixed, teacher_new, label_weight=self.mixed_label_weight, distill_weight=0.0,
+            teacher_features=features_new,
         )
-        clean = View(x, _soft(y, num_classes), teacher_clean, deterministic=True)
+        clean = View(
+            x, _soft(y, num_classes), teacher_clean, deterministic=True,
+            teacher_features=features_clean,
+        )
         return Views(clean, mixed)
 
     def get_config(self):
@@ -505,8 +518,9 @@ class CutMixPick(CutMix):
     are identical.
 
     Forward passes per step, in samples (`B` the batch size): the teacher runs
-    once over `[x, candidates]` (`B + n_run*B`) and its logits go to the
-    Distiller in `Views.teacher_logits`, so it is not run again; the student
+    once over `[x, candidates]` (`B + n_run*B`) and its logits (with the
+    features of the same pass when a feature loss reads them) go to the
+    Distiller in `View.teacher_logits`, so it is not run again; the student
     runs one inference pass over the `n_run*B` candidates to score them (none
     for `"teacher_entropy"`) and its training pass over the `2B` views. The
     official code runs the teacher on `x`, on the candidates and again on the
@@ -604,12 +618,18 @@ class CutMixPick(CutMix):
             return View(x, y, deterministic=True)
         batch = ops.shape(x)[0]
         candidates, source, partner, lam = self.candidates(x)
-        teacher_clean = None
+        teacher_clean = features_clean = None
         if self.include_clean:
-            teacher_all = teacher_fn(ops.concatenate([x, candidates], axis=0))
+            # One pass over [x, candidates]: logits, and the features a
+            # feature loss needs, of the clean and the picked views.
+            teacher_all, features_all = teacher_outputs(
+                teacher_fn, ops.concatenate([x, candidates], axis=0)
+            )
             teacher_clean, teacher_candidates = teacher_all[:batch], teacher_all[batch:]
+            features_clean = map_features(lambda f: f[:batch], features_all)
+            features_candidates = map_features(lambda f: f[batch:], features_all)
         else:
-            teacher_candidates = teacher_fn(candidates)
+            teacher_candidates, features_candidates = teacher_outputs(teacher_fn, candidates)
         student_candidates = None
         if self.criterion != "teacher_entropy":
             student_candidates = student_fn(candidates)
@@ -618,6 +638,9 @@ class CutMixPick(CutMix):
         # a compile-time constant of each traced batch shape.
         picked = tf.math.top_k(scores, k=batch).indices
         teacher_picked = ops.take(teacher_candidates, picked, axis=0)
+        features_picked = map_features(
+            lambda f: ops.take(f, picked, axis=0), features_candidates
+        )
         return self._assemble(
             x,
             y,
@@ -626,8 +649,11 @@ class CutMixPick(CutMix):
             ops.take(partner, picked),
             ops.take(lam, picked),
             (
-                None if teacher_clean is None else ops.stop_gradient(teacher_clean),
-                ops.stop_gradient(teacher_picked),
+                (
+                    None if teacher_clean is None else ops.stop_gradient(teacher_clean),
+                    map_features(ops.stop_gradient, features_clean),
+                ),
+                (ops.stop_gradient(teacher_picked), map_features(ops.stop_gradient, features_picked)),
             ),
             teacher_fn,
         )

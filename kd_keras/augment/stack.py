@@ -113,13 +113,15 @@ def _stage_views(stage, given, teacher_fn, student_fn):
         # The stage's first view is its input: it keeps the weights and the
         # flags the input came with.
         first = made[0]
+        # Teacher outputs, logits with the features of their pass, come
+        # from the stage when it computed them, else from the stage before.
+        source = first if first.teacher_logits is not None else given
         made[0] = dataclasses.replace(
             first,
             label_weight=given.label_weight,
             distill_weight=given.distill_weight,
             deterministic=given.deterministic,
-            teacher_logits=(
-                first.teacher_logits if first.teacher_logits is not None else given.teacher_logits
-            ),
+            teacher_logits=source.teacher_logits,
+            teacher_features=source.teacher_features,
         )
     return made

@@ -6,6 +6,10 @@ A recipe config is a plain dict (JSON types, printable and diffable):
     student_loss_weight        a, Keras' weight of the labels term
     distillation_losses        [{"class_name": ..., **kwargs}, ...]
     distillation_loss_weights  [w_i, ...]
+    extra_losses               distillation losses added to the recipe's ([] by default), e.g.
+                               [{"class_name": "HintDistillation", "teacher_layer_name": ...,
+                                 "student_layer_name": ...}] (objects too, from kd_keras.distill)
+    extra_loss_weights         their weights w_i, or None for 1 each
     augmenter                  {"class_name": ..., **kwargs} or None
     student_forward            "per_view" or "joint" (see kd_keras.Distiller)
     optimizer                  {"class_name": ..., **kwargs} of the student
@@ -62,6 +66,8 @@ def distillation(name, temperature=4.0, augmenter=None, student_loss_weight=0.1)
         "student_loss_weight": student_loss_weight,
         "distillation_losses": [hinton_kd(temperature)],
         "distillation_loss_weights": [1.0],
+        "extra_losses": [],
+        "extra_loss_weights": None,
         "augmenter": augmenter,
         "student_forward": "per_view",
         "optimizer": crd_optimizer(),

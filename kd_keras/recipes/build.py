@@ -24,6 +24,7 @@ _AUGMENTERS = {
 }
 _LOSSES = {
     "TemperatureKL": kd_losses.TemperatureKL,
+    "HintDistillation": kd_losses.HintDistillation,
     "LogitsDistillation": keras.distillation.LogitsDistillation,
     "FeatureDistillation": keras.distillation.FeatureDistillation,
 }
@@ -31,6 +32,10 @@ _LOSSES = {
 
 def distiller(config, teacher, student):
     """Return the `kd_keras.Distiller` a config describes, for these models.
+
+    The recipe's distillation losses come first, then the config's
+    `extra_losses` (weights `extra_loss_weights`, 1 each by default), all in
+    Keras' sum `total = a * student_loss + (1 - a) * sum_i w_i * L_i`.
 
     Args:
         config: a recipe config (`kd_keras.recipes.get`).
@@ -40,15 +45,58 @@ def distiller(config, teacher, student):
     Returns:
         An uncompiled `kd_keras.Distiller`.
     """
+    losses, weights = distillation_losses(config)
     return Distiller(
         teacher,
         student,
-        distillation_losses=[_instance(spec, _LOSSES, "loss") for spec in config["distillation_losses"]],
-        distillation_loss_weights=list(config["distillation_loss_weights"]),
+        distillation_losses=losses,
+        distillation_loss_weights=weights,
         student_loss_weight=config["student_loss_weight"],
         augmenter=augmenter(config),
         student_forward=config["student_forward"],
     )
+
+
+def distillation_losses(config):
+    """The config's distillation losses, the recipe's and then its extra ones, with their weights.
+
+    A loss is a spec (`{"class_name": ..., **arguments}`, a class of
+    `_LOSSES`) or, from `kd_keras.distill(extra_losses=...)`, a loss object,
+    used as it is.
+
+    Returns:
+        `(losses, weights)`: two lists of the same length.
+    """
+    extra = config.get("extra_losses") or []
+    if not isinstance(extra, (list, tuple)):
+        raise ValueError(
+            f"extra_losses must be a list of losses, got {extra!r}: e.g. "
+            '[{"class_name": "HintDistillation", "teacher_layer_name": "...", '
+            '"student_layer_name": "..."}].'
+        )
+    extra_weights = config.get("extra_loss_weights")
+    if extra_weights is None:
+        extra_weights = [1.0] * len(extra)
+    if not isinstance(extra_weights, (list, tuple)) or len(extra_weights) != len(extra):
+        raise ValueError(
+            f"extra_loss_weights must give one weight per extra loss ({len(extra)}), got "
+            f"{extra_weights!r}; None weighs each by 1."
+        )
+    losses = [_loss(spec) for spec in [*config["distillation_losses"], *extra]]
+    weights = [*config["distillation_loss_weights"], *extra_weights]
+    return losses, [float(weight) for weight in weights]
+
+
+def _loss(spec):
+    if isinstance(spec, dict):
+        return _instance(spec, _LOSSES, "loss")
+    if not callable(getattr(spec, "compute_loss", None)):
+        raise ValueError(
+            f"{spec!r} is not a distillation loss: give a loss object (with "
+            "compute_loss) or a spec {'class_name': ..., ...} of "
+            f"{', '.join(sorted(_LOSSES))}."
+        )
+    return spec
 
 
 def augmenter(config):
