@@ -28,13 +28,13 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import cifar100_table as cifar100  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 import kd_keras  # noqa: E402
-import cifar100_table as cifar100  # noqa: E402
 
 flags.DEFINE_list("pairs", None, "Pairs as teacher->student zoo names (default: all seven).")
 flags.DEFINE_list("runs", list(cifar100.DEFAULT_RUNS), f"Columns: {', '.join(cifar100.RUNS)}.")

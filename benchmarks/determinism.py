@@ -17,13 +17,13 @@ import statistics
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import step_time  # noqa: E402  (its flags: --batch_size --steps --rounds)
 import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from tensorflow.python.framework import config as tf_config  # noqa: E402
 
 import kd_keras  # noqa: E402
-import step_time  # noqa: E402  (its flags: --batch_size --steps --rounds)
 
 flags.DEFINE_list("students", ["mlp", "small_cnn"], "Student zoo names.")
 flags.DEFINE_list("augmenters", ["none", "spatial"], "none (plain KD) and/or spatial (HARD's).")

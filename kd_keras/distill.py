@@ -165,13 +165,14 @@ def distill(
     # Under several replicas a last partial batch may leave a replica with
     # no samples (a mean over nothing); drop it so every step splits evenly.
     drop_remainder = strategy.num_replicas_in_sync > 1
+    # Before a host augmentation is traced on inputs it cannot take.
+    _check_input_range(train_data, config.get("name", "custom"), distiller.augmenter, host_augment)
     # The data are checked (building the pipeline) before the teacher sees them.
     train = _as_batches(
         train_data, batch_size, num_classes, True, seed, host_augment, order.epoch,
         drop_remainder=drop_remainder,
     )
     check_logits(teacher, _sample_inputs(train_data), "teacher")
-    _check_input_range(train_data, config.get("name", "custom"), distiller.augmenter, host_augment)
     cached, distiller.teacher_cache = _with_teacher_cache(
         teacher_cache, train_data, teacher, distiller, host_augment, num_classes
     )
@@ -301,10 +302,14 @@ def _check_input_range(data, recipe, augmenter, host_augment):
         if isinstance(data, (tuple, list)):
             inputs = np.asarray(data[0])
         else:
-            inputs = np.asarray(_sample_inputs(data, count=1024))
-        if not np.issubdtype(inputs.dtype, np.floating) or inputs.size == 0:
-            continue
-        low, high = float(inputs.min()), float(inputs.max())
+            try:
+                inputs = np.asarray(_sample_inputs(data, count=1024))
+            except StopIteration:  # empty: the data checks that follow say so
+                continue
+        if not np.issubdtype(inputs.dtype, np.floating) or not np.isfinite(inputs).any():
+            continue  # the data checks that follow name empty or non-finite inputs
+        finite = inputs[np.isfinite(inputs)]
+        low, high = float(finite.min()), float(finite.max())
         tolerance = 1e-6 * (expected[1] - expected[0])
         if low < expected[0] - tolerance or high > expected[1] + tolerance:
             raise ValueError(

@@ -17,11 +17,9 @@ import keras
 import numpy as np
 
 from kd_keras import atomic
-from kd_keras.callbacks import backup as kd_backup
 from kd_keras import callbacks as kd_callbacks
 from kd_keras import data as kd_data
 from kd_keras import export as kd_export
-from kd_keras.callbacks import faults
 from kd_keras import models as kd_models
 from kd_keras import precision as kd_precision
 from kd_keras import recipes
@@ -29,6 +27,8 @@ from kd_keras import strategy as kd_strategy
 from kd_keras import teacher as teacher_module
 from kd_keras.augment import pba
 from kd_keras.callbacks import PolicyTrajectory
+from kd_keras.callbacks import backup as kd_backup
+from kd_keras.callbacks import faults
 from kd_keras.data import text as kd_text
 from kd_keras.distill import distill
 from kd_keras.models.cast import cast_model

@@ -1,8 +1,9 @@
 """Optimizers with the semantics of the papers' PyTorch code."""
 
 import keras
-from kd_keras import _keras_compat
 from keras import ops
+
+from kd_keras import _keras_compat
 
 
 @keras.saving.register_keras_serializable(package="kd_keras")

@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+
 from kd_keras import _keras_compat
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -5,6 +5,7 @@ import os
 
 import keras
 import tensorflow as tf
+
 from kd_keras import _keras_compat
 
 STRATEGIES = ("default", "mirrored", "multiworker")

@@ -1,8 +1,9 @@
+import pathlib
+import sys
+
 import pytest
 
 import kd_keras
-import pathlib
-import sys
 
 # The paper's table lives with the benchmark that fills it.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -90,10 +90,10 @@ def test_verbose_auto_is_progress_bars_only_on_a_terminal(cli, monkeypatch):
     values = cli.COMMANDS["distill"].flag_values()
     values(["kd-keras distill"])
     for tty, expected in ((True, 1), (False, 2)):
-        monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+        monkeypatch.setattr(sys.stdout, "isatty", lambda tty=tty: tty)
         assert cli._keras_verbose(values) == expected
-    for given, expected in (("0", 0), ("1", 1), ("2", 2), ("3", 2)):
-        values.verbose = given
+    for level, expected in (("0", 0), ("1", 1), ("2", 2), ("3", 2)):
+        values.verbose = level
         assert cli._keras_verbose(values) == expected
 
 
@@ -478,8 +478,8 @@ def test_errors_raised_outside_kd_keras_keep_their_traceback(cli, monkeypatch):
     ],
 )
 def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_path, raised, code, message):
-    from kd_keras.callbacks import faults
     from kd_keras import jobs
+    from kd_keras.callbacks import faults
     if raised == "fault":
         raised = faults.NumericalFault("Non-finite loss kd=nan at step 7 (epoch 2, batch 3): ...")
 

@@ -47,7 +47,7 @@ def test_offline_default_loads_and_is_deterministic():
     assert isinstance(bundle, text_data.TextDataBundle)
     (x_train, y_train), (x_test, y_test) = bundle.train, bundle.test
     assert x_train.shape == (16000, 40) and x_test.shape == (2000, 40)
-    assert x_train.dtype == np.int32 and y_train.dtype == np.int32
+    assert x_train.dtype == np.int32 and y_train.dtype == np.int32 and y_test.dtype == np.int32
     assert bundle.input_shape == (40,) and bundle.num_classes == 4
     vocabulary_size = bundle.model_kwargs["vocabulary_size"]
     assert vocabulary_size == len(text_data.vocabulary()) + 2

@@ -12,7 +12,6 @@ from conftest import weights_of
 import kd_keras
 from kd_keras.augment import Augmenter
 from kd_keras.augment import View
-from kd_keras.augment import Views
 
 
 def softmax(z):
@@ -393,7 +392,7 @@ def test_a_trained_teachers_optimizer_raises_no_false_alarm_on_load(tmp_path):
     with pytest.warns() as caught:
         import warnings
 
-        warnings.warn("sentinel")  # pytest.warns needs one; nothing else may come
+        warnings.warn("sentinel", stacklevel=1)  # pytest.warns needs one; nothing else may come
         restored = keras.saving.load_model(tmp_path / "distiller.keras")
     # NumPy 2's DeprecationWarnings from inside Keras are not about this.
     assert [str(w.message) for w in caught if w.category is not DeprecationWarning] == ["sentinel"]

@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import per_sample
 
 import kd_keras

@@ -5,9 +5,8 @@ import math
 import keras
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-
 from conftest import per_sample
+from sklearn.datasets import load_digits
 
 import kd_keras
 from kd_keras.augment import SpatialAugmenter

@@ -8,10 +8,10 @@ from conftest import tiny_teacher
 
 import kd_keras
 from kd_keras import recipes
-from kd_keras.recipes import build
 from kd_keras.augment import GenerativeAugmenter
 from kd_keras.augment import SpatialAugmenter
 from kd_keras.callbacks import PhaseSchedule
+from kd_keras.recipes import build
 
 DIGITS_SHAPE = (28, 28, 1)
 

@@ -8,7 +8,6 @@ independently of the layer's own bookkeeping.
 import keras
 import numpy as np
 import pytest
-
 from conftest import per_sample
 
 import kd_keras

@@ -16,9 +16,9 @@ import tensorflow as tf
 
 import kd_keras
 from kd_keras import recipes
-from kd_keras.recipes import build
 from kd_keras.augment import ops as image_ops
 from kd_keras.augment import pba
+from kd_keras.recipes import build
 
 NONE = len(pba.PBA_OPS)
 

@@ -9,9 +9,9 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_teacher
 
 import kd_keras
-from conftest import tiny_teacher
 from kd_keras.augment import pba
 from kd_keras.search import FAIL_ONCE_ENV
 

@@ -8,13 +8,12 @@ import pytest
 
 import kd_keras
 from kd_keras import shipped
+from kd_keras.jobs import train_vae_job
 from kd_keras.models import VAE
 from kd_keras.models import train_vae
 from kd_keras.models.vae import binary_crossentropy_per_image
 from kd_keras.models.vae import evaluate_vae
 from kd_keras.resolve import RunError
-from kd_keras.jobs import train_vae_job
-
 
 
 def _small_vae(seed=0, **kwargs):

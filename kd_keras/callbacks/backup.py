@@ -6,8 +6,8 @@ import pathlib
 import keras
 import numpy as np
 
-from kd_keras import atomic
 from kd_keras import _keras_compat
+from kd_keras import atomic
 
 CHECKPOINT = "checkpoint.json"
 

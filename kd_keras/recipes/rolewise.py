@@ -58,5 +58,8 @@ def rolewise(policy=None, temperature=4.0, augment_seed=None, fill_value=0.0, cu
         "seed": augment_seed,
         "fill_value": fill_value,
         "cutout": cutout,
+        # The graph-native map costs tf.data 0.2-0.9 s to instantiate per
+        # epoch (benchmarks/pba_pipeline.py): short epochs run it in-process.
+        "in_process": True,
     }
     return config

@@ -7,7 +7,6 @@ import pathlib
 import tempfile
 import zlib
 from typing import Any
-from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -70,11 +69,11 @@ class TrialSetup:
     epochs: int
     batch_size: int
     seed: int
-    learning_rate: Optional[float] = None
-    teacher_bytes: Optional[bytes] = None
+    learning_rate: float | None = None
+    teacher_bytes: bytes | None = None
     recipe_overrides: dict = dataclasses.field(default_factory=dict)
     threads: int = 1
-    fail_once: Optional[str] = None
+    fail_once: str | None = None
 
 
 def train_trial(config, setup):
