@@ -266,10 +266,14 @@ def test_pba_pipeline(tmp_path):
         "benchmarks/pba_pipeline.py", "--repeats=1", "--cifar_images=64", cwd=tmp_path
     )
     rows = rows_after(stdout, "data ")
-    assert len(rows) == 8  # 2 data sets x 4 maps
+    # 2 data sets, each without a map and with the old, graph and in-process
+    # maps of every policy: images/s after the first batch and CPU ms per batch.
+    for data in ("digits", "32x32x3"):
+        names = " ".join(line for line in rows if data in line)
+        assert all(name in names for name in ("no map", "old", "graph", "in_process")), names
     for line in rows:
-        rate, ratio = (float(v.replace(",", "")) for v in line.split()[-2:])
-        assert rate > 0 and ratio > 0, line
+        rate, cpu = (float(v.replace(",", "")) for v in line.split()[-2:])
+        assert rate > 0 and cpu >= 0, line
 
 
 def test_quickstart_example(tmp_path):

@@ -96,6 +96,9 @@ class Backup(keras.callbacks.Callback):
             "weights": weights,
             "seeds": seeds,
             "signature": self.signature,
+            # What the weights file must fit: Keras' load_weights does not
+            # always notice another model with as many layers.
+            "shapes": _shapes(self.model),
         }
         path = self.backup_dir / CHECKPOINT
         atomic.write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
@@ -124,6 +127,12 @@ class Backup(keras.callbacks.Callback):
             raise ValueError(
                 "Backup restores into a built model: build it (call it on a "
                 "batch) before fit."
+            )
+        if "shapes" in checkpoint and checkpoint["shapes"] != _shapes(model):
+            raise ValueError(
+                f"The checkpoint in {self.backup_dir} cannot be restored: its weights "
+                "have other shapes than the model's, so it belongs to another model; "
+                "delete the directory to start over."
             )
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
@@ -186,6 +195,10 @@ def read_checkpoint(backup_dir):
         )
     checkpoint.setdefault("signature", None)
     return checkpoint
+
+
+def _shapes(model):
+    return [list(weight.shape) for weight in model.weights]
 
 
 def _seed_states(model):
