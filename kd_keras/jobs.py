@@ -510,7 +510,7 @@ def train_teacher_job(
             raise RunError(
                 f"--policy applies image ops, but {dataset} is not image data: drop --policy."
             )
-        augment = pba.PBAAugment(pba_schedule, seed=None)
+        augment = pba.PBAAugment(pba_schedule, seed=None, in_process=True)
     elif schedule == "crd":
         augment = bundle.augmentation
     if epochs is None:

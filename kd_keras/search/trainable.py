@@ -124,7 +124,8 @@ def train_trial(config, setup):
             _ReportEpoch(setup.validation, backup, policies, flat, setup.fail_once),
         ]
         if setup.role == "teacher":
-            augment = pba.PBAAugment(schedule, seed=seed)
+            # Short epochs: the in-process map skips tf.data's per-epoch instantiation.
+            augment = pba.PBAAugment(schedule, seed=seed, in_process=True)
             train_teacher(
                 network, setup.train, epochs=setup.epochs, batch_size=setup.batch_size,
                 learning_rate=setup.learning_rate, augment=augment, seed=seed,
