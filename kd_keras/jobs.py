@@ -55,6 +55,10 @@ from kd_keras.run_directory import run_prefix
 from kd_keras.run_directory import write_json
 from kd_keras.teacher import train_teacher
 
+# A run's checkpoints: at most one per this many seconds (plus the first and
+# the last epoch), so sub-second epochs do not spend most of their time saving.
+BACKUP_INTERVAL_SECONDS = 10.0
+
 
 def distill_job(
     recipe="kd",
@@ -208,7 +212,10 @@ def distill_job(
             with atomic.replacing(trained_teacher) as temporary:
                 teacher_model.save(temporary)
         write_json(out / "config.json", json.loads(recipes.to_json(config)))
-        backup = kd_backup.Backup(out / BACKUP_DIR, signature=signature, delete_checkpoint=False)
+        backup = kd_backup.Backup(
+            out / BACKUP_DIR, signature=signature, delete_checkpoint=False,
+            min_interval_seconds=BACKUP_INTERVAL_SECONDS,
+        )
         callbacks, snapshots, collapse = _watchers(config, bundle, out, epochs)
         distiller = distill(
             teacher_model,

@@ -155,3 +155,20 @@ def test_a_resumed_distillation_equals_an_uninterrupted_one(digits, tmp_path):
     assert int(resumed.augmenter_optimizer.iterations.numpy()) == 7
     for a, b in zip(values(whole), values(resumed)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("interval, saved", [(0.0, [1, 2, 3, 4]), (3600.0, [1, 4])])
+def test_a_save_interval_keeps_the_first_and_last_epoch_and_skips_the_rest(tmp_path, monkeypatch, interval, saved):
+    x, y = tiny_batch(count=16)
+    backup = Backup(tmp_path / "b", delete_checkpoint=False, min_interval_seconds=interval)
+    epochs = []
+    save = backup.save
+    monkeypatch.setattr(backup, "save", lambda done: (epochs.append(done), save(done))[1])
+    spatial_distiller().fit(x, y, batch_size=8, epochs=4, callbacks=[backup], verbose=0)
+    assert epochs == saved
+    assert read_checkpoint(tmp_path / "b")["epoch"] == 4
+
+
+def test_a_negative_save_interval_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="min_interval_seconds must be >= 0"):
+        Backup(tmp_path, min_interval_seconds=-1)

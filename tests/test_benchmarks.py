@@ -249,6 +249,18 @@ def test_teacher_cache(tmp_path):
         assert epoch_seconds > 0 and milliseconds > 0 and to_floor > 0
 
 
+def test_run_overhead(tmp_path):
+    stdout = run("benchmarks/run_overhead.py", "--rounds=1", "--epochs=2", cwd=tmp_path)
+    assert "default run: 44 steps" in stdout
+    seconds = {
+        line.rsplit(maxsplit=1)[0]: float(line.split()[-1])
+        for line in stdout.splitlines() if line[:1].isalpha() and line.split()[-1][:1].isdigit()
+    }
+    parts = sum(seconds[f"{name} s"] for name in ("first", "steps", "validation", "rest"))
+    assert abs(parts - seconds["fit s"]) < 0.02 and seconds["fit s"] < seconds["job s"]
+    assert seconds["fit / (steps x step)"] > 0 and seconds["steady step ms"] > 0
+
+
 def test_cifar100_smoke(tmp_path):
     # CIFAR-100 is not offline: --smoke stands in TFDS's mock data, 1 epoch.
     stdout = run("benchmarks/cifar100.py", "--smoke", "--runs=kd", cwd=tmp_path)

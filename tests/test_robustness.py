@@ -92,6 +92,23 @@ def test_augmenter_epochs_log_only_the_augmenter_and_curves_keep_moving(tmp_path
     assert sorted(steps) == [4, 8, 12, 16]
 
 
+@pytest.mark.parametrize("update_freq, batch_points", [("epoch", 0), (1, 8)])
+def test_tensorboard_writes_batch_curves_only_when_asked(tmp_path, update_freq, batch_points):
+    x, y = tiny_batch(count=32)
+    distiller = kd_keras.Distiller(tiny_teacher(), tiny_student())
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    distiller.fit(
+        x, y, batch_size=8, epochs=2, verbose=0,
+        callbacks=[kd_keras.callbacks.TensorBoard(str(tmp_path), update_freq=update_freq)],
+    )
+    tags = []
+    for path in glob.glob(str(tmp_path / "train" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags += [value.tag for value in event.summary.value]
+    assert tags.count("batch_loss") == batch_points
+    assert tags.count("epoch_loss") == 2
+
+
 def test_keras_logits_distillation_with_its_default_loss_is_warned_about():
     with pytest.warns(UserWarning, match="applies no softmax.*KLDivergence"):
         kd_keras.Distiller(

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -33,6 +34,12 @@ class Backup(keras.callbacks.Callback):
     only: Keras resumes at the start of an epoch, so a mid-epoch checkpoint
     would replay that epoch's first batches on already-trained weights.
 
+    A save costs ~0.1 s even for a small model (Keras walks every object it
+    saves): with `min_interval_seconds`, epoch ends closer than that to the
+    last save are skipped, except the first and the last epoch of `fit`, so
+    epochs of a fraction of a second do not spend most of their time saving
+    and an interruption loses at most that many seconds of training.
+
     List it after every callback whose `on_epoch_end` changes the model
     (`kd_keras.callbacks.ViewSnapshots` draws from the augmenter's seed), so
     the checkpoint holds the state the next epoch starts from.
@@ -43,6 +50,9 @@ class Backup(keras.callbacks.Callback):
             ...); restoring a checkpoint made with another signature raises
             `ValueError`, so a changed command never resumes a different run.
         delete_checkpoint: delete `backup_dir` when `fit` finishes normally.
+        min_interval_seconds: skip the checkpoint of an epoch that ends
+            sooner than this after the last one (0: every epoch, as
+            `keras.callbacks.BackupAndRestore`).
 
     Returns:
         A `keras.callbacks.Callback`.
@@ -54,20 +64,34 @@ class Backup(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, backup_dir, signature=None, delete_checkpoint=True):
+    def __init__(self, backup_dir, signature=None, delete_checkpoint=True, min_interval_seconds=0.0):
         super().__init__()
         if not backup_dir:
             raise ValueError("Backup needs a backup_dir: pass the directory to keep it in.")
+        if min_interval_seconds < 0:
+            raise ValueError(
+                f"min_interval_seconds must be >= 0 (0 saves every epoch), got {min_interval_seconds}."
+            )
         self.backup_dir = pathlib.Path(backup_dir)
         self.signature = signature
         self.delete_checkpoint = bool(delete_checkpoint)
+        self.min_interval_seconds = float(min_interval_seconds)
         self.restored_epoch = 0
+        self._last_save = None
 
     def on_train_begin(self, logs=None):
         self.restored_epoch = self.restore()
+        self._last_save = None
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(epoch + 1)
+        last = self.params is not None and epoch + 1 == self.params.get("epochs")
+        if (
+            last
+            or self._last_save is None
+            or time.monotonic() - self._last_save >= self.min_interval_seconds
+        ):
+            self.save(epoch + 1)
+            self._last_save = time.monotonic()
 
     def on_train_end(self, logs=None):
         if self.delete_checkpoint:
