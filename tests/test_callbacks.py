@@ -104,6 +104,22 @@ def test_schedule_arguments_are_validated():
             PhaseSchedule(**kwargs)
 
 
+def test_each_mode_is_its_own_class_and_refuses_the_other_modes_arguments():
+    steps = PhaseSchedule(student_steps=3, augmenter_steps=1)
+    epochs = PhaseSchedule(augmenter_epochs={2: 1})
+    assert type(steps) is kd_keras.callbacks.StepPhases and steps.cycle == 4
+    assert type(epochs) is kd_keras.callbacks.EpochPhases and epochs.augmenter_epochs == {2: 1}
+    assert isinstance(steps, PhaseSchedule) and isinstance(epochs, PhaseSchedule)
+    assert [steps.phase_at_step(s) for s in range(5)] == ["student"] * 3 + ["augmenter", "student"]
+    assert [epochs.phase_at_epoch(e) for e in range(4)] == ["student", "student", "augmenter", "student"]
+    with pytest.raises(ValueError, match=r"\['augmenter_epochs'\] belong to the other mode"):
+        kd_keras.callbacks.StepPhases(1, 1, augmenter_epochs=[2])
+    with pytest.raises(ValueError, match=r"\['student_steps'\] belong to the other mode"):
+        kd_keras.callbacks.EpochPhases({2: 1}, student_steps=1)
+    with pytest.raises(TypeError, match="Unexpected arguments"):
+        kd_keras.callbacks.StepPhases(1, 1, reset_optimiser=True)
+
+
 def test_error_without_a_learnable_augmenter():
     distiller = make()
     with pytest.raises(ValueError, match="learnable_augmenter is False.*SpatialAugmenter"):

@@ -12,18 +12,19 @@ class PhaseSchedule(keras.callbacks.Callback):
 
     A `kd_keras.Distiller` with a learnable augmenter trains either the
     student or the augmenter at each step, as its `phase` says; this callback
-    sets `phase` on a schedule given in one of two modes:
+    sets `phase` on a schedule given in one of two modes, each its own class
+    (`PhaseSchedule(...)` returns the one its arguments name):
 
-    - **steps** (HARD-style): `student_steps` student steps, then
-      `augmenter_steps` augmenter steps, repeating. The position in the cycle
-      is a global step counted across epochs and `fit` calls; at the start of
-      each `fit` it is derived from the optimisers' `iterations` (student's
-      plus augmenter's), so a run restored from a `.keras` file or by
-      `keras.callbacks.BackupAndRestore` continues the cycle where it was.
+    - **steps** (HARD-style, `StepPhases`): `student_steps` student steps,
+      then `augmenter_steps` augmenter steps, repeating. The position in the
+      cycle is a global step counted across epochs and `fit` calls; at the
+      start of each `fit` it is derived from the optimisers' `iterations`
+      (student's plus augmenter's), so a run restored from a `.keras` file or
+      by `keras.callbacks.BackupAndRestore` continues the cycle where it was.
       With `steps_per_execution > 1`, flips land on execution boundaries.
-    - **epochs** (TST-style): the augmenter trains during the epochs of
-      `augmenter_epochs` and the student during all others. Epochs are
-      Keras's 0-based indices: `augmenter_epochs=[30, 90]` with
+    - **epochs** (TST-style, `EpochPhases`): the augmenter trains during the
+      epochs of `augmenter_epochs` and the student during all others. Epochs
+      are Keras's 0-based indices: `augmenter_epochs=[30, 90]` with
       `augmenter_epoch_length=5` trains the augmenter in epochs 30-34 and
       90-94, i.e. the 31st to 35th and 91st to 95th epochs.
 
@@ -48,7 +49,8 @@ class PhaseSchedule(keras.callbacks.Callback):
             start of each augmenter phase.
 
     Returns:
-        A `keras.callbacks.Callback` for `Distiller.fit`; it raises
+        A `StepPhases` or an `EpochPhases` (both `PhaseSchedule`s), a
+        `keras.callbacks.Callback` for `Distiller.fit`; it raises
         `ValueError` at the start of training when the Distiller has no
         learnable augmenter.
 
@@ -66,87 +68,15 @@ class PhaseSchedule(keras.callbacks.Callback):
     # without a schedule.
     sets_distiller_phase = True
 
-    def __init__(
-        self,
-        student_steps=None,
-        augmenter_steps=None,
-        augmenter_epochs=None,
-        augmenter_epoch_length=None,
-        reset_augmenter_optimizer=False,
-    ):
+    def __new__(cls, *args, **kwargs):
+        if cls is PhaseSchedule:
+            cls = _mode(*args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, reset_augmenter_optimizer=False):
         super().__init__()
-        step_mode = student_steps is not None or augmenter_steps is not None
-        if step_mode == (augmenter_epochs is not None):
-            raise ValueError(
-                "Give exactly one schedule: student_steps=N and "
-                "augmenter_steps=M (steps mode), or augmenter_epochs=... "
-                "(epochs mode)."
-            )
         self.reset_augmenter_optimizer = bool(reset_augmenter_optimizer)
-        self.student_steps = None
-        self.augmenter_steps = None
-        self.augmenter_epochs = None
-        if step_mode:
-            if augmenter_epoch_length is not None:
-                raise ValueError(
-                    "augmenter_epoch_length belongs to epochs mode: drop it "
-                    "or use augmenter_epochs=[...] instead of steps."
-                )
-            for name, value in (
-                ("student_steps", student_steps),
-                ("augmenter_steps", augmenter_steps),
-            ):
-                if value is None or int(value) != value or value < 1:
-                    raise ValueError(
-                        f"{name} must be an integer >= 1 in steps mode, got "
-                        f"{value!r}: give both student_steps and augmenter_steps."
-                    )
-            self.student_steps = int(student_steps)
-            self.augmenter_steps = int(augmenter_steps)
-        else:
-            self.augmenter_epochs = _augmenter_windows(
-                augmenter_epochs, augmenter_epoch_length
-            )
-        self._step = 0
-        self._synced = False
-        self._begin_step = 0
         self._current = None
-
-    @property
-    def cycle(self):
-        """Steps mode: `student_steps + augmenter_steps`; `None` in epochs mode."""
-        if self.student_steps is None:
-            return None
-        return self.student_steps + self.augmenter_steps
-
-    def phase_at_step(self, step):
-        """Return the phase of the 0-based global `step` in steps mode.
-
-        Args:
-            step: the number of steps trained before this one.
-
-        Returns:
-            `"student"` or `"augmenter"`.
-        """
-        if self.student_steps is None:
-            raise ValueError("phase_at_step is for steps mode; use phase_at_epoch.")
-        return STUDENT if step % self.cycle < self.student_steps else AUGMENTER
-
-    def phase_at_epoch(self, epoch):
-        """Return the phase of the 0-based Keras `epoch` in epochs mode.
-
-        Args:
-            epoch: the epoch index `fit` passes to its callbacks.
-
-        Returns:
-            `"student"` or `"augmenter"`.
-        """
-        if self.augmenter_epochs is None:
-            raise ValueError("phase_at_epoch is for epochs mode; use phase_at_step.")
-        for start, length in self.augmenter_epochs.items():
-            if start <= epoch < start + length:
-                return AUGMENTER
-        return STUDENT
 
     def set_model(self, model):
         _check_learnable(model)
@@ -159,24 +89,78 @@ class PhaseSchedule(keras.callbacks.Callback):
                 "reset_augmenter_optimizer=True but the Distiller has no "
                 "augmenter_optimizer: compile it first."
             )
+
+    def on_train_end(self, logs=None):
+        # A Distiller handed back (or saved) after fit is a student to use:
+        # a further fit, save or export must not start in the augmenter phase.
+        self._set_phase(STUDENT, reset=False)
+
+    def _set_phase(self, phase, reset):
+        if phase == AUGMENTER and reset and self.reset_augmenter_optimizer:
+            reset_optimizer(self.model.augmenter_optimizer, self.model.augmenter)
+        self.model.phase = phase
+        self._current = phase
+
+
+class StepPhases(PhaseSchedule):
+    """`PhaseSchedule` in steps mode: `student_steps`, then `augmenter_steps`, repeating.
+
+    Args:
+        student_steps: student steps per cycle (>= 1).
+        augmenter_steps: augmenter steps per cycle (>= 1).
+        reset_augmenter_optimizer: reset the augmenter's optimiser at the
+            start of each augmenter phase.
+
+    Returns:
+        A `keras.callbacks.Callback` (see `PhaseSchedule`).
+
+    Example:
+    ```python
+    schedule = kd_keras.callbacks.StepPhases(student_steps=4, augmenter_steps=1)
+    ```
+    """
+
+    def __init__(self, student_steps=None, augmenter_steps=None, reset_augmenter_optimizer=False, **epochs_mode):
+        # `PhaseSchedule(...)` passes the other mode's arguments on, as None.
+        _check_unset(epochs_mode, EPOCHS_MODE)
+        super().__init__(reset_augmenter_optimizer)
+        for name, value in (("student_steps", student_steps), ("augmenter_steps", augmenter_steps)):
+            if value is None or int(value) != value or value < 1:
+                raise ValueError(
+                    f"{name} must be an integer >= 1 in steps mode, got "
+                    f"{value!r}: give both student_steps and augmenter_steps."
+                )
+        self.student_steps = int(student_steps)
+        self.augmenter_steps = int(augmenter_steps)
+        self._step = 0
+        self._synced = False
+        self._begin_step = 0
+
+    @property
+    def cycle(self):
+        """`student_steps + augmenter_steps`."""
+        return self.student_steps + self.augmenter_steps
+
+    def phase_at_step(self, step):
+        """Return the phase of the 0-based global `step`.
+
+        Args:
+            step: the number of steps trained before this one.
+
+        Returns:
+            `"student"` or `"augmenter"`.
+        """
+        return STUDENT if step % self.cycle < self.student_steps else AUGMENTER
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         # The position is derived at the first epoch, not here: callbacks
         # listed after this one (BackupAndRestore) may still restore the
         # optimisers in their own on_train_begin.
         self._synced = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.augmenter_epochs is not None:
-            phase = self.phase_at_epoch(epoch)
-            if (self.params or {}).get("verbose") and phase != self._current:
-                print(
-                    "From this epoch on the augmenter trains (the student is frozen)."
-                    if phase == AUGMENTER else
-                    "From this epoch on the student trains (the augmenter is frozen)."
-                )
-            # A resumed run that re-enters a phase mid-way keeps the restored
-            # optimiser state; only the phase's first epoch starts afresh.
-            self._set_phase(phase, reset=epoch in self.augmenter_epochs)
-        elif not self._synced:
+        if not self._synced:
             self._step = self._resumed_step()
             self._synced = True
             # No reset: a phase starting here was reset (and the reset saved)
@@ -186,24 +170,11 @@ class PhaseSchedule(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self._begin_step = batch
 
-    def on_train_end(self, logs=None):
-        # A Distiller handed back (or saved) after fit is a student to use:
-        # a further fit, save or export must not start in the augmenter phase.
-        self._set_phase(STUDENT, reset=False)
-
     def on_train_batch_end(self, batch, logs=None):
-        if self.student_steps is None:
-            return
         self._step += max(batch - self._begin_step + 1, 1)
         phase = self.phase_at_step(self._step)
         if phase != self._current:
             self._set_phase(phase, reset=phase == AUGMENTER)
-
-    def _set_phase(self, phase, reset):
-        if phase == AUGMENTER and reset and self.reset_augmenter_optimizer:
-            reset_optimizer(self.model.augmenter_optimizer, self.model.augmenter)
-        self.model.phase = phase
-        self._current = phase
 
     def _resumed_step(self):
         student = _count(self.model.optimizer.iterations)
@@ -217,6 +188,94 @@ class PhaseSchedule(keras.callbacks.Callback):
         if into or student == 0 or augmenter >= self.augmenter_steps:
             return cycles * self.cycle + into
         return (cycles - 1) * self.cycle + self.student_steps + augmenter
+
+
+class EpochPhases(PhaseSchedule):
+    """`PhaseSchedule` in epochs mode: the augmenter trains in the listed epochs.
+
+    Args:
+        augmenter_epochs: either `{start_epoch: length}` or a list of start
+            epochs (then give `augmenter_epoch_length`); 0-based.
+        augmenter_epoch_length: with a list of starts, how many epochs each
+            augmenter phase lasts.
+        reset_augmenter_optimizer: reset the augmenter's optimiser at the
+            start of each augmenter phase.
+
+    Returns:
+        A `keras.callbacks.Callback` (see `PhaseSchedule`).
+
+    Example:
+    ```python
+    schedule = kd_keras.callbacks.EpochPhases({30: 5, 90: 5}, reset_augmenter_optimizer=True)
+    ```
+    """
+
+    def __init__(
+        self, augmenter_epochs=None, augmenter_epoch_length=None, reset_augmenter_optimizer=False,
+        **steps_mode,
+    ):
+        # `PhaseSchedule(...)` passes the other mode's arguments on, as None.
+        _check_unset(steps_mode, STEPS_MODE)
+        super().__init__(reset_augmenter_optimizer)
+        if augmenter_epochs is None:
+            raise ValueError("augmenter_epochs is None: give {start: length} or a list of starts.")
+        self.augmenter_epochs = _augmenter_windows(augmenter_epochs, augmenter_epoch_length)
+
+    def phase_at_epoch(self, epoch):
+        """Return the phase of the 0-based Keras `epoch`.
+
+        Args:
+            epoch: the epoch index `fit` passes to its callbacks.
+
+        Returns:
+            `"student"` or `"augmenter"`.
+        """
+        for start, length in self.augmenter_epochs.items():
+            if start <= epoch < start + length:
+                return AUGMENTER
+        return STUDENT
+
+    def on_epoch_begin(self, epoch, logs=None):
+        phase = self.phase_at_epoch(epoch)
+        if (self.params or {}).get("verbose") and phase != self._current:
+            print(
+                "From this epoch on the augmenter trains (the student is frozen)."
+                if phase == AUGMENTER else
+                "From this epoch on the student trains (the augmenter is frozen)."
+            )
+        # A resumed run that re-enters a phase mid-way keeps the restored
+        # optimiser state; only the phase's first epoch starts afresh.
+        self._set_phase(phase, reset=epoch in self.augmenter_epochs)
+
+
+STEPS_MODE = ("student_steps", "augmenter_steps")
+EPOCHS_MODE = ("augmenter_epochs", "augmenter_epoch_length")
+
+
+def _mode(student_steps=None, augmenter_steps=None, augmenter_epochs=None,
+          augmenter_epoch_length=None, reset_augmenter_optimizer=False):
+    step_mode = student_steps is not None or augmenter_steps is not None
+    if step_mode == (augmenter_epochs is not None):
+        raise ValueError(
+            "Give exactly one schedule: student_steps=N and "
+            "augmenter_steps=M (steps mode), or augmenter_epochs=... "
+            "(epochs mode)."
+        )
+    if step_mode and augmenter_epoch_length is not None:
+        raise ValueError(
+            "augmenter_epoch_length belongs to epochs mode: drop it "
+            "or use augmenter_epochs=[...] instead of steps."
+        )
+    return StepPhases if step_mode else EpochPhases
+
+
+def _check_unset(other_mode, names):
+    unknown = sorted(set(other_mode) - set(names))
+    if unknown:
+        raise TypeError(f"Unexpected arguments {unknown}.")
+    given = sorted(name for name, value in other_mode.items() if value is not None)
+    if given:
+        raise ValueError(f"{given} belong to the other mode of PhaseSchedule: drop them.")
 
 
 def reset_optimizer(optimizer, augmenter):
