@@ -9,17 +9,14 @@ import sys
 import keras
 import numpy as np
 import pytest
+import search_faults
 from conftest import tiny_teacher
 
 import kd_keras
 from kd_keras.augment import pba
-from kd_keras.search import FAIL_ONCE_ENV
 
 # Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
 pytestmark = pytest.mark.large
-
-# The console script installed beside this interpreter.
-KD_KERAS = str(pathlib.Path(sys.executable).parent / "kd-keras")
 
 # Two trials of a one-layer MLP on 96 digits: a whole PBT search in seconds.
 TINY = dict(
@@ -277,16 +274,15 @@ def test_resuming_a_finished_search_trains_nothing_more(teacher_search):
         kd_keras.search.search(role="teacher", epochs=4, out=out, seed=1, resume=True, **TINY)
 
 
-def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(
-    ray_session, tmp_path, monkeypatch
-):
+def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(ray_session, tmp_path):
     teacher = tiny_teacher((28, 28, 1), 10)  # BatchNorm: training mode would move its statistics
     teacher.save(tmp_path / "teacher.keras")
     marker = tmp_path / "failed_once"
-    monkeypatch.setenv(FAIL_ONCE_ENV, str(marker))
+    search_faults.register_by_value()
     settings = dict(
         role="student", teacher=str(tmp_path / "teacher.keras"), epochs=2,
         out=tmp_path / "search", max_failures=0, temperature=2.0,
+        callbacks=[search_faults.FailOnce(marker)],
         allow_weak_teacher=True,  # an untrained teacher: the plumbing is under test
         **TINY,
     )
@@ -330,11 +326,12 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     out = tmp_path / "cli_search"
     completed = subprocess.run(
         [
-            KD_KERAS, "search", "--role=teacher", "--model=mlp", "--population=1",
+            sys.executable, str(pathlib.Path(__file__).parent / "search_faults.py"), str(marker),
+            "search", "--role=teacher", "--model=mlp", "--population=1",
             "--epochs=1", "--train_size=64", "--batch_size=32", f"--out={out}",
         ],
         capture_output=True, text=True,
-        env={**os.environ, FAIL_ONCE_ENV: str(marker), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = json.loads((out / "search.json").read_text())
@@ -352,7 +349,7 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     # The injected failure happened, and Ray restarted the trial to the end.
     assert marker.exists()
     errors = list((out / "ray").glob("trial_*/error.txt"))
-    assert len(errors) == 1 and FAIL_ONCE_ENV in errors[0].read_text()
+    assert len(errors) == 1 and search_faults.MESSAGE in errors[0].read_text()
     assert all_trained_to(out / "ray", 1, trials=1)
 
 

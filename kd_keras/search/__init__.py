@@ -13,6 +13,5 @@ from kd_keras.search.pbt import split_train_validation
 from kd_keras.search.policy_log import policy_history
 from kd_keras.search.policy_log import policy_log_path
 from kd_keras.search.ray_import import import_ray
-from kd_keras.search.trainable import FAIL_ONCE_ENV
 from kd_keras.search.trainable import TrialSetup
 from kd_keras.search.trainable import train_trial

@@ -20,7 +20,6 @@ from kd_keras.run_directory import default_out
 from kd_keras.search.explore import PolicyExplore
 from kd_keras.search.policy_log import policy_history
 from kd_keras.search.ray_import import import_ray
-from kd_keras.search.trainable import FAIL_ONCE_ENV
 from kd_keras.search.trainable import POLICY
 from kd_keras.search.trainable import ROLES
 from kd_keras.search.trainable import VALIDATION_ACCURACY
@@ -72,6 +71,7 @@ def search(
     download="auto",
     verbose=0,
     allow_weak_teacher=False,
+    callbacks=None,
     **recipe_overrides,
 ):
     """Search a role-wise augmentation agent (a PBA schedule) by population-based training.
@@ -98,9 +98,7 @@ def search(
 
     Ray runs locally on `num_cpus` cores unless `RAY_ADDRESS` names a
     cluster (whose nodes then need `out` on shared storage). Needs the
-    `[search]` extra: `pip install "kd_keras[search]"`. For tests, the
-    environment variable `KD_KERAS_SEARCH_FAIL_ONCE=<path>` makes the first
-    trial to finish an epoch create `<path>` and raise, once.
+    `[search]` extra: `pip install "kd_keras[search]"`.
 
     References:
         Fu et al. Role-Wise Data Augmentation for Knowledge Distillation,
@@ -146,6 +144,11 @@ def search(
         allow_weak_teacher: role student: search with a teacher near chance
             on the validation data (see `kd_keras.resolve.check_teacher`) instead
             of refusing it.
+        callbacks: Keras callbacks added to every trial's `fit` (after its
+            checkpoint, before its report: one that raises makes Ray restart
+            the trial from its last reported epoch). They are pickled to Ray's
+            workers, so their classes must be importable there or registered
+            with `ray.cloudpickle.register_pickle_by_value`.
         **recipe_overrides: role student: overrides of recipe `rolewise`.
 
     Returns:
@@ -167,6 +170,7 @@ def search(
         role, dataset, model, teacher, population, epochs, perturbation_interval,
         train_size, validation_size, batch_size, learning_rate, seed, initial_policy,
         model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides, allow_weak_teacher,
+        callbacks,
     )
     out = pathlib.Path(out or default_out("search", role, dataset)).resolve()
     experiment = out / EXPERIMENT
@@ -236,6 +240,7 @@ def _prepare(
     role, dataset, model, teacher, population, epochs, perturbation_interval,
     train_size, validation_size, batch_size, learning_rate, seed, initial_policy,
     model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides, allow_weak_teacher,
+    callbacks,
 ):
     if role not in ROLES:
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
@@ -306,7 +311,7 @@ def _prepare(
         teacher_bytes=teacher_bytes,
         recipe_overrides=overrides,
         threads=int(cpus_per_trial),
-        fail_once=os.environ.get(FAIL_ONCE_ENV) or None,
+        callbacks=list(callbacks or []),
     )
     settings = {
         "role": role,

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import pathlib
 import tempfile
 import zlib
@@ -26,16 +25,6 @@ VALIDATION_ACCURACY = "validation_accuracy"
 # The policies a checkpoint's weights were trained under, one per epoch: the
 # lineage the PBT policy log describes, kept with the weights themselves.
 POLICIES_FILE = "policies.json"
-# Test hook: when this variable names a file that does not exist yet, the
-# first trial to finish an epoch creates it and raises, once, so the search's
-# fault tolerance (retry from the last checkpoint) can be exercised.
-FAIL_ONCE_ENV = "KD_KERAS_SEARCH_FAIL_ONCE"
-
-
-class InjectedFailure(RuntimeError):
-    """The one failure `KD_KERAS_SEARCH_FAIL_ONCE` asks a trial to raise."""
-
-
 @dataclasses.dataclass
 class TrialSetup:
     """What every trial of a search shares, handed to it by `tune.with_parameters`.
@@ -56,7 +45,9 @@ class TrialSetup:
         teacher_bytes: the frozen teacher's `.keras` file (role student).
         recipe_overrides: overrides of recipe `rolewise` (role student).
         threads: TensorFlow threads per trial.
-        fail_once: path of the `KD_KERAS_SEARCH_FAIL_ONCE` marker, or None.
+        callbacks: Keras callbacks added to every trial's `fit`; they run
+            after the epoch's backup and before its report, so one that
+            raises makes Ray restart the trial from the last reported epoch.
     """
 
     role: str
@@ -73,7 +64,7 @@ class TrialSetup:
     teacher_bytes: bytes | None = None
     recipe_overrides: dict = dataclasses.field(default_factory=dict)
     threads: int = 1
-    fail_once: str | None = None
+    callbacks: list = dataclasses.field(default_factory=list)
 
 
 def train_trial(config, setup):
@@ -121,7 +112,8 @@ def train_trial(config, setup):
         )
         callbacks = [
             keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
-            _ReportEpoch(setup.validation, backup, policies, flat, setup.fail_once),
+            *setup.callbacks,
+            _ReportEpoch(setup.validation, backup, policies, flat),
         ]
         if setup.role == "teacher":
             # Short epochs: the in-process map skips tf.data's per-epoch instantiation.
@@ -145,21 +137,17 @@ class _ReportEpoch(keras.callbacks.Callback):
     # reports already holds this epoch's weights. It scores the model being
     # fit (a Distiller predicts with its student), not the network handed to
     # the training function, which may train a copy.
-    def __init__(self, validation, backup, policies, flat, fail_once):
+    def __init__(self, validation, backup, policies, flat):
         super().__init__()
         self.validation = validation
         self.backup = pathlib.Path(backup)
         self.policies = list(policies)
         self.flat = flat
-        self.fail_once = fail_once
 
     def on_epoch_end(self, epoch, logs=None):
         _, tune = import_ray()
         self.policies.append(self.flat)
         (self.backup / POLICIES_FILE).write_text(json.dumps(self.policies))
-        if self.fail_once and not os.path.exists(self.fail_once):
-            pathlib.Path(self.fail_once).touch()
-            raise InjectedFailure(f"failure injected by {FAIL_ONCE_ENV} after epoch {epoch + 1}")
         accuracy = resolve.evaluate(self.model, self.validation)
         metrics = {VALIDATION_ACCURACY: accuracy, "epoch": epoch + 1}
         metrics.update({key: float(value) for key, value in (logs or {}).items()})
