@@ -67,10 +67,17 @@ def _teacher(pair, smoke, dataset, root):
         card = json.loads(path.with_suffix(".json").read_text())
         return str(path), 100 * card["test_accuracy"]
     card = kd_keras.jobs.train_teacher_job(
-        pair.teacher, dataset, epochs=1 if smoke else FLAGS.teacher_epochs,
-        batch_size=64, schedule="crd", out=path, data_dir=FLAGS.data_dir,
-        download=True if smoke else "auto", strategy=FLAGS.strategy,
-        precision=FLAGS.precision, verbose=0 if smoke else "auto",
+        pair.teacher,
+        dataset,
+        epochs=1 if smoke else FLAGS.teacher_epochs,
+        batch_size=64,
+        schedule="crd",
+        out=path,
+        data_dir=FLAGS.data_dir,
+        download=True if smoke else "auto",
+        strategy=FLAGS.strategy,
+        precision=FLAGS.precision,
+        verbose=0 if smoke else "auto",
         command="benchmarks/cifar100.py",
         # Random mock labels leave any teacher at chance; a real one must not be.
         allow_weak_teacher=smoke,
@@ -87,12 +94,21 @@ def _distil(pair, run, teacher_path, seed, smoke, dataset, root):
     options = dict(run.options)
     epochs = options.pop("epochs", None)
     metrics = kd_keras.jobs.distill_job(
-        recipe=run.recipe, dataset=dataset, teacher=teacher_path, student=pair.student,
-        epochs=1 if smoke else FLAGS.epochs or epochs, seed=seed, out=out,
-        export_formats=("keras",), data_dir=FLAGS.data_dir,
-        download=True if smoke else "auto", strategy=FLAGS.strategy,
-        precision=FLAGS.precision, verbose=0 if smoke else "auto",
-        allow_weak_teacher=smoke, **options,
+        recipe=run.recipe,
+        dataset=dataset,
+        teacher=teacher_path,
+        student=pair.student,
+        epochs=1 if smoke else FLAGS.epochs or epochs,
+        seed=seed,
+        out=out,
+        export_formats=("keras",),
+        data_dir=FLAGS.data_dir,
+        download=True if smoke else "auto",
+        strategy=FLAGS.strategy,
+        precision=FLAGS.precision,
+        verbose=0 if smoke else "auto",
+        allow_weak_teacher=smoke,
+        **options,
     )
     return 100 * metrics["student_accuracy"]
 

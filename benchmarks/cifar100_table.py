@@ -39,20 +39,49 @@ def _paper(*values):
 
 
 PAIRS = (
-    Pair("WRN-40-2 -> WRN-16-2", "wrn_40_2", "wrn_16_2", 75.61,
-         _paper(74.92, 75.68, 75.34, 75.59, 76.41, 75.64)),
-    Pair("ResNet56 -> ResNet20", "resnet56", "resnet20", 72.34,
-         _paper(70.66, 71.79, 70.77, 70.99, 71.66, 71.63)),
-    Pair("ResNet32x4 -> ResNet8x4", "resnet32x4", "resnet8x4", 79.42,
-         _paper(73.33, 73.14, 74.91, 74.78, 75.12, 75.46)),
-    Pair("VGG13 -> VGG8", "vgg13", "vgg8", 74.64,
-         _paper(72.98, 74.00, 74.16, 74.43, 75.00, 74.29)),
-    Pair("VGG13 -> MobileNetV2", "vgg13", "mobilenetv2", 74.64,
-         _paper(67.37, 68.77, 68.79, 69.49, 70.47, 69.94)),
-    Pair("ResNet50 -> VGG8", "resnet50", "vgg8", 79.34,
-         _paper(73.81, 74.04, 74.85, 74.95, 76.13, 74.58)),
-    Pair("ResNet32x4 -> ShuffleV2", "resnet32x4", "shufflev2", 79.42,
-         _paper(74.45, 74.64, 76.61, 76.90, 77.90, 76.05)),
+    Pair(
+        "WRN-40-2 -> WRN-16-2",
+        "wrn_40_2",
+        "wrn_16_2",
+        75.61,
+        _paper(74.92, 75.68, 75.34, 75.59, 76.41, 75.64),
+    ),
+    Pair(
+        "ResNet56 -> ResNet20",
+        "resnet56",
+        "resnet20",
+        72.34,
+        _paper(70.66, 71.79, 70.77, 70.99, 71.66, 71.63),
+    ),
+    Pair(
+        "ResNet32x4 -> ResNet8x4",
+        "resnet32x4",
+        "resnet8x4",
+        79.42,
+        _paper(73.33, 73.14, 74.91, 74.78, 75.12, 75.46),
+    ),
+    Pair("VGG13 -> VGG8", "vgg13", "vgg8", 74.64, _paper(72.98, 74.00, 74.16, 74.43, 75.00, 74.29)),
+    Pair(
+        "VGG13 -> MobileNetV2",
+        "vgg13",
+        "mobilenetv2",
+        74.64,
+        _paper(67.37, 68.77, 68.79, 69.49, 70.47, 69.94),
+    ),
+    Pair(
+        "ResNet50 -> VGG8",
+        "resnet50",
+        "vgg8",
+        79.34,
+        _paper(73.81, 74.04, 74.85, 74.95, 76.13, 74.58),
+    ),
+    Pair(
+        "ResNet32x4 -> ShuffleV2",
+        "resnet32x4",
+        "shufflev2",
+        79.42,
+        _paper(74.45, 74.64, 76.61, 76.90, 77.90, 76.05),
+    ),
 )
 
 
@@ -132,9 +161,7 @@ def table(results, teacher_results=None, runs=DEFAULT_RUNS, pairs=PAIRS):
     """
     unknown = [name for name in runs if name not in RUNS]
     if unknown:
-        raise ValueError(
-            f"Unknown run {', '.join(unknown)}: choose from {', '.join(RUNS)}."
-        )
+        raise ValueError(f"Unknown run {', '.join(unknown)}: choose from {', '.join(RUNS)}.")
     teacher_results = teacher_results or {}
     header = ["T -> S", "teacher (CRD)", *runs]
     lines = [

@@ -44,8 +44,11 @@ def _candidate(teacher, student_name, augmenter_name, x, y, deterministic):
     augmenter = None
     if augmenter_name == "spatial":
         augmenter = kd_keras.augment.SpatialAugmenter(
-            sampler="network", image_conditioned=True, candidates=1,
-            interpolation="bilinear", seed=0,
+            sampler="network",
+            image_conditioned=True,
+            candidates=1,
+            interpolation="bilinear",
+            seed=0,
         )
     distiller = kd_keras.Distiller(teacher, student, augmenter=augmenter)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=False)
@@ -81,7 +84,9 @@ def main(_):
         f"teacher, batch {FLAGS.batch_size}, {FLAGS.rounds} rounds x {FLAGS.steps} "
         f"steps, TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs\n"
     )
-    print("| student | augmenter | ms/step off | ms/step on | on / off (paired median [25%, 75%]) |")
+    print(
+        "| student | augmenter | ms/step off | ms/step on | on / off (paired median [25%, 75%]) |"
+    )
     print("|---|---|---|---|---|")
     for student in FLAGS.students:
         for augmenter in FLAGS.augmenters:

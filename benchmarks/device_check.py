@@ -137,17 +137,20 @@ from kd_keras.recipes import build  # noqa: E402
 
 flags.DEFINE_string("teacher", "resnet56", "Teacher zoo name (randomly initialised).")
 flags.DEFINE_list(
-    "precisions", [],
+    "precisions",
+    [],
     "Student dtype policies; empty: float32 and mixed_float16 on a GPU, mixed_bfloat16 otherwise.",
 )
 flags.DEFINE_integer("images", 512, "Synthetic images the input pipeline cycles through.")
 flags.DEFINE_float(
-    "budget_minutes", 5.0,
+    "budget_minutes",
+    5.0,
     "Cut the steps per round so the run ends within this many minutes (0: never cut).",
 )
 flags.DEFINE_bool("quick", False, "CI smoke configuration (see the module docstring).")
 flags.DEFINE_bool(
-    "epochs_estimate", False,
+    "epochs_estimate",
+    False,
     "Also print the projected wall time of CIFAR-100 training (240 epochs, and the recipe's own).",
 )
 FLAGS = flags.FLAGS
@@ -270,9 +273,7 @@ def _must_compile_flags(names, function_name):
         if not name.startswith(f"__inference_{function_name}_"):
             continue
         attributes = eager.get_function_def(name).attr
-        found.append(
-            "_XlaMustCompile" in attributes and attributes["_XlaMustCompile"].b
-        )
+        found.append("_XlaMustCompile" in attributes and attributes["_XlaMustCompile"].b)
     return found
 
 
@@ -309,8 +310,10 @@ def compile_candidate(candidate, teacher, names, source, batch_size, iterators):
     """
     teacher_name, student_name = names
     config = kd_keras.recipes.get(
-        candidate.recipe, {"jit_compile": candidate.jit},
-        teacher=teacher_name, student=student_name,
+        candidate.recipe,
+        {"jit_compile": candidate.jit},
+        teacher=teacher_name,
+        student=student_name,
     )
     candidate.config = config
     keras.utils.set_random_seed(0)
@@ -324,10 +327,16 @@ def compile_candidate(candidate, teacher, names, source, batch_size, iterators):
     iterator = iterators.get(repr(config.get("host_augment")))
     if iterator is None:
         # drop_remainder: one batch shape, so XLA compiles once.
-        iterator = iter(kd_keras.data.pipeline(
-            source, batch_size, training=True, augment=build.host_augment(config),
-            cache=False, drop_remainder=True,
-        ).repeat())
+        iterator = iter(
+            kd_keras.data.pipeline(
+                source,
+                batch_size,
+                training=True,
+                augment=build.host_augment(config),
+                cache=False,
+                drop_remainder=True,
+            ).repeat()
+        )
         iterators[repr(config.get("host_augment"))] = iterator
 
     before = _function_names()
@@ -336,7 +345,8 @@ def compile_candidate(candidate, teacher, names, source, batch_size, iterators):
         warnings.simplefilter("always")
         try:
             build.compile(
-                distiller, config,
+                distiller,
+                config,
                 steps_per_epoch=math.ceil(CIFAR_TRAIN_IMAGES / batch_size),
                 epochs=config["epochs"],
             )
@@ -356,8 +366,10 @@ def compile_candidate(candidate, teacher, names, source, batch_size, iterators):
             warning = str(caught_warning.message)
         else:  # recorded only to find the fallback: show the others as usual
             warnings.showwarning(
-                caught_warning.message, caught_warning.category,
-                caught_warning.filename, caught_warning.lineno,
+                caught_warning.message,
+                caught_warning.category,
+                caught_warning.filename,
+                caught_warning.lineno,
             )
     flags_found = _must_compile_flags(_function_names() - before, KERAS_STEP)
     candidate.xla, candidate.failed = xla_verdict(
@@ -466,9 +478,12 @@ def projected_hours(config, times, batch_size, epochs):
     elif phases["mode"] == "steps":
         # An epoch's steps are shared by the phases (kd_keras.recipes.build.optimizer).
         cycle = phases["student_steps"] + phases["augmenter_steps"]
-        seconds = epochs * steps_per_epoch * (
-            phases["student_steps"] * student + phases["augmenter_steps"] * augmenter
-        ) / cycle
+        seconds = (
+            epochs
+            * steps_per_epoch
+            * (phases["student_steps"] * student + phases["augmenter_steps"] * augmenter)
+            / cycle
+        )
     else:
         augmenter_epochs = sum(build.augmenter_windows(phases, epochs).values())
         student_epochs = epochs if phases["inserted"] else epochs - augmenter_epochs
@@ -498,7 +513,8 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     memory_device, device_name = _device()
     precisions = FLAGS.precisions or [
-        "float32", "mixed_float16" if memory_device else "mixed_bfloat16"
+        "float32",
+        "mixed_float16" if memory_device else "mixed_bfloat16",
     ]
     for precision in precisions:
         kd_precision.check(precision)
@@ -533,7 +549,11 @@ def main(argv):
             for jit_flag in FLAGS.jit:
                 candidate = Candidate(recipe, precision, jit_flag == "on")
                 compile_candidate(
-                    candidate, teacher, (FLAGS.teacher, FLAGS.student), source, batch,
+                    candidate,
+                    teacher,
+                    (FLAGS.teacher, FLAGS.student),
+                    source,
+                    batch,
                     iterators,
                 )
                 group.append(candidate)
@@ -546,15 +566,21 @@ def main(argv):
         compiling.append(time.perf_counter() - compile_started)
         # Comprehensions: no loop variable keeps a compiled step alive after the group.
         timed = {("teacher forward", jit_flag): step for jit_flag, step in forwards.items()}
-        timed.update({
-            (candidate, phase): step for candidate in group for phase, step in candidate.steps.items()
-        })
+        timed.update(
+            {
+                (candidate, phase): step
+                for candidate in group
+                for phase, step in candidate.steps.items()
+            }
+        )
         if len(timed) == len(forwards):
             continue  # nothing of this recipe runs
         groups_after = len(FLAGS.recipes) - index - 1
         steps, note = _steps_per_round(
-            started, [step_time._time(step, 1) for step in timed.values()],
-            statistics.mean(compiling) * groups_after, groups_after,
+            started,
+            [step_time._time(step, 1) for step in timed.values()],
+            statistics.mean(compiling) * groups_after,
+            groups_after,
         )
         if note:
             notes.append(f"{recipe}: {note}")
@@ -587,8 +613,7 @@ def main(argv):
         f"\nDevice check on {device_name}: {FLAGS.teacher} -> {FLAGS.student}, synthetic "
         f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} images, {CLASSES} classes, batch {batch}, "
         f"TF {tf.__version__}, Keras {keras.__version__}; steps timed as rounds x steps, "
-        "ratios paired per round: median [25%, 75%]"
-        + (" (--quick)" if FLAGS.quick else "") + "\n"
+        "ratios paired per round: median [25%, 75%]" + (" (--quick)" if FLAGS.quick else "") + "\n"
     )
     for note in notes:
         print(f"Note: {note}")
@@ -608,7 +633,8 @@ def main(argv):
         )
     failures = [
         f"teacher forward XLA {jit_flag}: {status}"
-        for jit_flag, (status, failed) in forward_status.items() if failed
+        for jit_flag, (status, failed) in forward_status.items()
+        if failed
     ]
     for candidate in candidates:
         jit_flag = "on" if candidate.jit else "off"
@@ -619,8 +645,9 @@ def main(argv):
             )
         if not candidate.results:
             precision = "-" if candidate.xla.startswith("n/a") else candidate.precision
-            print(f"| {candidate.recipe} | - | {precision} | {asked} | {candidate.xla} "
-                  "| | | | | | |")
+            print(
+                f"| {candidate.recipe} | - | {precision} | {asked} | {candidate.xla} | | | | | | |"
+            )
             continue
         for phase, result in candidate.results.items():
             print(

@@ -79,13 +79,15 @@ flags.DEFINE_enum("dataset", "digits", ["digits", "mnist1d"], "Which toy.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default 30 digits, 60 mnist1d).")
 flags.DEFINE_integer("seeds", 3, "Seeds per method (mean ± std).")
 flags.DEFINE_bool(
-    "validation", False,
+    "validation",
+    False,
     "Train on 3/4 of the training split and score on the held-out 1/4 (and a "
     "shifted copy of it on digits) instead of the test set.",
 )
 flags.DEFINE_list("rows", [], "Row keys to run (default: all); see ROWS.")
 flags.DEFINE_list(
-    "hard_overrides", [],
+    "hard_overrides",
+    [],
     "Add a row 'hard+': the hard recipe with key=value overrides, e.g. candidates=4.",
 )
 flags.DEFINE_string("plot", None, "Write a PNG of accuracy vs epoch here.")
@@ -117,66 +119,145 @@ ROWS = (
     Row("ce", "MLP from scratch (CE)", recipe=None),
     Row("kd", "KD", recipe="kd", plot=True),
     Row("told", "KD + random shifts (reference, told)", recipe="kd", shift=True, plot=True),
-    Row("told_views", "KD on [x, x~], x~ random translation (told)",
-        overrides=dict(sampler="uniform", candidates=1, **TRANSLATION_ONLY)),
-    Row("told_views_nearest", "KD on [x, x~], x~ random translation, nearest (told)",
-        overrides=dict(sampler="uniform", candidates=1, interpolation="nearest",
-                       **TRANSLATION_ONLY)),
-    Row("network_noise", "HARD network, noise only (previous default)",
-        overrides=dict(sampler="network", image_conditioned=False, candidates=1)),
-    Row("network_image", "HARD network, image-conditioned",
-        overrides=dict(sampler="network", image_conditioned=True, candidates=1,
-                       lambda_t=1.0)),
-    Row("network_floor", "HARD network, image-conditioned + spread floor 0.3",
-        overrides=dict(sampler="network", image_conditioned=True, candidates=1,
-                       spread_floor=0.3)),
-    Row("uniform", "random affine, full family (k=1)",
-        overrides=dict(sampler="uniform", candidates=1)),
-    Row("uniform_nearest", "random affine, full family (k=1), nearest",
-        overrides=dict(sampler="uniform", candidates=1, interpolation="nearest")),
-    Row("worst4", "HARD worst-of-4 random affine",
-        overrides=dict(sampler="uniform", candidates=4)),
-    Row("worst8", "HARD worst-of-8 random affine",
-        overrides=dict(sampler="uniform", candidates=8)),
-    Row("worst16", "HARD worst-of-16 random affine",
-        overrides=dict(sampler="uniform", candidates=16)),
-    Row("worst4_pgd", "HARD worst-of-4 + 2 PGD steps",
-        overrides=dict(sampler="uniform", candidates=4, refine_steps=2)),
-    Row("worst8_nearest", "HARD worst-of-8 random affine, nearest",
-        overrides=dict(sampler="uniform", candidates=8, interpolation="nearest")),
-    Row("g1_worst4", "HARD worst-of-4 random affine, one group per draw, nearest",
-        overrides=dict(sampler="uniform", candidates=4, groups_per_view=1,
-                       interpolation="nearest")),
-    Row("g1_worst8", "HARD worst-of-8 random affine, one group per draw, nearest",
-        overrides=dict(sampler="uniform", candidates=8, groups_per_view=1,
-                       interpolation="nearest")),
-    Row("ag_worst4", "HARD worst-of-4, one group per draw, learned group rates, nearest",
-        overrides=dict(sampler="uniform", candidates=4, groups_per_view=1,
-                       adaptive_groups=True, interpolation="nearest")),
-    Row("s8", "HARD worst-of-8 random affine, student-scored, nearest",
-        overrides=dict(sampler="uniform", candidates=8, score="student",
-                       interpolation="nearest")),
-    Row("s32", "HARD worst-of-32 random affine, student-scored, nearest",
-        overrides=dict(sampler="uniform", candidates=32, score="student",
-                       interpolation="nearest")),
-    Row("s32_told", "worst-of-32 random translation, student-scored, nearest (told)",
-        overrides=dict(sampler="uniform", candidates=32, score="student",
-                       interpolation="nearest", **TRANSLATION_ONLY)),
-    Row("gaussian", "HARD learned Gaussian per image, entropy 0.1",
-        overrides=dict(sampler="gaussian", image_conditioned=True, candidates=1,
-                       entropy_weight=0.1)),
-    Row("gaussian_ce", "HARD learned Gaussian per image, entropy 0.1, CE consistency",
-        overrides=dict(sampler="gaussian", image_conditioned=True, candidates=1,
-                       entropy_weight=0.1, consistency="ce")),
-    Row("gaussian_worst4", "HARD learned Gaussian, worst of 4 draws",
-        overrides=dict(sampler="gaussian", image_conditioned=True, candidates=4,
-                       entropy_weight=0.1)),
-    Row("gaussian_global", "HARD learned Gaussian, shared by all images, entropy 0.1",
-        overrides=dict(sampler="gaussian", image_conditioned=False, candidates=1,
-                       entropy_weight=0.1)),
-    Row("gaussian_global_worst4", "HARD learned shared Gaussian, worst of 4 draws, nearest",
-        overrides=dict(sampler="gaussian", image_conditioned=False, candidates=4,
-                       entropy_weight=0.1, interpolation="nearest")),
+    Row(
+        "told_views",
+        "KD on [x, x~], x~ random translation (told)",
+        overrides=dict(sampler="uniform", candidates=1, **TRANSLATION_ONLY),
+    ),
+    Row(
+        "told_views_nearest",
+        "KD on [x, x~], x~ random translation, nearest (told)",
+        overrides=dict(
+            sampler="uniform", candidates=1, interpolation="nearest", **TRANSLATION_ONLY
+        ),
+    ),
+    Row(
+        "network_noise",
+        "HARD network, noise only (previous default)",
+        overrides=dict(sampler="network", image_conditioned=False, candidates=1),
+    ),
+    Row(
+        "network_image",
+        "HARD network, image-conditioned",
+        overrides=dict(sampler="network", image_conditioned=True, candidates=1, lambda_t=1.0),
+    ),
+    Row(
+        "network_floor",
+        "HARD network, image-conditioned + spread floor 0.3",
+        overrides=dict(sampler="network", image_conditioned=True, candidates=1, spread_floor=0.3),
+    ),
+    Row(
+        "uniform",
+        "random affine, full family (k=1)",
+        overrides=dict(sampler="uniform", candidates=1),
+    ),
+    Row(
+        "uniform_nearest",
+        "random affine, full family (k=1), nearest",
+        overrides=dict(sampler="uniform", candidates=1, interpolation="nearest"),
+    ),
+    Row("worst4", "HARD worst-of-4 random affine", overrides=dict(sampler="uniform", candidates=4)),
+    Row("worst8", "HARD worst-of-8 random affine", overrides=dict(sampler="uniform", candidates=8)),
+    Row(
+        "worst16",
+        "HARD worst-of-16 random affine",
+        overrides=dict(sampler="uniform", candidates=16),
+    ),
+    Row(
+        "worst4_pgd",
+        "HARD worst-of-4 + 2 PGD steps",
+        overrides=dict(sampler="uniform", candidates=4, refine_steps=2),
+    ),
+    Row(
+        "worst8_nearest",
+        "HARD worst-of-8 random affine, nearest",
+        overrides=dict(sampler="uniform", candidates=8, interpolation="nearest"),
+    ),
+    Row(
+        "g1_worst4",
+        "HARD worst-of-4 random affine, one group per draw, nearest",
+        overrides=dict(sampler="uniform", candidates=4, groups_per_view=1, interpolation="nearest"),
+    ),
+    Row(
+        "g1_worst8",
+        "HARD worst-of-8 random affine, one group per draw, nearest",
+        overrides=dict(sampler="uniform", candidates=8, groups_per_view=1, interpolation="nearest"),
+    ),
+    Row(
+        "ag_worst4",
+        "HARD worst-of-4, one group per draw, learned group rates, nearest",
+        overrides=dict(
+            sampler="uniform",
+            candidates=4,
+            groups_per_view=1,
+            adaptive_groups=True,
+            interpolation="nearest",
+        ),
+    ),
+    Row(
+        "s8",
+        "HARD worst-of-8 random affine, student-scored, nearest",
+        overrides=dict(sampler="uniform", candidates=8, score="student", interpolation="nearest"),
+    ),
+    Row(
+        "s32",
+        "HARD worst-of-32 random affine, student-scored, nearest",
+        overrides=dict(sampler="uniform", candidates=32, score="student", interpolation="nearest"),
+    ),
+    Row(
+        "s32_told",
+        "worst-of-32 random translation, student-scored, nearest (told)",
+        overrides=dict(
+            sampler="uniform",
+            candidates=32,
+            score="student",
+            interpolation="nearest",
+            **TRANSLATION_ONLY,
+        ),
+    ),
+    Row(
+        "gaussian",
+        "HARD learned Gaussian per image, entropy 0.1",
+        overrides=dict(
+            sampler="gaussian", image_conditioned=True, candidates=1, entropy_weight=0.1
+        ),
+    ),
+    Row(
+        "gaussian_ce",
+        "HARD learned Gaussian per image, entropy 0.1, CE consistency",
+        overrides=dict(
+            sampler="gaussian",
+            image_conditioned=True,
+            candidates=1,
+            entropy_weight=0.1,
+            consistency="ce",
+        ),
+    ),
+    Row(
+        "gaussian_worst4",
+        "HARD learned Gaussian, worst of 4 draws",
+        overrides=dict(
+            sampler="gaussian", image_conditioned=True, candidates=4, entropy_weight=0.1
+        ),
+    ),
+    Row(
+        "gaussian_global",
+        "HARD learned Gaussian, shared by all images, entropy 0.1",
+        overrides=dict(
+            sampler="gaussian", image_conditioned=False, candidates=1, entropy_weight=0.1
+        ),
+    ),
+    Row(
+        "gaussian_global_worst4",
+        "HARD learned shared Gaussian, worst of 4 draws, nearest",
+        overrides=dict(
+            sampler="gaussian",
+            image_conditioned=False,
+            candidates=4,
+            entropy_weight=0.1,
+            interpolation="nearest",
+        ),
+    ),
     Row("hard", "HARD (recipe default)", plot=True),
 )
 
@@ -243,8 +324,7 @@ def mnist1d_teacher(train_data, validation, quick=False):
     inputs = keras.Input(train_data[0].shape[1:])
     h = inputs
     for _ in range(3):
-        h = keras.layers.Conv2D(25, (1, 5), strides=(1, 2), padding="same",
-                                activation="relu")(h)
+        h = keras.layers.Conv2D(25, (1, 5), strides=(1, 2), padding="same", activation="relu")(h)
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(h))
     teacher = keras.Model(inputs, outputs, name="mnist1d_cnn")
     teacher.compile(
@@ -311,7 +391,8 @@ def train(row, teacher, train_data, evaluations, epochs, seed, dataset):
         batch_size = 100 if dataset == "mnist1d" else config["batch_size"]
         batches = kd_keras.data.pipeline(train_data, batch_size, True, seed=seed)
         optimizer = (
-            keras.optimizers.Adam(1e-2) if dataset == "mnist1d"
+            keras.optimizers.Adam(1e-2)
+            if dataset == "mnist1d"
             else build.optimizer(config, int(batches.cardinality()), epochs)
         )
         student.compile(
@@ -330,8 +411,15 @@ def train(row, teacher, train_data, evaluations, epochs, seed, dataset):
     host_augment = shift if row.shift else None
     if dataset == "digits":
         distiller = kd_keras.distill(
-            teacher, student, train_data, recipe=config, epochs=epochs, seed=seed,
-            verbose=0, callbacks=[curve], data_augmentation=host_augment,
+            teacher,
+            student,
+            train_data,
+            recipe=config,
+            epochs=epochs,
+            seed=seed,
+            verbose=0,
+            callbacks=[curve],
+            data_augmentation=host_augment,
         )
     else:
         # MNIST-1D's setting: Adam 1e-2 at batch 100, no decay, no XLA, for
@@ -340,17 +428,19 @@ def train(row, teacher, train_data, evaluations, epochs, seed, dataset):
         config["schedule"] = None
         config["jit_compile"] = False
         distiller = build.distiller(config, teacher, student)
-        batches = kd_keras.data.pipeline(
-            train_data, 100, True, augment=host_augment, seed=seed
-        )
+        batches = kd_keras.data.pipeline(train_data, 100, True, augment=host_augment, seed=seed)
         build.compile(distiller, config, int(batches.cardinality()), epochs)
         distiller.fit(
-            batches, epochs=build.fit_epochs(config, epochs), verbose=0, shuffle=False,
+            batches,
+            epochs=build.fit_epochs(config, epochs),
+            verbose=0,
+            shuffle=False,
             callbacks=[*build.callbacks(config, epochs), curve],
         )
     augmenter_steps = (
         int(distiller.augmenter_optimizer.iterations.numpy())
-        if distiller.augmenter_optimizer is not None else 0
+        if distiller.augmenter_optimizer is not None
+        else 0
     )
     if getattr(distiller.augmenter, "adaptive_groups", False):
         # What the augmenter learned to draw: rotation, scale, shear, translation.
@@ -395,8 +485,13 @@ def main(argv):
         epochs, seeds = 1, 1
     rows = list(ROWS)
     if FLAGS.hard_overrides:
-        rows.append(Row("hard+", f"hard + {','.join(FLAGS.hard_overrides)}",
-                        overrides=parse_overrides(FLAGS.hard_overrides)))
+        rows.append(
+            Row(
+                "hard+",
+                f"hard + {','.join(FLAGS.hard_overrides)}",
+                overrides=parse_overrides(FLAGS.hard_overrides),
+            )
+        )
     if FLAGS.rows:
         unknown = set(FLAGS.rows) - {row.key for row in rows}
         if unknown:
@@ -427,39 +522,43 @@ def main(argv):
         runs = []
         for seed in range(seeds):
             curve, steps = train(row, teacher, train_data, evaluations, epochs, seed, dataset)
-            runs.append({
-                "final": {name: scores[-1] for name, scores in curve.scores.items()},
-                "curves": curve.scores,
-                "train_seconds": curve.train_seconds,
-                "steps": steps,
-                "groups": getattr(curve, "groups", None),
-            })
+            runs.append(
+                {
+                    "final": {name: scores[-1] for name, scores in curve.scores.items()},
+                    "curves": curve.scores,
+                    "train_seconds": curve.train_seconds,
+                    "steps": steps,
+                    "groups": getattr(curve, "groups", None),
+                }
+            )
         results[row.key] = runs
         print(
             f"  {row.key:<16} "
-            + " ".join(
-                "/".join(f"{run['final'][n]:.2%}" for n in evaluations) for run in runs
-            )
+            + " ".join("/".join(f"{run['final'][n]:.2%}" for n in evaluations) for run in runs)
             + f"  ({np.mean([r['train_seconds'] for r in runs]):.0f} s training per run)"
-            + "".join(
-                f" groups(rot,scale,shear,trans)={r['groups']}" for r in runs if r["groups"]
-            ),
+            + "".join(f" groups(rot,scale,shear,trans)={r['groups']}" for r in runs if r["groups"]),
             flush=True,
         )
     if FLAGS.json:
         with open(FLAGS.json, "w") as file:
-            json.dump({"dataset": dataset, "split": split, "epochs": epochs,
-                       "labels": {r.key: r.label for r in rows}, "results": results},
-                      file, indent=1)
+            json.dump(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "epochs": epochs,
+                    "labels": {r.key: r.label for r in rows},
+                    "results": results,
+                },
+                file,
+                indent=1,
+            )
 
-    baseline = (
-        np.mean([run["train_seconds"] for run in results["kd"]]) if "kd" in results
-        else None
-    )
+    baseline = np.mean([run["train_seconds"] for run in results["kd"]]) if "kd" in results else None
     names = list(evaluations)
     print()
     print(
-        "| key | method | " + " | ".join(f"{n} (%)" for n in names)
+        "| key | method | "
+        + " | ".join(f"{n} (%)" for n in names)
         + f" | time vs KD | epochs to 90% ({metric}) | steps (student+augmenter) |"
     )
     print("|---|---|" + "---|" * (len(names) + 3))
@@ -479,13 +578,19 @@ def main(argv):
         to90 = np.mean([epochs_to(run["curves"][metric]) for run in runs])
         steps = runs[0]["steps"]
         print(
-            f"| {row.key} | {row.label} | " + " | ".join(cells)
+            f"| {row.key} | {row.label} | "
+            + " | ".join(cells)
             + f" | {cost} | {to90:.1f} | {steps[0]}+{steps[1]} |"
         )
     if FLAGS.plot:
         drawn = [row for row in rows if row.plot and row.key in results]
-        plot(FLAGS.plot, results, drawn, metric,
-             f"{dataset} ({split}), MLP student, mean ± std over {seeds} seed(s)")
+        plot(
+            FLAGS.plot,
+            results,
+            drawn,
+            metric,
+            f"{dataset} ({split}), MLP student, mean ± std over {seeds} seed(s)",
+        )
         print(f"\nwrote {FLAGS.plot}")
 
 

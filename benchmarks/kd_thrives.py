@@ -39,11 +39,15 @@ import kd_keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ...).")
-flags.DEFINE_list("lengths", ["30", "60", "240", "960"], "Epochs at which the test split is scored.")
+flags.DEFINE_list(
+    "lengths", ["30", "60", "240", "960"], "Epochs at which the test split is scored."
+)
 flags.DEFINE_list("rows", None, "Rows to run (default: all).")
 flags.DEFINE_integer("max_shift", 8, "Largest random shift, in samples.")
 flags.DEFINE_string("json", "benchmarks/kd_thrives_mnist1d.json", "Where to write the results.")
-flags.DEFINE_string("plot", "benchmarks/kd_thrives_mnist1d.png", "Where to draw the curves ('' for none).")
+flags.DEFINE_string(
+    "plot", "benchmarks/kd_thrives_mnist1d.png", "Where to draw the curves ('' for none)."
+)
 
 ROWS = {
     # name: (recipe or None for CE, shifted)
@@ -92,8 +96,16 @@ def train(row, seed, data, teacher, lengths):
         student.fit(train_data, epochs=epochs, verbose=0, callbacks=[scores])
     else:
         kd_keras.distill(
-            teacher, student, data.train, recipe=recipe, epochs=epochs, batch_size=100,
-            seed=seed, verbose=0, callbacks=[scores], data_augmentation=augmentation,
+            teacher,
+            student,
+            data.train,
+            recipe=recipe,
+            epochs=epochs,
+            batch_size=100,
+            seed=seed,
+            verbose=0,
+            callbacks=[scores],
+            data_augmentation=augmentation,
             **SETTINGS,
         )
     return scores.scores
@@ -111,14 +123,21 @@ def main(argv):
         for seed in range(FLAGS.seeds):
             started = time.perf_counter()
             scores = train(row, seed, data, teacher, lengths)
-            results[row].append({"seed": seed, "scores": scores,
-                                 "seconds": time.perf_counter() - started})
-            print(f"{row} seed {seed}: " + ", ".join(
-                f"{epoch} ep {100 * score:.1f}%" for epoch, score in sorted(scores.items())
-            ), flush=True)
+            results[row].append(
+                {"seed": seed, "scores": scores, "seconds": time.perf_counter() - started}
+            )
+            print(
+                f"{row} seed {seed}: "
+                + ", ".join(
+                    f"{epoch} ep {100 * score:.1f}%" for epoch, score in sorted(scores.items())
+                ),
+                flush=True,
+            )
     header = f"{'row':28s}" + "".join(f"{f'{length} ep':>16s}" for length in lengths)
-    print("\nMNIST-1D test accuracy (%), mean ± std over "
-          f"{FLAGS.seeds} seed(s); teacher 90.0%\n" + header)
+    print(
+        "\nMNIST-1D test accuracy (%), mean ± std over "
+        f"{FLAGS.seeds} seed(s); teacher 90.0%\n" + header
+    )
     for row, runs in results.items():
         cells = ""
         for length in lengths:
@@ -142,8 +161,15 @@ def plot(path, results, lengths):
     for row, runs in results.items():
         values = 100 * np.array([[run["scores"][length] for length in lengths] for run in runs])
         style = "--" if row.startswith("CE") else "-"
-        axis.errorbar(lengths, values.mean(0), yerr=values.std(0), label=row, linestyle=style,
-                      marker="o", capsize=3)
+        axis.errorbar(
+            lengths,
+            values.mean(0),
+            yerr=values.std(0),
+            label=row,
+            linestyle=style,
+            marker="o",
+            capsize=3,
+        )
     axis.set_xscale("log")
     axis.set_xticks(lengths, [str(length) for length in lengths])
     axis.set_xlabel("training epochs")

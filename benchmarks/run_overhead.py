@@ -83,19 +83,27 @@ def main(argv):
         with tempfile.TemporaryDirectory() as out:
             started = time.perf_counter()
             metrics = jobs.distill_job(
-                out=os.path.join(out, "run"), epochs=FLAGS.epochs, export_formats=("keras",),
+                out=os.path.join(out, "run"),
+                epochs=FLAGS.epochs,
+                export_formats=("keras",),
                 verbose=0,
             )
             job_seconds = time.perf_counter() - started
         clock = clocks[-1]
         steps = metrics["optimizer_steps"]["student"]
-        rows.append(dict(
-            job=job_seconds, fit=clock.total, first=clock.first_epoch,
-            steps=clock.steps, validation=clock.validation,
-            rest=clock.total - clock.first_epoch - clock.steps - clock.validation,
-            step=_steady_step_seconds(), total_steps=steps,
-            later_steps=steps - steps // metrics["epochs"],
-        ))
+        rows.append(
+            dict(
+                job=job_seconds,
+                fit=clock.total,
+                first=clock.first_epoch,
+                steps=clock.steps,
+                validation=clock.validation,
+                rest=clock.total - clock.first_epoch - clock.steps - clock.validation,
+                step=_steady_step_seconds(),
+                total_steps=steps,
+                later_steps=steps - steps // metrics["epochs"],
+            )
+        )
     print(f"default run: {rows[0]['total_steps']} steps; median of {FLAGS.rounds} rounds\n")
     for name in ("job", "fit", "first", "steps", "validation", "rest"):
         values = [row[name] for row in rows]

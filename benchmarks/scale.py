@@ -172,8 +172,10 @@ def main(_):
         started = time.perf_counter()
         for name, step in candidates.items():
             times[name].append(step_time._time(step, FLAGS.steps))
-        print(f"round {round_index + 1}/{FLAGS.rounds}: {time.perf_counter() - started:.0f} s",
-              flush=True)
+        print(
+            f"round {round_index + 1}/{FLAGS.rounds}: {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
 
     floors = [a + b for a, b in zip(times["floor: student step"], times["floor: teacher forward"])]
     print(
@@ -188,8 +190,7 @@ def main(_):
     )
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| floor | student step + teacher forward | "
-        f"{_median_rate(floors, batch):.0f} | 1 | | | |"
+        f"| floor | student step + teacher forward | {_median_rate(floors, batch):.0f} | 1 | | | |"
     )
     for recipe in FLAGS.recipes:
         # An augmenter phase only where the recipe's augmenter learns (tst;

@@ -115,8 +115,12 @@ def main(_):
         for name, values in times.items():
             rows.append((jit_flag, name, median[name] * 1e3, _paired(values, floors)))
         rows.append(
-            (jit_flag, "floor (student step + teacher forward)",
-             statistics.median(floors) * 1e3, "1")
+            (
+                jit_flag,
+                "floor (student step + teacher forward)",
+                statistics.median(floors) * 1e3,
+                "1",
+            )
         )
         ratios[jit_flag] = _paired(times["kd_keras.Distiller"], times["keras.distillation"])
         per_jit[jit_flag] = times["kd_keras.Distiller"]
@@ -142,6 +146,7 @@ def _paired(values, references):
     ratios = sorted(v / r for v, r in zip(values, references))
     quartiles = statistics.quantiles(ratios, n=4)
     return f"{statistics.median(ratios):.3f} [{quartiles[0]:.3f}, {quartiles[2]:.3f}]"
+
 
 if __name__ == "__main__":
     app.run(main)

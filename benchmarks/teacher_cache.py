@@ -59,9 +59,12 @@ def main(argv):
 
     def floor():
         model = student()
-        model.compile(optimizer=kd_keras.optimizers.CoupledSGD(0.05, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=kd_keras.optimizers.CoupledSGD(0.05, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         own = timed_fit(lambda e: model.fit(batches, epochs=e, verbose=0))
+
         @tf.function
         def teacher_epoch():
             total = tf.constant(0.0)
@@ -79,24 +82,37 @@ def main(argv):
         # distill builds, compiles and traces the step (one epoch); then the
         # same Distiller is timed on a pipeline of the same element type.
         distiller = kd_keras.distill(
-            teacher, student(), (x, y), recipe=name, epochs=1, batch_size=FLAGS.batch_size,
-            verbose=0, teacher_cache=cache,
+            teacher,
+            student(),
+            (x, y),
+            recipe=name,
+            epochs=1,
+            batch_size=FLAGS.batch_size,
+            verbose=0,
+            teacher_cache=cache,
         )
         pipeline = _pipeline(x, y, teacher if cache else None)
         return timed_fit(lambda e: distiller.fit(pipeline, epochs=e, verbose=0))
 
     def keras_distiller():
         distiller = keras.distillation.Distiller(
-            teacher, student(),
+            teacher,
+            student(),
             keras.distillation.LogitsDistillation(4.0, loss=keras.losses.KLDivergence()),
             student_loss_weight=0.1,
         )
-        distiller.compile(optimizer=kd_keras.optimizers.CoupledSGD(0.05, momentum=0.9),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        distiller.compile(
+            optimizer=kd_keras.optimizers.CoupledSGD(0.05, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         return timed_fit(lambda e: distiller.fit(batches, epochs=e, verbose=0))
 
-    rows = {"floor": floor, "kd live": lambda: recipe("kd", False),
-            "kd cached": lambda: recipe("kd", True), "keras.distillation": keras_distiller}
+    rows = {
+        "floor": floor,
+        "kd live": lambda: recipe("kd", False),
+        "kd cached": lambda: recipe("kd", True),
+        "keras.distillation": keras_distiller,
+    }
     if not FLAGS.quick:
         for name in ("mixup", "cutmix", "cutmix_pick"):
             rows[f"{name} live"] = lambda name=name: recipe(name, False)

@@ -1,7 +1,7 @@
 """Distil the shipped digits CNN into an MLP with plain KD, evaluate and export it.
 
-    python examples/quickstart.py
-    python examples/quickstart.py --smoke   # 1 epoch: checks that it runs
+python examples/quickstart.py
+python examples/quickstart.py --smoke   # 1 epoch: checks that it runs
 """
 
 import sys

@@ -42,6 +42,7 @@ for name, model in (("teacher (CNN)", teacher), ("HARD student (MLP)", student))
 groups = distiller.augmenter.group_probabilities().numpy()
 print(
     "learned probability of each kind of warp: "
-    + ", ".join(f"{name} {p:.2f}" for name, p in
-                zip(("rotation", "scale", "shear", "translation"), groups))
+    + ", ".join(
+        f"{name} {p:.2f}" for name, p in zip(("rotation", "scale", "shear", "translation"), groups)
+    )
 )

@@ -12,9 +12,25 @@ from kd_keras.version import __version__
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 _SUBMODULES = (
-    "atomic", "augment", "callbacks", "data", "export",
-    "jobs", "layers", "losses", "models", "optimizers", "precision", "quantization", "quiet",
-    "recipes", "resolve", "run_directory", "search", "shipped", "strategy",
+    "atomic",
+    "augment",
+    "callbacks",
+    "data",
+    "export",
+    "jobs",
+    "layers",
+    "losses",
+    "models",
+    "optimizers",
+    "precision",
+    "quantization",
+    "quiet",
+    "recipes",
+    "resolve",
+    "run_directory",
+    "search",
+    "shipped",
+    "strategy",
 )
 # Public names defined in a submodule: name -> the module holding it.
 _ATTRIBUTES = {

@@ -48,13 +48,18 @@ class Command:
         """Return the `--help` text: usage, summary and every flag with its help and default."""
         flag_values = self.flag_values()
         lines = [
-            f"usage: {PROGRAM} {self.name} [--flag=value ...]", "",
-            flags.text_wrap(self.summary, indent=""), "", "flags:",
+            f"usage: {PROGRAM} {self.name} [--flag=value ...]",
+            "",
+            flags.text_wrap(self.summary, indent=""),
+            "",
+            "flags:",
         ]
         for name in sorted(flag_values):
             flag = flag_values[name]
             label = f"--[no]{name}" if flag.boolean else f"--{name}"
-            lines.append(flags.text_wrap(f"{label}: {flag.help}", indent="      ", firstline_indent="  "))
+            lines.append(
+                flags.text_wrap(f"{label}: {flag.help}", indent="      ", firstline_indent="  ")
+            )
             # A flag without a default says in its help what happens instead.
             details = [] if flag.default in (None, []) else [f"default: {_shown_default(flag)}"]
             syntax = flag.parser.syntactic_help
@@ -82,18 +87,25 @@ def _define_data(
     datasets="'digits', 'mnist1d' or 'text-default' (embedded, offline) or 'tfds:NAME'",
 ):
     flags.DEFINE_string("dataset", "digits", f"Data set: {datasets}.", flag_values=flag_values)
-    flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets).",
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets).",
         flag_values=flag_values,
     )
     flags.DEFINE_enum(
-        "download", "auto", ["auto", "yes", "no"],
-        "TFDS download: auto = only when the servers are reachable.", flag_values=flag_values,
+        "download",
+        "auto",
+        ["auto", "yes", "no"],
+        "TFDS download: auto = only when the servers are reachable.",
+        flag_values=flag_values,
     )
 
 
 def _define_allow_weak_teacher(flag_values, what):
     flags.DEFINE_bool(
-        "allow_weak_teacher", False,
+        "allow_weak_teacher",
+        False,
         f"{what} a teacher near chance (Cohen's kappa < 0.1 on the evaluation data, e.g. "
         "accuracy below 19% on 10 balanced classes) instead of refusing it.",
         flag_values=flag_values,
@@ -106,8 +118,11 @@ def _define_seed(flag_values):
 
 def _define_verbose(flag_values, meaning=None):
     flags.DEFINE_enum(
-        "verbose", "auto", ["auto", "0", "1", "2", "3"],
-        meaning or (
+        "verbose",
+        "auto",
+        ["auto", "0", "1", "2", "3"],
+        meaning
+        or (
             "Output while training: auto = a progress bar on a terminal, one line per "
             "epoch otherwise (a log file); 0 = the summary only; 1 = progress bars; 2 = "
             "one line per epoch; 3 = as 2, plus the libraries' own log lines (TensorFlow's "
@@ -120,15 +135,19 @@ def _define_verbose(flag_values, meaning=None):
 
 def _define_strategy(flag_values, what):
     flags.DEFINE_enum(
-        "strategy", "default", ["default", "mirrored", "multiworker"],
+        "strategy",
+        "default",
+        ["default", "mirrored", "multiworker"],
         f"tf.distribute strategy of {what}; multiworker reads its cluster from TF_CONFIG.",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "cpu_devices", None,
+        "cpu_devices",
+        None,
         "Split the CPU into this many logical devices (replicas of --strategy=mirrored "
         "on a machine without GPUs; for testing, not speed). Default: one device.",
-        lower_bound=1, flag_values=flag_values,
+        lower_bound=1,
+        flag_values=flag_values,
     )
 
 
@@ -140,7 +159,8 @@ def _define_batch_size(flag_values, default, meaning):
 
 def _define_export(flag_values):
     flags.DEFINE_list(
-        "export", ["keras", "saved_model", "tflite"],
+        "export",
+        ["keras", "saved_model", "tflite"],
         "Export formats: keras, saved_model, tflite, tflite_float16, tflite_int8.",
         flag_values=flag_values,
     )
@@ -148,7 +168,8 @@ def _define_export(flag_values):
 
 def _define_unsafe(flag_values):
     flags.DEFINE_bool(
-        "unsafe_deserialization", False,
+        "unsafe_deserialization",
+        False,
         "Load .keras files that hold Python code (Lambda layers); only for files you trust.",
         flag_values=flag_values,
     )
@@ -156,7 +177,8 @@ def _define_unsafe(flag_values):
 
 def _define_set(flag_values, recipe):
     flags.DEFINE_multi_string(
-        "set", [],
+        "set",
+        [],
         f"Override an option of {recipe} or a setting of its config KEY=VALUE "
         "(repeatable), e.g. temperature=2 or optimizer.learning_rate=0.1; "
         "--print_config shows them all (default: the recipe's).",
@@ -169,14 +191,16 @@ def _define_distill(flag_values):
         "recipe", "kd", "Recipe name (see kd_keras.recipes.names()).", flag_values=flag_values
     )
     flags.DEFINE_bool(
-        "print_config", False,
+        "print_config",
+        False,
         "Print the recipe's resolved config (after --set) as JSON and exit; a run keeps "
         "it as config.json.",
         flag_values=flag_values,
     )
     _define_data(flag_values)
     flags.DEFINE_string(
-        "teacher", None,
+        "teacher",
+        None,
         "Teacher: a .keras path, 'shipped:digits_cnn', 'shipped:mnist1d_cnn', "
         "'shipped:text_default' or a zoo name (trained on the data first). Default: the data "
         "set's (shipped:digits_cnn on digits, shipped:mnist1d_cnn on mnist1d, "
@@ -184,19 +208,26 @@ def _define_distill(flag_values):
         flag_values=flag_values,
     )
     flags.DEFINE_string(
-        "student", None,
+        "student",
+        None,
         "Student zoo name. Default: the data set's (mlp; mnist1d_mlp on mnist1d; text_cnn on "
-        "text data).", flag_values=flag_values,
+        "text data).",
+        flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "bits", None,
+        "bits",
+        None,
         "DoReFa bits of the student's weights and activations (e.g. 2; default full precision).",
-        lower_bound=1, flag_values=flag_values,
+        lower_bound=1,
+        flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "epochs", None, "Epochs (default: the data set's, 30 on digits, 60 on mnist1d, 10 on text-default; "
+        "epochs",
+        None,
+        "Epochs (default: the data set's, 30 on digits, 60 on mnist1d, 10 on text-default; "
         "else the recipe's).",
-        lower_bound=1, flag_values=flag_values,
+        lower_bound=1,
+        flag_values=flag_values,
     )
     _define_batch_size(flag_values, None, " (default: the recipe's)")
     flags.DEFINE_float(
@@ -204,23 +235,30 @@ def _define_distill(flag_values):
     )
     _define_seed(flag_values)
     flags.DEFINE_integer(
-        "teacher_epochs", 30, "Epochs of a --teacher given as a zoo name.", lower_bound=1,
+        "teacher_epochs",
+        30,
+        "Epochs of a --teacher given as a zoo name.",
+        lower_bound=1,
         flag_values=flag_values,
     )
     flags.DEFINE_string(
-        "out", None,
+        "out",
+        None,
         "Run directory; an unfinished run there, of the same command, is resumed "
         "(default: runs/distill-RECIPE-DATASET-TIME).",
         flag_values=flag_values,
     )
     _define_export(flag_values)
     flags.DEFINE_string(
-        "policy", None, "PBA schedule JSON of the student agent (--recipe=rolewise; default: the recipe's).",
+        "policy",
+        None,
+        "PBA schedule JSON of the student agent (--recipe=rolewise; default: the recipe's).",
         flag_values=flag_values,
     )
     _define_set(flag_values, "the recipe")
     flags.DEFINE_multi_string(
-        "hint", [],
+        "hint",
+        [],
         "A FitNets hint added to the recipe's losses, TEACHER_LAYER:STUDENT_LAYER[:WEIGHT] "
         "(repeatable): the mean squared error between the two layers' outputs, with a "
         "learned projection when their widths differ, weight 1 by default; the same as "
@@ -230,22 +268,31 @@ def _define_distill(flag_values):
     )
     _define_strategy(flag_values, "the distillation")
     flags.DEFINE_enum(
-        "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-        "The student's precision; it is exported in float32.", flag_values=flag_values,
+        "precision",
+        "float32",
+        ["float32", "mixed_float16", "mixed_bfloat16"],
+        "The student's precision; it is exported in float32.",
+        flag_values=flag_values,
     )
     flags.DEFINE_enum(
-        "teacher_precision", "float32", ["float32", "bfloat16", "float16"],
-        "Precision of the frozen teacher's forward pass.", flag_values=flag_values,
+        "teacher_precision",
+        "float32",
+        ["float32", "bfloat16", "float16"],
+        "Precision of the frozen teacher's forward pass.",
+        flag_values=flag_values,
     )
     _define_verbose(flag_values)
     flags.DEFINE_bool(
-        "deterministic", False,
+        "deterministic",
+        False,
         "TensorFlow's deterministic ops, so reruns give identical weights on GPU too "
         "(slower there; ops without a deterministic kernel fail).",
         flag_values=flag_values,
     )
     flags.DEFINE_enum(
-        "teacher_cache", "auto", ["auto", "true", "false"],
+        "teacher_cache",
+        "auto",
+        ["auto", "true", "false"],
         "Compute the teacher's logits of the training inputs once and reuse them for "
         "every view that shows them unchanged; auto: whenever that is exact.",
         flag_values=flag_values,
@@ -256,42 +303,56 @@ def _define_distill(flag_values):
 
 def _define_train_teacher(flag_values):
     flags.DEFINE_string(
-        "model", "cnn", "Zoo name of the teacher (see kd_keras.models.names()).",
+        "model",
+        "cnn",
+        "Zoo name of the teacher (see kd_keras.models.names()).",
         flag_values=flag_values,
     )
     _define_data(flag_values)
     flags.DEFINE_integer(
-        "epochs", None, "Epochs (default: 30, or 240 with --schedule=crd).", lower_bound=1,
+        "epochs",
+        None,
+        "Epochs (default: 30, or 240 with --schedule=crd).",
+        lower_bound=1,
         flag_values=flag_values,
     )
     _define_batch_size(flag_values, 64, "")
     flags.DEFINE_float(
-        "learning_rate", None, "Initial learning rate (default: the schedule's, 1e-3 for adam, "
-        "0.05 for crd).", flag_values=flag_values,
+        "learning_rate",
+        None,
+        "Initial learning rate (default: the schedule's, 1e-3 for adam, 0.05 for crd).",
+        flag_values=flag_values,
     )
     _define_seed(flag_values)
     flags.DEFINE_string(
-        "out", None,
+        "out",
+        None,
         "Path of the .keras teacher; its card is written beside it as .json "
         "(default: runs/teacher-MODEL-DATASET-TIME.keras).",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
-        "policy", None,
+        "policy",
+        None,
         "PBA schedule JSON of the teacher agent of role-wise KD, applied to the training images "
         "(default: no augmentation).",
         flag_values=flag_values,
     )
     flags.DEFINE_enum(
-        "schedule", "adam", ["adam", "crd"],
+        "schedule",
+        "adam",
+        ["adam", "crd"],
         "adam (Adam 1e-3, cosine, 30 epochs) or crd (the CRD CIFAR-100 teacher recipe: "
         "SGD 0.05, x0.1 at 150/180/210 of 240 epochs, pad-crop-flip).",
         flag_values=flag_values,
     )
     _define_strategy(flag_values, "the training")
     flags.DEFINE_enum(
-        "precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-        "The teacher's training precision; it is saved in float32.", flag_values=flag_values,
+        "precision",
+        "float32",
+        ["float32", "mixed_float16", "mixed_bfloat16"],
+        "The teacher's training precision; it is saved in float32.",
+        flag_values=flag_values,
     )
     _define_verbose(flag_values)
     _define_allow_weak_teacher(
@@ -309,7 +370,9 @@ def _define_train_vae(flag_values):
     flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate.", flag_values=flag_values)
     _define_seed(flag_values)
     flags.DEFINE_string(
-        "out", "runs/vae.keras", "Path of the .keras VAE; its card is written beside it as .json.",
+        "out",
+        "runs/vae.keras",
+        "Path of the .keras VAE; its card is written beside it as .json.",
         flag_values=flag_values,
     )
     _define_verbose(flag_values)
@@ -317,26 +380,31 @@ def _define_train_vae(flag_values):
 
 def _define_search(flag_values):
     flags.DEFINE_enum(
-        "role", "teacher", ["teacher", "student"],
+        "role",
+        "teacher",
+        ["teacher", "student"],
         "The agent's role: teacher (trains --model with CE) or student (distils --model "
         "from the frozen --teacher).",
         flag_values=flag_values,
     )
     _define_data(flag_values, "'digits' (offline) or 'tfds:NAME' (images)")
     flags.DEFINE_string(
-        "model", None,
+        "model",
+        None,
         "Zoo name of the network trained (default: cnn for --role=teacher, mlp for "
         "--role=student).",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
-        "teacher", None,
+        "teacher",
+        None,
         "--role=student: the frozen teacher, a .keras path, 'shipped:digits_cnn' or a zoo "
         "name (default: shipped:digits_cnn).",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "bits", None,
+        "bits",
+        None,
         "Train --model as a DoReFa network of this many bits (default: full precision).",
         lower_bound=1,
         flag_values=flag_values,
@@ -345,33 +413,45 @@ def _define_search(flag_values):
         "population", 16, "Number of trials.", lower_bound=1, flag_values=flag_values
     )
     flags.DEFINE_integer(
-        "epochs", None, "Epochs of every trial (default: 30 on digits, else 200).",
-        lower_bound=1, flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "perturbation_interval", 3, "Epochs between exploit/explore steps.", lower_bound=1,
+        "epochs",
+        None,
+        "Epochs of every trial (default: 30 on digits, else 200).",
+        lower_bound=1,
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "train_size", None,
+        "perturbation_interval",
+        3,
+        "Epochs between exploit/explore steps.",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "train_size",
+        None,
         "Train on a fixed seeded subset of this many samples (default: all the samples "
         "not held out for the reward).",
-        lower_bound=1, flag_values=flag_values,
+        lower_bound=1,
+        flag_values=flag_values,
     )
     _define_batch_size(flag_values, 64, "")
     flags.DEFINE_float(
-        "learning_rate", None,
-        "Learning rate (default: 1e-3 (Adam) for --role=teacher, the recipe's for "
-        "--role=student).",
+        "learning_rate",
+        None,
+        "Learning rate (default: 1e-3 (Adam) for --role=teacher, the recipe's for --role=student).",
         flag_values=flag_values,
     )
     _define_seed(flag_values)
     flags.DEFINE_string(
-        "out", None, "Output directory (default: runs/search-ROLE-DATASET-TIME).",
+        "out",
+        None,
+        "Output directory (default: runs/search-ROLE-DATASET-TIME).",
         flag_values=flag_values,
     )
     flags.DEFINE_bool(
-        "resume", False, "Continue the search in --out (after a crash or an interrupt).",
+        "resume",
+        False,
+        "Continue the search in --out (after a crash or an interrupt).",
         flag_values=flag_values,
     )
     _define_set(flag_values, "recipe rolewise (--role=student)")
@@ -385,11 +465,15 @@ def _define_search(flag_values):
 
 def _define_export_command(flag_values):
     flags.DEFINE_string(
-        "model", None, "Path of the .keras student to export (required, no default).",
+        "model",
+        None,
+        "Path of the .keras student to export (required, no default).",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
-        "out", None, "Directory for the exported files (required, no default).",
+        "out",
+        None,
+        "Directory for the exported files (required, no default).",
         flag_values=flag_values,
     )
     _define_export(flag_values)
@@ -424,15 +508,28 @@ def _run_distill(values, command_line):
         print(recipes.to_json(config))
         return
     metrics = jobs.distill_job(
-        recipe=values.recipe, dataset=values.dataset, teacher=values.teacher,
-        student=values.student, epochs=values.epochs, batch_size=values.batch_size,
-        seed=values.seed, out=values.out, export_formats=tuple(values.export),
-        data_dir=values.data_dir, download=_download(values), teacher_epochs=values.teacher_epochs,
-        verbose=_keras_verbose(values), student_bits=values.bits, strategy=values.strategy,
-        precision=values.precision, teacher_precision=values.teacher_precision,
-        deterministic=values.deterministic, safe_mode=not values.unsafe_deserialization,
+        recipe=values.recipe,
+        dataset=values.dataset,
+        teacher=values.teacher,
+        student=values.student,
+        epochs=values.epochs,
+        batch_size=values.batch_size,
+        seed=values.seed,
+        out=values.out,
+        export_formats=tuple(values.export),
+        data_dir=values.data_dir,
+        download=_download(values),
+        teacher_epochs=values.teacher_epochs,
+        verbose=_keras_verbose(values),
+        student_bits=values.bits,
+        strategy=values.strategy,
+        precision=values.precision,
+        teacher_precision=values.teacher_precision,
+        deterministic=values.deterministic,
+        safe_mode=not values.unsafe_deserialization,
         teacher_cache={"auto": "auto", "true": True, "false": False}[values.teacher_cache],
-        allow_weak_teacher=values.allow_weak_teacher, **overrides,
+        allow_weak_teacher=values.allow_weak_teacher,
+        **overrides,
     )
     print(summary(metrics))
 
@@ -441,11 +538,21 @@ def _run_train_teacher(values, command_line):
     from kd_keras import jobs
 
     card = jobs.train_teacher_job(
-        model=values.model, dataset=values.dataset, epochs=values.epochs,
-        batch_size=values.batch_size, learning_rate=values.learning_rate, seed=values.seed,
-        out=values.out, data_dir=values.data_dir, download=_download(values),
-        command=command_line, verbose=_keras_verbose(values), policy=values.policy,
-        schedule=values.schedule, strategy=values.strategy, precision=values.precision,
+        model=values.model,
+        dataset=values.dataset,
+        epochs=values.epochs,
+        batch_size=values.batch_size,
+        learning_rate=values.learning_rate,
+        seed=values.seed,
+        out=values.out,
+        data_dir=values.data_dir,
+        download=_download(values),
+        command=command_line,
+        verbose=_keras_verbose(values),
+        policy=values.policy,
+        schedule=values.schedule,
+        strategy=values.strategy,
+        precision=values.precision,
         allow_weak_teacher=values.allow_weak_teacher,
     )
     print(_table([(key, card[key]) for key in sorted(card)]))
@@ -455,10 +562,17 @@ def _run_train_vae(values, command_line):
     from kd_keras import jobs
 
     card = jobs.train_vae_job(
-        dataset=values.dataset, epochs=values.epochs, batch_size=values.batch_size,
-        latent_dim=values.latent_dim, learning_rate=values.learning_rate, seed=values.seed,
-        out=values.out, data_dir=values.data_dir, download=_download(values),
-        command=command_line, verbose=_keras_verbose(values),
+        dataset=values.dataset,
+        epochs=values.epochs,
+        batch_size=values.batch_size,
+        latent_dim=values.latent_dim,
+        learning_rate=values.learning_rate,
+        seed=values.seed,
+        out=values.out,
+        data_dir=values.data_dir,
+        download=_download(values),
+        command=command_line,
+        verbose=_keras_verbose(values),
     )
     print(_table([(key, card[key]) for key in sorted(card)]))
 
@@ -474,14 +588,25 @@ def _run_search(values, command_line):
         )
     try:
         report = jobs.search_job(
-            role=values.role, dataset=values.dataset, model=values.model, bits=values.bits,
-            teacher=values.teacher, population=values.population, epochs=values.epochs,
-            perturbation_interval=values.perturbation_interval, train_size=values.train_size,
-            batch_size=values.batch_size, learning_rate=values.learning_rate, seed=values.seed,
-            out=out, resume=values.resume, data_dir=values.data_dir,
+            role=values.role,
+            dataset=values.dataset,
+            model=values.model,
+            bits=values.bits,
+            teacher=values.teacher,
+            population=values.population,
+            epochs=values.epochs,
+            perturbation_interval=values.perturbation_interval,
+            train_size=values.train_size,
+            batch_size=values.batch_size,
+            learning_rate=values.learning_rate,
+            seed=values.seed,
+            out=out,
+            resume=values.resume,
+            data_dir=values.data_dir,
             download=_download(values),
             verbose=0 if values.verbose == "auto" else int(values.verbose),
-            allow_weak_teacher=values.allow_weak_teacher, **_overrides(values.set),
+            allow_weak_teacher=values.allow_weak_teacher,
+            **_overrides(values.set),
         )
     except ImportError as error:  # the optional [search] extra
         _fail(str(error).splitlines()[0])
@@ -504,8 +629,12 @@ def _run_export(values, command_line):
     if not values.out:
         _fail("export needs --out=DIRECTORY for the exported files.")
     report = jobs.export_job(
-        values.model, values.out, tuple(values.export), dataset=values.dataset,
-        data_dir=values.data_dir, download=_download(values),
+        values.model,
+        values.out,
+        tuple(values.export),
+        dataset=values.dataset,
+        data_dir=values.data_dir,
+        download=_download(values),
         safe_mode=not values.unsafe_deserialization,
     )
     print(_export_table(report))
@@ -518,26 +647,33 @@ COMMANDS = {
             "distill",
             "Distil a teacher into a student with a recipe (default: the shipped digits "
             "teacher -> MLP, recipe kd, offline) and export the student.",
-            _define_distill, _run_distill,
+            _define_distill,
+            _run_distill,
         ),
         Command(
-            "train-teacher", "Train a teacher with cross-entropy and save it with a card.",
-            _define_train_teacher, _run_train_teacher,
+            "train-teacher",
+            "Train a teacher with cross-entropy and save it with a card.",
+            _define_train_teacher,
+            _run_train_teacher,
         ),
         Command(
             "train-vae",
             "Train the VAE of the generative HARD augmenter and save it with a card.",
-            _define_train_vae, _run_train_vae,
+            _define_train_vae,
+            _run_train_vae,
         ),
         Command(
-            "export", "Export a saved student to SavedModel / TFLite with parity checks.",
-            _define_export_command, _run_export,
+            "export",
+            "Export a saved student to SavedModel / TFLite with parity checks.",
+            _define_export_command,
+            _run_export,
         ),
         Command(
             "search",
             "Search a role-wise augmentation agent (a PBA schedule) by population-based "
             "training on Ray Tune (extra: kd_keras[search]).",
-            _define_search, _run_search,
+            _define_search,
+            _run_search,
         ),
     )
 }
@@ -716,7 +852,9 @@ def _overrides(pairs):
     for pair in pairs:
         key, separator, value = pair.partition("=")
         key = key.strip()
-        if not separator or not all(part.isidentifier() or part.isdigit() for part in key.split(".")):
+        if not separator or not all(
+            part.isidentifier() or part.isdigit() for part in key.split(".")
+        ):
             raise ValueError(
                 "--set expects KEY=VALUE with a recipe option or a (dotted) config "
                 f"setting as KEY, e.g. temperature=2 or optimizer.learning_rate=0.1, got {pair!r}."
@@ -744,11 +882,13 @@ def _add_hints(overrides, hints):
                 "--hint expects TEACHER_LAYER:STUDENT_LAYER or TEACHER_LAYER:STUDENT_LAYER:WEIGHT, "
                 f"e.g. --hint=global_average_pooling2d:dense:10, got {hint!r}."
             )
-        losses.append({
-            "class_name": "HintDistillation",
-            "teacher_layer_name": parts[0].strip(),
-            "student_layer_name": parts[1].strip(),
-        })
+        losses.append(
+            {
+                "class_name": "HintDistillation",
+                "teacher_layer_name": parts[0].strip(),
+                "student_layer_name": parts[1].strip(),
+            }
+        )
         weights.append(weight)
     present = overrides.get("extra_losses") or []
     present_weights = overrides.get("extra_loss_weights")
@@ -798,11 +938,13 @@ def summary(metrics):
         rows.append(("teacher precision", metrics["teacher_precision"]))
     cache = metrics.get("teacher_cache")
     if cache:
-        rows.append((
-            "teacher cache",
-            f"{cache['samples'] + cache.get('validation_samples', 0):,} x {cache['classes']} "
-            f"{cache['dtype']} logits, {cache['bytes'] / 2**20:.1f} MiB",
-        ))
+        rows.append(
+            (
+                "teacher cache",
+                f"{cache['samples'] + cache.get('validation_samples', 0):,} x {cache['classes']} "
+                f"{cache['dtype']} logits, {cache['bytes'] / 2**20:.1f} MiB",
+            )
+        )
     for name, report in metrics["exports"].items():
         rows.append((f"{name} size", f"{report['bytes'] / 1024:.1f} KiB"))
     rows += [
@@ -814,31 +956,40 @@ def summary(metrics):
 
 def _export_table(report):
     rows = [
-        (name, f"{r['bytes'] / 1024:.1f} KiB, max|diff| {r['max_abs_diff']:.2e}, "
-               f"agreement {_percent(r['agreement'])}")
+        (
+            name,
+            f"{r['bytes'] / 1024:.1f} KiB, max|diff| {r['max_abs_diff']:.2e}, "
+            f"agreement {_percent(r['agreement'])}",
+        )
         for name, r in report.items()
     ]
     return _table(rows)
 
 
 def _search_table(report):
-    return _table([
-        ("role", report["role"]),
-        ("model", report["model"]),
-        ("population", report["population"]),
-        ("epochs", report["epochs"]),
-        ("best trial", report["best_trial"]),
-        ("best validation accuracy", _percent(report["best_validation_accuracy"])),
-        ("final rewards", _rewards(report)),
-        ("trial-epochs", report["trial_epochs"]),
-        ("exploits", report["exploits"]),
-        ("wall time per trial-epoch", (
-            f"{report['seconds_per_trial_epoch']:.2f} s"
-            if report["seconds_per_trial_epoch"] is not None else "nothing left to train"
-        )),
-        ("schedule", report["schedule"]),
-        ("ray experiment", report["experiment"]),
-    ])
+    return _table(
+        [
+            ("role", report["role"]),
+            ("model", report["model"]),
+            ("population", report["population"]),
+            ("epochs", report["epochs"]),
+            ("best trial", report["best_trial"]),
+            ("best validation accuracy", _percent(report["best_validation_accuracy"])),
+            ("final rewards", _rewards(report)),
+            ("trial-epochs", report["trial_epochs"]),
+            ("exploits", report["exploits"]),
+            (
+                "wall time per trial-epoch",
+                (
+                    f"{report['seconds_per_trial_epoch']:.2f} s"
+                    if report["seconds_per_trial_epoch"] is not None
+                    else "nothing left to train"
+                ),
+            ),
+            ("schedule", report["schedule"]),
+            ("ray experiment", report["experiment"]),
+        ]
+    )
 
 
 def _rewards(report):

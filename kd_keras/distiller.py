@@ -26,6 +26,8 @@ INPUTS = "inputs"
 TEACHER_LOGITS = "teacher_logits"
 # Logged by every run, as keras.distillation.Distiller logs them.
 _TOTALS = ("loss", "total_loss", "student_loss", "distillation_loss")
+
+
 @keras.saving.register_keras_serializable(package="kd_keras")
 class Distiller(keras.Model):
     """Trains a student to match a frozen teacher on views an augmenter makes.
@@ -311,8 +313,10 @@ class Distiller(keras.Model):
             run_eagerly=run_eagerly,
             **kwargs,
         )
-        self.replica_jit_compile = replicated and not run_eagerly and (
-            self._resolve_replica_jit() if jit_compile == "auto" else bool(jit_compile)
+        self.replica_jit_compile = (
+            replicated
+            and not run_eagerly
+            and (self._resolve_replica_jit() if jit_compile == "auto" else bool(jit_compile))
         )
         self.augmenter_optimizer = augmenter_optimizer
         self._compile_arguments = {
@@ -351,8 +355,7 @@ class Distiller(keras.Model):
 
     def _resolve_replica_jit(self):
         accelerators = [
-            device for device in tf.config.list_physical_devices()
-            if device.device_type != "CPU"
+            device for device in tf.config.list_physical_devices() if device.device_type != "CPU"
         ]
         return bool(accelerators) and all(
             layer.supports_jit for layer in _keras_compat.flatten_layers(self)
@@ -427,9 +430,7 @@ class Distiller(keras.Model):
 
     def _views(self, x, y):
         teacher_fn = _with_features(self._teacher_fn, self._teacher_with_features)
-        return as_views(
-            self.augmenter.views(x, y, teacher_fn, self._student_fn, training=True)
-        )
+        return as_views(self.augmenter.views(x, y, teacher_fn, self._student_fn, training=True))
 
     def _student_fn(self, x):
         return self.student(x, training=False)
@@ -539,11 +540,13 @@ class Distiller(keras.Model):
         """
         features = self._teacher_features is not None
         missing = [
-            index for index, view in enumerate(views)
+            index
+            for index, view in enumerate(views)
             if view.teacher_logits is None or (features and view.teacher_features is None)
         ]
         outputs = [
-            None if index in missing
+            None
+            if index in missing
             else {**(view.teacher_features or {}), FINAL_OUTPUT: view.teacher_logits}
             for index, view in enumerate(views)
         ]
@@ -557,8 +560,7 @@ class Distiller(keras.Model):
             for index, piece in zip(missing, pieces):
                 outputs[index] = piece
         return [
-            {name: ops.stop_gradient(value) for name, value in output.items()}
-            for output in outputs
+            {name: ops.stop_gradient(value) for name, value in output.items()} for output in outputs
         ]
 
     def _student_outputs(self, views, training):
@@ -584,9 +586,7 @@ class Distiller(keras.Model):
             if _is_zero(view.distill_weight):
                 continue
             for index, distillation_loss in enumerate(self.distillation_losses):
-                teacher_value, student_value = _loss_inputs(
-                    distillation_loss, teacher, student
-                )
+                teacher_value, student_value = _loss_inputs(distillation_loss, teacher, student)
                 validate = getattr(distillation_loss, "validate_outputs", None)
                 if validate is not None:
                     validate(teacher_value, student_value)
@@ -680,7 +680,8 @@ class Distiller(keras.Model):
 
     def _student_metrics(self):
         return [
-            metric for metric in self.metrics
+            metric
+            for metric in self.metrics
             if metric is not self._trackers.get("augmenter_objective")
         ]
 
@@ -696,7 +697,8 @@ class Distiller(keras.Model):
         # loss); its compiled metrics stay.
         mine = [*self._trackers.values(), self._agreement, self._accuracy]
         compiled = [
-            metric for metric in super().metrics
+            metric
+            for metric in super().metrics
             if metric.name != "loss" and all(metric is not own for own in mine)
         ]
         return [*ours, *compiled]
@@ -753,10 +755,7 @@ def _warn_if_logits_kl(loss):
     # softmax is applied: the KL of logits clipped to [1e-7, 1] teaches nothing.
     if not isinstance(loss, keras.distillation.LogitsDistillation):
         return
-    if any(
-        function is keras.losses.kl_divergence
-        for function in keras.tree.flatten(loss.loss)
-    ):
+    if any(function is keras.losses.kl_divergence for function in keras.tree.flatten(loss.loss)):
         warnings.warn(
             "LogitsDistillation(loss='kl_divergence') applies no softmax in Keras "
             f"{keras.__version__} (it takes the KL of clipped logits, which trains "

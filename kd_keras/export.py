@@ -135,8 +135,14 @@ def export_student(
         for fmt in formats:
             path = os.path.join(out_dir, _FILENAMES[fmt])
             report[fmt] = _export_checked(
-                student, fmt, path, scratch, check_data, reference,
-                representative_data, thresholds[fmt],
+                student,
+                fmt,
+                path,
+                scratch,
+                check_data,
+                reference,
+                representative_data,
+                thresholds[fmt],
             )
     return report
 
@@ -195,12 +201,9 @@ def _validate(formats, check_data, representative_data):
     unknown = [fmt for fmt in formats if fmt not in FORMATS]
     if unknown or not formats:
         raise ValueError(
-            f"Unknown or no export formats in {list(formats)}; "
-            f"valid formats are {list(FORMATS)}."
+            f"Unknown or no export formats in {list(formats)}; valid formats are {list(FORMATS)}."
         )
-    if "tflite_int8" in formats and (
-        representative_data is None or len(representative_data) == 0
-    ):
+    if "tflite_int8" in formats and (representative_data is None or len(representative_data) == 0):
         raise ValueError(
             "'tflite_int8' needs representative_data: pass 100-200 "
             "representative training inputs to calibrate int8 ranges."
@@ -223,8 +226,7 @@ def _merge_tolerances(tolerances):
     for fmt, limits in (tolerances or {}).items():
         if fmt not in FORMATS:
             raise ValueError(
-                f"Unknown format {fmt!r} in tolerances; valid formats are "
-                f"{list(FORMATS)}."
+                f"Unknown format {fmt!r} in tolerances; valid formats are {list(FORMATS)}."
             )
         unknown = set(limits) - {"max_abs_diff", "agreement"}
         if unknown:
@@ -246,19 +248,23 @@ def _prepare_out_dir(out_dir, formats):
             "directory (a new path or an existing folder)."
         )
     stale = [
-        _FILENAMES[fmt] for fmt in formats
-        if os.path.exists(os.path.join(out_dir, _FILENAMES[fmt]))
+        _FILENAMES[fmt] for fmt in formats if os.path.exists(os.path.join(out_dir, _FILENAMES[fmt]))
     ]
     if stale:
         raise FileExistsError(
-            f"{os.fspath(out_dir)!r} already holds {', '.join(stale)}; export "
-            "into a new directory."
+            f"{os.fspath(out_dir)!r} already holds {', '.join(stale)}; export into a new directory."
         )
     os.makedirs(out_dir, exist_ok=True)
 
 
 def _export_checked(
-    student, fmt, path, scratch, check_data, reference, representative_data,
+    student,
+    fmt,
+    path,
+    scratch,
+    check_data,
+    reference,
+    representative_data,
     thresholds,
 ):
     try:
@@ -297,9 +303,7 @@ def _convert(saved_model_dir, fmt, representative_data):
         converter.target_spec.supported_types = [tf.float16]
     elif fmt == "tflite_int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative_dataset(
-            representative_data
-        )
+        converter.representative_dataset = _representative_dataset(representative_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -339,9 +343,7 @@ def _compare(outputs, reference):
     outputs = np.asarray(outputs, dtype="float32")
     return {
         "max_abs_diff": float(np.max(np.abs(outputs - reference))),
-        "agreement": float(
-            np.mean(np.argmax(outputs, axis=-1) == np.argmax(reference, axis=-1))
-        ),
+        "agreement": float(np.mean(np.argmax(outputs, axis=-1) == np.argmax(reference, axis=-1))),
     }
 
 

@@ -103,12 +103,8 @@ class TokenEmbedding(keras.layers.Layer):
             **super().get_config(),
             "vocabulary_size": self.vocabulary_size,
             "output_dim": self.output_dim,
-            "embeddings_initializer": keras.initializers.serialize(
-                self.embeddings_initializer
-            ),
-            "embeddings_regularizer": keras.regularizers.serialize(
-                self.embeddings_regularizer
-            ),
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+            "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
         }
 
 
@@ -159,7 +155,5 @@ class PositionEmbedding(keras.layers.Layer):
         return {
             **super().get_config(),
             "sequence_length": self.sequence_length,
-            "embeddings_initializer": keras.initializers.serialize(
-                self.embeddings_initializer
-            ),
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }

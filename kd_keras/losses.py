@@ -51,9 +51,7 @@ class TemperatureKL(keras.losses.Loss):
         kwargs.setdefault("dtype", "float32")
         super().__init__(reduction=reduction, name=name, **kwargs)
         if not temperature > 0:
-            raise ValueError(
-                f"temperature must be positive, got {temperature}: use e.g. 4.0."
-            )
+            raise ValueError(f"temperature must be positive, got {temperature}: use e.g. 4.0.")
         self.temperature = float(temperature)
 
     def call(self, y_true, y_pred):
@@ -191,9 +189,7 @@ class HintDistillation(keras.layers.Layer, keras.distillation.DistillationLoss):
         if not self.built:
             self.build(*shapes)
         else:
-            self.validate_outputs(
-                keras.KerasTensor(shapes[0]), keras.KerasTensor(shapes[1])
-            )
+            self.validate_outputs(keras.KerasTensor(shapes[0]), keras.KerasTensor(shapes[1]))
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         student_shape = tuple(student_outputs.shape)
@@ -287,9 +283,7 @@ def cross_entropy_per_sample(labels, logits):
     logits = ops.cast(logits, "float32")
     if _is_sparse(labels, logits):
         labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
-        return keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True
-        )
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     return keras.losses.categorical_crossentropy(
         ops.cast(labels, "float32"), logits, from_logits=True
     )

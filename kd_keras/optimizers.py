@@ -66,9 +66,7 @@ class CoupledSGD(keras.optimizers.SGD):
             learning_rate=learning_rate, momentum=float(momentum), nesterov=nesterov, **kwargs
         )
         if not coupled_weight_decay >= 0:
-            raise ValueError(
-                f"coupled_weight_decay must be >= 0, got {coupled_weight_decay}."
-            )
+            raise ValueError(f"coupled_weight_decay must be >= 0, got {coupled_weight_decay}.")
         self.coupled_weight_decay = float(coupled_weight_decay)
 
     def update_step(self, gradient, variable, learning_rate):

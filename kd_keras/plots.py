@@ -109,8 +109,10 @@ def image_grid(rows, captions=None, title=None, min_size=112):
             if caption:
                 text_w, _ = _text_size(draw, caption, font)
                 draw.text(
-                    (left + (cell_width - text_w) // 2, top + cell_height + 2), caption,
-                    fill=INK, font=font,
+                    (left + (cell_width - text_w) // 2, top + cell_height + 2),
+                    caption,
+                    fill=INK,
+                    font=font,
                 )
         boxes.append(row_boxes)
     return np.asarray(canvas), boxes
@@ -178,8 +180,12 @@ def plot_policy_trajectory(history, path, columns=5):
         draw.text((left, box[3] - 10), "0", fill=INK, font=small)
         draw.text((box[0], box[3] + 2), str(first), fill=INK, font=small)
         last_label = str(last)
-        draw.text((box[2] - _text_size(draw, last_label, small)[0], box[3] + 2), last_label,
-                  fill=INK, font=small)
+        draw.text(
+            (box[2] - _text_size(draw, last_label, small)[0], box[3] + 2),
+            last_label,
+            fill=INK,
+            font=small,
+        )
 
         def point(epoch, value, box=box):
             return (
@@ -190,7 +196,8 @@ def plot_policy_trajectory(history, path, columns=5):
         for series, colour in SERIES_COLOURS.items():
             points = [
                 point(record["epoch"], record[f"{series}/{name}"])
-                for record in history if f"{series}/{name}" in record
+                for record in history
+                if f"{series}/{name}" in record
             ]
             if len(points) == 1:
                 x0, y0 = points[0]

@@ -18,9 +18,7 @@ def check(precision, teacher_precision="float32"):
         teacher_precision: one of `TEACHER_PRECISIONS` (the frozen teacher's).
     """
     if precision not in PRECISIONS:
-        raise ValueError(
-            f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}."
-        )
+        raise ValueError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if teacher_precision not in TEACHER_PRECISIONS:
         raise ValueError(
             f"Unknown teacher precision {teacher_precision!r}: choose one of "

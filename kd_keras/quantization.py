@@ -97,9 +97,7 @@ def quantize_weights(w, bits):
     if bits == 1:
         # DoReFa's sign(w / E) * E: the gradient reaches w unscaled. The floor
         # keeps an all-zero kernel finite.
-        scale = ops.stop_gradient(
-            ops.maximum(ops.mean(ops.abs(w)), keras.backend.epsilon())
-        )
+        scale = ops.stop_gradient(ops.maximum(ops.mean(ops.abs(w)), keras.backend.epsilon()))
         return ops.multiply(_sign_straight_through(ops.divide(w, scale)), scale)
     squashed = ops.tanh(w)
     # An all-zero kernel (e.g. zero-initialised) would divide by zero.
@@ -459,10 +457,7 @@ def _relus_feeding(model, low_bit_names):
             )
         return reaches[name]
 
-    return {
-        layer.name for layer in model.layers
-        if _is_relu(layer) and reaches_low_bit(layer.name)
-    }
+    return {layer.name for layer in model.layers if _is_relu(layer) and reaches_low_bit(layer.name)}
 
 
 def _inbound_names(value):

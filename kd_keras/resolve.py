@@ -70,24 +70,27 @@ def _rebuild_hint(path):
     return "save the model again with model.save(...) and pass that file"
 
 
-def resolve_teacher(
-    spec, bundle, seed=0, epochs=30, batch_size=64, verbose="auto", safe_mode=True
-):
+def resolve_teacher(spec, bundle, seed=0, epochs=30, batch_size=64, verbose="auto", safe_mode=True):
     """Return a trained teacher from a shipped name, a `.keras` path or a zoo name.
 
     A zoo name (e.g. `"resnet56"`) builds that model and trains it on the
     bundle's training data first, so a one-line command can start from scratch.
     """
     if spec.startswith("shipped:"):
-        filename = f"{spec[len('shipped:'):]}_teacher.keras"
+        filename = f"{spec[len('shipped:') :]}_teacher.keras"
         teacher = load_model(shipped.path(filename))
     elif spec.endswith(".keras") or os.sep in spec:
         teacher = load_model(spec, safe_mode=safe_mode)
     elif spec in kd_models.names():
         teacher = kd_models.get(spec, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs)
         train_teacher(
-            teacher, bundle.train, epochs=epochs, batch_size=batch_size,
-            validation_data=bundle.test, seed=seed, verbose=verbose,
+            teacher,
+            bundle.train,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=bundle.test,
+            seed=seed,
+            verbose=verbose,
         )
     else:
         raise RunError(
@@ -95,7 +98,9 @@ def resolve_teacher(
             f"or a zoo name ({', '.join(kd_models.names())})."
         )
     check_fits(
-        teacher, bundle, "teacher",
+        teacher,
+        bundle,
+        "teacher",
         fix="give a teacher built for this data set, or no --teacher for its default",
     )
     return teacher
@@ -163,10 +168,12 @@ def teacher_quality(logits, labels):
     predicted = logits.argmax(-1)
     classes = logits.shape[-1]
     accuracy = float(np.mean(predicted == labels))
-    chance = float(np.dot(
-        np.bincount(predicted, minlength=classes) / len(labels),
-        np.bincount(labels.astype("int64"), minlength=classes)[:classes] / len(labels),
-    ))
+    chance = float(
+        np.dot(
+            np.bincount(predicted, minlength=classes) / len(labels),
+            np.bincount(labels.astype("int64"), minlength=classes)[:classes] / len(labels),
+        )
+    )
     kappa = (accuracy - chance) / (1.0 - chance) if chance < 1.0 else float(accuracy == 1.0)
     return {"accuracy": accuracy, "chance": chance, "kappa": float(kappa)}
 

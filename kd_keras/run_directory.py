@@ -107,16 +107,13 @@ def check_writable(out, what="the run directory"):
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise RunError(
-            f"Cannot create {what} {out}: {existing} is a file; choose another --out."
-        )
+        raise RunError(f"Cannot create {what} {out}: {existing} is a file; choose another --out.")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise RunError(
-            f"Cannot write {what} {out} ({error.strerror or error}): "
-            "choose a writable --out."
+            f"Cannot write {what} {out} ({error.strerror or error}): choose a writable --out."
         ) from error
 
 

@@ -53,9 +53,7 @@ def get(name="default"):
             _check_tf_config()
             _CREATED[name] = tf.distribute.MultiWorkerMirroredStrategy()
         else:
-            raise ValueError(
-                f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}."
-            )
+            raise ValueError(f"Unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
     return _CREATED[name]
 
 
@@ -162,9 +160,7 @@ def place(model, strategy):
     """
     if not isinstance(model, keras.Model):
         if not callable(model):
-            raise TypeError(
-                f"Expected a keras.Model or a function that builds one, got {model!r}."
-            )
+            raise TypeError(f"Expected a keras.Model or a function that builds one, got {model!r}.")
         model = model()
         if not isinstance(model, keras.Model):
             raise TypeError(f"The model builder returned {model!r}, not a keras.Model.")
@@ -179,6 +175,5 @@ def place(model, strategy):
 def in_scope(model, strategy):
     """True when every variable of `model` was created under `strategy`'s scope."""
     return all(
-        strategy.extended.variable_created_in_scope(variable.value)
-        for variable in model.variables
+        strategy.extended.variable_created_in_scope(variable.value) for variable in model.variables
     )

@@ -41,7 +41,8 @@ def _numpy(tensor):
 def _views(augmenter, x, y, teacher, student, training=True):
     return as_views(
         augmenter.views(
-            keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y),
+            keras.ops.convert_to_tensor(x),
+            keras.ops.convert_to_tensor(y),
             lambda inputs: teacher(inputs, training=False),
             lambda inputs: student(inputs, training=False),
             training=training,
@@ -114,13 +115,18 @@ def run_augmenter_test(
         again.build((None, *input_shape))
         np.testing.assert_allclose(
             np.concatenate([v.ravel() for v in _view_arrays(views)]),
-            np.concatenate([v.ravel() for v in _view_arrays(
-                _views(again, x, y, teacher, student))]),
-            rtol=1e-6, atol=1e-6, err_msg="the same seed must draw the same views",
+            np.concatenate(
+                [v.ravel() for v in _view_arrays(_views(again, x, y, teacher, student))]
+            ),
+            rtol=1e-6,
+            atol=1e-6,
+            err_msg="the same seed must draw the same views",
         )
         other = make(8)
         other.build((None, *input_shape))
-        assert not _same(views, _views(other, x, y, teacher, student)), "another seed drew the same views"
+        assert not _same(views, _views(other, x, y, teacher, student)), (
+            "another seed drew the same views"
+        )
         first, second = (make(7), make(7))
         for layer in (first, second):
             layer.build((None, *input_shape))
@@ -145,9 +151,7 @@ def _check_config(augmenter):
     assert config["seed"] == 7
     clone = type(augmenter).from_config(config)
     assert clone.get_config() == config
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(augmenter)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(augmenter))
     assert type(restored) is type(augmenter) and restored.get_config() == config
 
 
@@ -171,8 +175,11 @@ def _check_views(views, x, input_shape):
 def _distiller(make, input_shape, num_classes, learnable):
     keras.utils.set_random_seed(3)
     distiller = kd_keras.Distiller(
-        tiny_teacher(input_shape, num_classes), tiny_student(input_shape, num_classes),
-        kd_keras.losses.TemperatureKL(4.0), student_loss_weight=0.1, augmenter=make(7),
+        tiny_teacher(input_shape, num_classes),
+        tiny_student(input_shape, num_classes),
+        kd_keras.losses.TemperatureKL(4.0),
+        student_loss_weight=0.1,
+        augmenter=make(7),
     )
     return distiller
 

@@ -68,7 +68,9 @@ def weights_of(model):
 
 
 def same_weights(before, model):
-    return all(np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(before, model.weights))
+    return all(
+        np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(before, model.weights)
+    )
 
 
 @keras.saving.register_keras_serializable(package="kd_keras_tests")

@@ -72,8 +72,15 @@ def distil(recipe, strategy, epochs=2, **overrides):
     x = 1 / (1 + np.exp(-x))  # images in [0, 1], as tst's and backward's views
     # Builders: the models are created in the strategy's scope.
     return kd_keras.distill(
-        tiny_teacher, tiny_student, (x, y), recipe=recipe, epochs=epochs,
-        batch_size=16, strategy=strategy, verbose=0, **overrides,
+        tiny_teacher,
+        tiny_student,
+        (x, y),
+        recipe=recipe,
+        epochs=epochs,
+        batch_size=16,
+        strategy=strategy,
+        verbose=0,
+        **overrides,
     )
 
 
@@ -109,8 +116,17 @@ def run_random():
     for recipe, epochs, overrides in (
         ("mixup", 2, {}),
         ("cutmix_pick", 2, {}),
-        ("hard", 2, {"student_steps": 1, "augmenter_steps": 1, "sampler": "network",
-                     "candidates": 1, "interpolation": "bilinear"}),
+        (
+            "hard",
+            2,
+            {
+                "student_steps": 1,
+                "augmenter_steps": 1,
+                "sampler": "network",
+                "candidates": 1,
+                "interpolation": "bilinear",
+            },
+        ),
         ("tst", 4, {}),  # policy phases at epochs 1 and 2 of 4
     ):
         distiller = distil(recipe, "mirrored", epochs=epochs, **overrides)

@@ -27,8 +27,15 @@ from conftest import tiny_teacher  # noqa: E402
 def distil(recipe, **overrides):
     x, y = tiny_batch(count=32)
     return kd_keras.distill(
-        tiny_teacher, tiny_student, (x, y), recipe=recipe, epochs=2, batch_size=16,
-        strategy=strategy, verbose=0, **overrides,
+        tiny_teacher,
+        tiny_student,
+        (x, y),
+        recipe=recipe,
+        epochs=2,
+        batch_size=16,
+        strategy=strategy,
+        verbose=0,
+        **overrides,
     )
 
 
@@ -36,8 +43,14 @@ kd = distil("kd")
 to_numpy = keras.ops.convert_to_numpy
 arrays = {f"kd_{i}": to_numpy(w) for i, w in enumerate(kd.student.weights)}
 if kd_strategy.is_multi_worker(strategy):
-    hard = distil("hard", student_steps=1, augmenter_steps=1, sampler="network",
-                  candidates=1, interpolation="bilinear")
+    hard = distil(
+        "hard",
+        student_steps=1,
+        augmenter_steps=1,
+        sampler="network",
+        candidates=1,
+        interpolation="bilinear",
+    )
     arrays.update(
         {f"hard_{i}": to_numpy(w) for i, w in enumerate(hard.augmenter.trainable_weights)}
     )

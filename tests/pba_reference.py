@@ -124,9 +124,7 @@ class ReferencePBAAugment:
     @property
     def policy(self):
         """The `Policy` in force now."""
-        return Policy(
-            self._probability_levels.numpy(), self._magnitude_levels.numpy()
-        )
+        return Policy(self._probability_levels.numpy(), self._magnitude_levels.numpy())
 
     def set_epoch(self, epoch, epochs=None):
         """Make the map function use `epoch`'s policy and draws (of a run of `epochs`)."""
@@ -184,9 +182,10 @@ class ReferencePBAAugment:
             tf.cast(_uniform(keys, _COUNT, 1) >= thresholds, tf.int32), axis=1, keepdims=True
         )
         order = tf.argsort(_uniform(keys, _ORDER, _ENTRIES), axis=1, stable=True)
-        probabilities = tf.cast(
-            tf.gather(tf.reshape(self._probability_levels, [-1]), order), tf.float32
-        ) / PARAMETER_MAX
+        probabilities = (
+            tf.cast(tf.gather(tf.reshape(self._probability_levels, [-1]), order), tf.float32)
+            / PARAMETER_MAX
+        )
         coins = _uniform(keys, _COINS, _ENTRIES) < probabilities
         applied = tf.cumsum(tf.cast(coins, tf.int32), axis=1)
         chosen = coins & (applied <= count)
@@ -194,9 +193,7 @@ class ReferencePBAAugment:
         # applied op, or `_ENTRIES` (no op) if there is none.
         picked = tf.stack(
             [
-                tf.reduce_min(
-                    tf.where(chosen & (applied == slot + 1), order, _ENTRIES), axis=1
-                )
+                tf.reduce_min(tf.where(chosen & (applied == slot + 1), order, _ENTRIES), axis=1)
                 for slot in range(_MAX_OPS)
             ],
             axis=1,
@@ -259,8 +256,10 @@ class ReferencePBAAugment:
                     fn_output_signature=images.dtype,
                 )
         else:
+
             def run():
                 return op.function(images, magnitudes, **options)
+
         # Most groups are empty (an op no image chose, or one the policy
         # never applies): skip them.
         return tf.cond(tf.size(magnitudes) > 0, run, lambda: images)
@@ -296,7 +295,10 @@ class ReferencePBAAugment:
         seeds = tf.bitcast(_hashes(keys, _FINAL_CUTOUT, 1), tf.int32)[:, 0]
         return tf.map_fn(
             lambda args: image_ops.cutout(
-                args[0][None], 1.0, max_size=self.cutout, fill_value=self.fill_value,
+                args[0][None],
+                1.0,
+                max_size=self.cutout,
+                fill_value=self.fill_value,
                 seed=_GivenSeed(args[1]),
             )[0],
             (images, seeds),

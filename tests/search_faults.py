@@ -48,8 +48,6 @@ if __name__ == "__main__":
     from kd_keras import cli
 
     register_by_value()
-    kd_keras.search.search = functools.partial(
-        kd_keras.search.search, callbacks=[FailOnce(marker)]
-    )
+    kd_keras.search.search = functools.partial(kd_keras.search.search, callbacks=[FailOnce(marker)])
     sys.argv = ["kd-keras", *arguments]
     cli.run()

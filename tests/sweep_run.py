@@ -93,14 +93,23 @@ def run_case(case, strategy):
     result = {**case}
     try:
         distiller = kd_keras.distill(
-            teacher, student, (x, y), recipe=recipe, epochs=1, batch_size=16, verbose=0,
-            strategy=strategy, **case.get("overrides", {}),
+            teacher,
+            student,
+            (x, y),
+            recipe=recipe,
+            epochs=1,
+            batch_size=16,
+            verbose=0,
+            strategy=strategy,
+            **case.get("overrides", {}),
         )
     except Exception as error:  # noqa: BLE001 - the sweep reports every failure
         lines = [line for line in str(error).splitlines() if line.strip()]
         result.update(
-            status="raised", error_type=type(error).__name__,
-            error=lines[0] if lines else "", error_lines=len(lines),
+            status="raised",
+            error_type=type(error).__name__,
+            error=lines[0] if lines else "",
+            error_lines=len(lines),
             student_unchanged=all(
                 np.array_equal(a, np.array(b)) for a, b in zip(student_before, student.weights)
             ),
@@ -117,11 +126,13 @@ def run_case(case, strategy):
             for a, b in zip(student_before, distiller.student.weights)
         ),
         augmenter_steps=(
-            0 if distiller.augmenter_optimizer is None
+            0
+            if distiller.augmenter_optimizer is None
             else int(distiller.augmenter_optimizer.iterations.numpy())
         ),
         teacher_unchanged=all(
-            np.array_equal(a, np.array(b)) for a, b in zip(teacher_before, distiller.teacher.weights)
+            np.array_equal(a, np.array(b))
+            for a, b in zip(teacher_before, distiller.teacher.weights)
         ),
     )
     with tempfile.TemporaryDirectory() as directory:

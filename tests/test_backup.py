@@ -17,7 +17,13 @@ pytestmark = pytest.mark.large
 
 def spatial_distiller():
     augmenter = kd_keras.augment.SpatialAugmenter(
-        sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear", filters=4, units=8, seed=0
+        sampler="network",
+        image_conditioned=True,
+        candidates=1,
+        interpolation="bilinear",
+        filters=4,
+        units=8,
+        seed=0,
     )
     distiller = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=augmenter)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
@@ -50,7 +56,9 @@ def test_checkpoint_round_trips_weights_optimisers_phase_and_seeds(tmp_path):
     backup = Backup(tmp_path, signature={"run": 1}, delete_checkpoint=False)
     distiller.fit(x, y, batch_size=8, epochs=2, callbacks=[backup], verbose=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.json", "epoch-000002.seeds.npz", "epoch-000002.weights.h5",
+        "checkpoint.json",
+        "epoch-000002.seeds.npz",
+        "epoch-000002.weights.h5",
     ]
     assert read_checkpoint(tmp_path)["epoch"] == 2
     saved = values(distiller)
@@ -100,7 +108,11 @@ def test_a_checkpoint_of_another_run_or_model_is_refused(tmp_path):
     x, y = tiny_batch(count=16)
     distiller = spatial_distiller()
     distiller.fit(
-        x, y, batch_size=8, epochs=1, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
         callbacks=[Backup(tmp_path, signature={"seed": 0}, delete_checkpoint=False)],
     )
     other = Backup(tmp_path, signature={"seed": 1})
@@ -139,10 +151,21 @@ def test_a_resumed_distillation_equals_an_uninterrupted_one(digits, tmp_path):
         student = kd_keras.models.get("mlp", digits.input_shape, 10, width=16)
         snapshots = kd_keras.callbacks.ViewSnapshots(tmp_path / "logs", x[:4])
         return kd_keras.distill(
-            teacher, student, (x, y), recipe="hard", epochs=3, batch_size=16, seed=4,
-            student_steps=1, augmenter_steps=1, sampler="network", candidates=1,
-            interpolation="bilinear", backup=backup,
-            callbacks=[snapshots, *extra], verbose=0,
+            teacher,
+            student,
+            (x, y),
+            recipe="hard",
+            epochs=3,
+            batch_size=16,
+            seed=4,
+            student_steps=1,
+            augmenter_steps=1,
+            sampler="network",
+            candidates=1,
+            interpolation="bilinear",
+            backup=backup,
+            callbacks=[snapshots, *extra],
+            verbose=0,
         )
 
     whole = run()
@@ -158,7 +181,9 @@ def test_a_resumed_distillation_equals_an_uninterrupted_one(digits, tmp_path):
 
 
 @pytest.mark.parametrize("interval, saved", [(0.0, [1, 2, 3, 4]), (3600.0, [1, 4])])
-def test_a_save_interval_keeps_the_first_and_last_epoch_and_skips_the_rest(tmp_path, monkeypatch, interval, saved):
+def test_a_save_interval_keeps_the_first_and_last_epoch_and_skips_the_rest(
+    tmp_path, monkeypatch, interval, saved
+):
     x, y = tiny_batch(count=16)
     backup = Backup(tmp_path / "b", delete_checkpoint=False, min_interval_seconds=interval)
     epochs = []

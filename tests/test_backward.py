@@ -36,11 +36,22 @@ def _functions(teacher, student):
 def _text_models():
     keras.utils.set_random_seed(3)
     teacher = kd_keras.models.get(
-        "text_transformer", (LENGTH,), 3, vocabulary_size=VOCABULARY,
-        embedding_dim=8, num_heads=2, intermediate_dim=8, num_layers=1,
+        "text_transformer",
+        (LENGTH,),
+        3,
+        vocabulary_size=VOCABULARY,
+        embedding_dim=8,
+        num_heads=2,
+        intermediate_dim=8,
+        num_layers=1,
     )
     student = kd_keras.models.get(
-        "text_cnn", (LENGTH,), 3, vocabulary_size=VOCABULARY, embedding_dim=4, filters=4,
+        "text_cnn",
+        (LENGTH,),
+        3,
+        vocabulary_size=VOCABULARY,
+        embedding_dim=4,
+        filters=4,
     )
     return teacher, student
 
@@ -155,7 +166,9 @@ def test_the_step_reuses_the_teachers_logits_and_compiles(jit_compile):
     student, student_samples = _recording(tiny_student())
     x, y = _images(16)
     distiller = kd_keras.Distiller(
-        teacher, student, augmenter=BackwardPerturbation(steps=3, seed=0),
+        teacher,
+        student,
+        augmenter=BackwardPerturbation(steps=3, seed=0),
         distillation_loss_weights=[1.8],
     )
     distiller.compile(optimizer="sgd", jit_compile=jit_compile)
@@ -226,9 +239,7 @@ def test_pool_stays_bounded_and_feeds_the_views():
         for drawn in views.x[9:].numpy():
             assert np.min(np.abs(filled - drawn).sum(axis=(1, 2, 3))) < 1e-6
         np.testing.assert_allclose(views.teacher_logits, teacher_fn(views.x), atol=1e-5)
-        np.testing.assert_array_equal(
-            views.y[9:], np.argmax(views.teacher_logits[9:], axis=-1)
-        )
+        np.testing.assert_array_equal(views.y[9:], np.argmax(views.teacher_logits[9:], axis=-1))
     # The ring buffer holds the last 10 samples made: steps 2-4 and the
     # last of step 1, which overwrote the oldest.
     made = np.concatenate(seen)
@@ -258,8 +269,16 @@ def test_text_step_with_pool_and_fraction_compiles_under_xla():
 
 def test_config_round_trip_and_argument_errors():
     augmenter = BackwardPerturbation(
-        steps=2, step_size=0.1, epsilon=0.3, norm="linf", fraction=0.5,
-        value_range=None, vocabulary_size=7, pool_size=4, pool_fraction=0.25, seed=3,
+        steps=2,
+        step_size=0.1,
+        epsilon=0.3,
+        norm="linf",
+        fraction=0.5,
+        value_range=None,
+        vocabulary_size=7,
+        pool_size=4,
+        pool_fraction=0.25,
+        seed=3,
     )
     config = augmenter.get_config()
     clone = BackwardPerturbation.from_config(config)
@@ -288,7 +307,9 @@ def test_recipe_has_the_documented_settings():
     assert config["distillation_loss_weights"] == [1.0]
     assert config["distillation_losses"][0]["temperature"] == 4.0
     assert (config["optimizer"]["learning_rate"], config["epochs"], config["batch_size"]) == (
-        0.05, 240, 64
+        0.05,
+        240,
+        64,
     )
     augmenter = kd_keras.recipes.build.augmenter(config)
     assert isinstance(augmenter, BackwardPerturbation)
@@ -311,8 +332,14 @@ def test_the_text_command_runs_and_saves_the_vocabulary(tmp_path):
     # One ascent step and large batches keep an epoch over the 16,000
     # reviews short; the defaults are tested above.
     metrics = jobs.distill_job(
-        recipe="backward", dataset="text-default", epochs=1, batch_size=256, steps=1,
-        out=tmp_path / "run", export_formats=("keras", "tflite"), verbose=0,
+        recipe="backward",
+        dataset="text-default",
+        epochs=1,
+        batch_size=256,
+        steps=1,
+        out=tmp_path / "run",
+        export_formats=("keras", "tflite"),
+        verbose=0,
     )
     assert metrics["teacher"] == "shipped:text_default" and metrics["student"] == "text_cnn"
     assert metrics["teacher_accuracy"] > 0.9
@@ -330,4 +357,3 @@ def test_the_text_command_runs_and_saves_the_vocabulary(tmp_path):
         student.predict(kd_keras.data.text.tokenize(tokenizer, texts), verbose=0),
         atol=1e-5,
     )
-

@@ -111,7 +111,12 @@ def test_each_mode_is_its_own_class_and_refuses_the_other_modes_arguments():
     assert type(epochs) is kd_keras.callbacks.EpochPhases and epochs.augmenter_epochs == {2: 1}
     assert isinstance(steps, PhaseSchedule) and isinstance(epochs, PhaseSchedule)
     assert [steps.phase_at_step(s) for s in range(5)] == ["student"] * 3 + ["augmenter", "student"]
-    assert [epochs.phase_at_epoch(e) for e in range(4)] == ["student", "student", "augmenter", "student"]
+    assert [epochs.phase_at_epoch(e) for e in range(4)] == [
+        "student",
+        "student",
+        "augmenter",
+        "student",
+    ]
     with pytest.raises(ValueError, match=r"\['augmenter_epochs'\] belong to the other mode"):
         kd_keras.callbacks.StepPhases(1, 1, augmenter_epochs=[2])
     with pytest.raises(ValueError, match=r"\['student_steps'\] belong to the other mode"):
@@ -144,6 +149,7 @@ def test_reset_augmenter_optimizer_at_each_augmenter_phase_start():
     assert iterations(distiller) == (6, 2)
     # Resuming mid-phase keeps the state (no reset) and the cycle position.
     distiller = make(LearnableOffset())
+
     def schedule():
         return PhaseSchedule(student_steps=2, augmenter_steps=2, reset_augmenter_optimizer=True)
 
@@ -165,7 +171,13 @@ def test_reset_augmenter_optimizer_at_each_augmenter_phase_start():
 def test_phase_and_both_optimisers_survive_backup_and_restore(tmp_path):
     def spatial_distiller():
         augmenter = kd_keras.augment.SpatialAugmenter(
-            sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear", filters=4, units=8, seed=0
+            sampler="network",
+            image_conditioned=True,
+            candidates=1,
+            interpolation="bilinear",
+            filters=4,
+            units=8,
+            seed=0,
         )
         return make(augmenter, optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
 
@@ -226,7 +238,12 @@ def test_backup_and_restore_alone_resumes_in_the_restored_phase(tmp_path):
     distiller = make(LearnableOffset())
     distiller.phase = "augmenter"
     with pytest.raises(RuntimeError):
-        fit(distiller, [keras.callbacks.BackupAndRestore(backup_dir), Interrupt(1)], steps=2, epochs=2)
+        fit(
+            distiller,
+            [keras.callbacks.BackupAndRestore(backup_dir), Interrupt(1)],
+            steps=2,
+            epochs=2,
+        )
     resumed = make(LearnableOffset())
     fit(resumed, [keras.callbacks.BackupAndRestore(backup_dir)], steps=2, epochs=2)
     # fit() chose the student's step before the phase was restored; the
@@ -236,9 +253,17 @@ def test_backup_and_restore_alone_resumes_in_the_restored_phase(tmp_path):
 
 
 def test_keras_file_keeps_the_phase_for_the_schedule(tmp_path):
-    distiller = make(kd_keras.augment.SpatialAugmenter(
-            sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear", filters=4, units=8, seed=0
-        ))
+    distiller = make(
+        kd_keras.augment.SpatialAugmenter(
+            sampler="network",
+            image_conditioned=True,
+            candidates=1,
+            interpolation="bilinear",
+            filters=4,
+            units=8,
+            seed=0,
+        )
+    )
     fit(distiller, [PhaseSchedule(student_steps=1, augmenter_steps=2)], steps=2)
     # The run ends in the student phase; the cycle's position lives in the
     # optimisers' iterations, which the file keeps.
@@ -283,7 +308,9 @@ def test_view_snapshots_write_images_and_scalars(tmp_path):
     width, height, png = tf.make_ndarray(value.tensor)
     grid = snapshots.last_grid
     assert (int(height), int(width)) == grid.shape[:2]
-    np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), np.round(grid * 255).astype("uint8"))
+    np.testing.assert_array_equal(
+        tf.io.decode_png(png).numpy(), np.round(grid * 255).astype("uint8")
+    )
     offset = float(distiller.augmenter.offset)
     assert offset != 0.0
     assert [step for step, _ in events["augmenter/offset"]] == [0, 1, 2]
@@ -359,5 +386,3 @@ def test_view_snapshots_of_a_host_augmentation(tmp_path):
     flipped = np.clip((x[0, ::-1, :, 0] - low) / (high - low), 0, 1)
     shown = block(grid, snapshots.last_boxes[1][0], 112)[..., 0]
     np.testing.assert_allclose(shown, upscaled(flipped, 14), atol=0.5 / 255 + 1e-6)
-
-

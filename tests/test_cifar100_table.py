@@ -16,7 +16,12 @@ def test_the_seven_pairs_carry_the_papers_table():
     assert pair is cifar100.get_pair("ResNet56 -> ResNet20")
     # METHODS.md section 2, Table 3 of the paper, row ResNet56 -> ResNet20.
     assert [pair.paper[c] for c in cifar100.PAPER_COLUMNS] == [
-        70.66, 71.79, 70.77, 70.99, 71.66, 71.63
+        70.66,
+        71.79,
+        70.77,
+        70.99,
+        71.66,
+        71.63,
     ]
     assert pair.teacher_accuracy == 72.34  # CRD's resnet56
     for pair in cifar100.PAIRS:

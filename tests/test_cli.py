@@ -33,7 +33,11 @@ KD_KERAS_ENV = {
 
 def kd_keras_command(*args, cwd):
     return subprocess.run(
-        [*KD_KERAS, *args], cwd=cwd, env=KD_KERAS_ENV, capture_output=True, text=True,
+        [*KD_KERAS, *args],
+        cwd=cwd,
+        env=KD_KERAS_ENV,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
 
@@ -43,8 +47,11 @@ def finished_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cli")
     # --verbose left at auto, with stdout a pipe (as in a log file).
     result = kd_keras_command(
-        "distill", "--epochs=2", "--out=run",
-        "--export=keras,saved_model,tflite,tflite_float16,tflite_int8", cwd=cwd,
+        "distill",
+        "--epochs=2",
+        "--out=run",
+        "--export=keras,saved_model,tflite,tflite_float16,tflite_int8",
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return cwd / "run", result.stdout, result.stderr
@@ -54,8 +61,15 @@ def test_distill_writes_the_run_directory(finished_run):
     out, _, _ = finished_run
     metrics = json.loads((out / "metrics.json").read_text())
     for key in (
-        "recipe", "dataset", "epochs", "teacher_accuracy", "student_accuracy", "agreement",
-        "wall_seconds", "teacher_accuracy_shifted", "student_accuracy_shifted",
+        "recipe",
+        "dataset",
+        "epochs",
+        "teacher_accuracy",
+        "student_accuracy",
+        "agreement",
+        "wall_seconds",
+        "teacher_accuracy_shifted",
+        "student_accuracy_shifted",
     ):
         assert key in metrics, key
     assert metrics["recipe"] == "kd" and metrics["dataset"] == "digits" and metrics["epochs"] == 2
@@ -69,8 +83,14 @@ def test_distill_writes_the_run_directory(finished_run):
 
 def test_distill_prints_the_summary(finished_run):
     _, stdout, _ = finished_run
-    for line in ("teacher accuracy", "student accuracy (shifted)", "teacher-student agreement",
-                 "student parameters", "tflite_int8 size", "wall time"):
+    for line in (
+        "teacher accuracy",
+        "student accuracy (shifted)",
+        "teacher-student agreement",
+        "student parameters",
+        "tflite_int8 size",
+        "wall time",
+    ):
         assert line in stdout, line
 
 
@@ -120,8 +140,11 @@ def test_native_stderr_is_held_back_and_replayed_on_failure(capfd):
 def test_export_command_checks_parity(finished_run, tmp_path):
     out, _, _ = finished_run
     result = kd_keras_command(
-        "export", f"--model={out / 'student.keras'}", "--out=exported",
-        "--export=tflite_int8", cwd=tmp_path,
+        "export",
+        f"--model={out / 'student.keras'}",
+        "--out=exported",
+        "--export=tflite_int8",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "tflite_int8" in result.stdout and "agreement" in result.stdout
@@ -130,7 +153,12 @@ def test_export_command_checks_parity(finished_run, tmp_path):
 
 def test_distill_with_a_two_bit_student(tmp_path):
     result = kd_keras_command(
-        "distill", "--bits=2", "--epochs=1", "--export=keras", "--out=run", "--verbose=0",
+        "distill",
+        "--bits=2",
+        "--epochs=1",
+        "--export=keras",
+        "--out=run",
+        "--verbose=0",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -146,9 +174,13 @@ def test_distill_with_a_two_bit_student(tmp_path):
 
 def test_train_teacher_writes_model_and_card(tmp_path):
     result = kd_keras_command(
-        "train-teacher", "--model=small_cnn", "--epochs=1", "--out=teacher.keras",
+        "train-teacher",
+        "--model=small_cnn",
+        "--epochs=1",
+        "--out=teacher.keras",
         "--verbose=0",
-        "--allow_weak_teacher", cwd=tmp_path,
+        "--allow_weak_teacher",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     card = json.loads((tmp_path / "teacher.json").read_text())
@@ -180,9 +212,16 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, args, message):
 
 def test_distill_on_two_replicas_in_mixed_precision_ships_float32(tmp_path):
     result = kd_keras_command(
-        "distill", "--cpu_devices=2", "--strategy=mirrored", "--precision=mixed_bfloat16",
-        "--teacher_precision=bfloat16", "--epochs=1", "--export=keras", "--out=run",
-        "--verbose=0", cwd=tmp_path,
+        "distill",
+        "--cpu_devices=2",
+        "--strategy=mirrored",
+        "--precision=mixed_bfloat16",
+        "--teacher_precision=bfloat16",
+        "--epochs=1",
+        "--export=keras",
+        "--out=run",
+        "--verbose=0",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -198,9 +237,15 @@ def test_distill_on_two_replicas_in_mixed_precision_ships_float32(tmp_path):
 
 def test_train_teacher_with_the_crd_schedule(tmp_path):
     result = kd_keras_command(
-        "train-teacher", "--model=small_cnn", "--schedule=crd", "--epochs=1",
-        "--precision=mixed_bfloat16", "--out=teacher.keras", "--verbose=0",
-        "--allow_weak_teacher", cwd=tmp_path,
+        "train-teacher",
+        "--model=small_cnn",
+        "--schedule=crd",
+        "--epochs=1",
+        "--precision=mixed_bfloat16",
+        "--out=teacher.keras",
+        "--verbose=0",
+        "--allow_weak_teacher",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     card = json.loads((tmp_path / "teacher.json").read_text())
@@ -211,12 +256,19 @@ def test_train_teacher_with_the_crd_schedule(tmp_path):
 
 def test_train_vae_writes_model_and_card(tmp_path):
     result = kd_keras_command(
-        "train-vae", "--epochs=1", "--latent_dim=4", "--out=vae.keras", "--verbose=0",
+        "train-vae",
+        "--epochs=1",
+        "--latent_dim=4",
+        "--out=vae.keras",
+        "--verbose=0",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     card = json.loads((tmp_path / "vae.json").read_text())
-    assert card["command"] == "kd-keras train-vae --epochs=1 --latent_dim=4 --out=vae.keras --verbose=0"
+    assert (
+        card["command"]
+        == "kd-keras train-vae --epochs=1 --latent_dim=4 --out=vae.keras --verbose=0"
+    )
     assert card["latent_dim"] == 4 and card["test_mse"] > 0
     assert (tmp_path / "vae.keras").exists()
 
@@ -225,16 +277,28 @@ def test_a_killed_run_resumes_to_the_student_of_an_uninterrupted_one(tmp_path):
     # HARD alternating 1:1 with 11 steps per epoch: the checkpoint after an
     # odd number of epochs resumes in the augmenter's phase.
     args = (
-        "distill", "--recipe=hard", "--epochs=3", "--batch_size=128", "--set=student_steps=1",
-        "--set=augmenter_steps=1", "--set=sampler=network", "--set=candidates=1",
-        "--set=interpolation=bilinear", "--export=keras", "--verbose=0", "--deterministic",
+        "distill",
+        "--recipe=hard",
+        "--epochs=3",
+        "--batch_size=128",
+        "--set=student_steps=1",
+        "--set=augmenter_steps=1",
+        "--set=sampler=network",
+        "--set=candidates=1",
+        "--set=interpolation=bilinear",
+        "--export=keras",
+        "--verbose=0",
+        "--deterministic",
     )
     whole = kd_keras_command(*args, "--out=whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     killed = subprocess.Popen(
-        [*KD_KERAS, *args, "--out=resumed"], cwd=tmp_path, env=KD_KERAS_ENV,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*KD_KERAS, *args, "--out=resumed"],
+        cwd=tmp_path,
+        env=KD_KERAS_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     checkpoint = tmp_path / "resumed" / "backup" / "checkpoint.json"
     deadline = time.monotonic() + 300
@@ -253,7 +317,9 @@ def test_a_killed_run_resumes_to_the_student_of_an_uninterrupted_one(tmp_path):
     assert first["resumed_from_epoch"] == 0 and 1 <= second["resumed_from_epoch"] <= 3
     assert second["student_accuracy"] == first["student_accuracy"]
     assert not (tmp_path / "resumed" / "backup").exists()
-    students = [keras.saving.load_model(tmp_path / d / "student.keras") for d in ("whole", "resumed")]
+    students = [
+        keras.saving.load_model(tmp_path / d / "student.keras") for d in ("whole", "resumed")
+    ]
     for a, b in zip(*(s.get_weights() for s in students)):
         np.testing.assert_array_equal(a, b)
 
@@ -261,8 +327,12 @@ def test_a_killed_run_resumes_to_the_student_of_an_uninterrupted_one(tmp_path):
 def interrupted_command(args, cwd, ready):
     """Start the command, send SIGINT once `ready()` holds; return (returncode, stderr)."""
     process = subprocess.Popen(
-        [*KD_KERAS, *args], cwd=cwd, env=KD_KERAS_ENV, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        [*KD_KERAS, *args],
+        cwd=cwd,
+        env=KD_KERAS_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300
     while not ready() and process.poll() is None and time.monotonic() < deadline:
@@ -284,7 +354,9 @@ def test_ctrl_c_without_out_then_the_same_command_resumes(tmp_path):
     code, stderr = interrupted_command(args, tmp_path, started)
     assert code == 130, stderr[-2000:]
     line = stderr.strip().splitlines()[-1]
-    assert line.startswith("kd-keras: interrupted before the first epoch checkpoint: nothing was saved")
+    assert line.startswith(
+        "kd-keras: interrupted before the first epoch checkpoint: nothing was saved"
+    )
     assert "checkpoint of epoch" not in line and not runs.exists()  # nor the runs/ it made
 
     def checkpointed():
@@ -299,7 +371,9 @@ def test_ctrl_c_without_out_then_the_same_command_resumes(tmp_path):
     ), line
     resumed = kd_keras_command(*args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"Resuming the unfinished run runs/{directory.name} of the same command" in resumed.stdout
+    assert (
+        f"Resuming the unfinished run runs/{directory.name} of the same command" in resumed.stdout
+    )
     assert [p.name for p in runs.iterdir()] == [directory.name]
     metrics = json.loads((directory / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] >= 1 and metrics["optimizer_steps"] == {"student": 440}
@@ -341,16 +415,47 @@ def test_bad_flag_values_give_one_line(cli, capsys, argv, message):
 @pytest.mark.parametrize(
     "command, present, absent",
     [
-        ("distill", ["--recipe", "--teacher", "--student", "--export", "--set", "--deterministic",
-                     "--teacher_precision", "--bits", "--policy", "--cpu_devices"],
-         ["--role", "--population", "--schedule", "--latent_dim"]),
-        ("search", ["--role", "--population", "--perturbation_interval", "--train_size",
-                    "--resume", "--teacher", "--model", "--bits", "--set"],
-         ["--recipe", "--export", "--schedule", "--deterministic"]),
-        ("export", ["--model", "--out", "--export", "--dataset", "--unsafe_deserialization"],
-         ["--recipe", "--epochs", "--role"]),
-        ("train-teacher", ["--model", "--schedule", "--policy", "--precision", "--strategy"],
-         ["--recipe", "--teacher", "--role"]),
+        (
+            "distill",
+            [
+                "--recipe",
+                "--teacher",
+                "--student",
+                "--export",
+                "--set",
+                "--deterministic",
+                "--teacher_precision",
+                "--bits",
+                "--policy",
+                "--cpu_devices",
+            ],
+            ["--role", "--population", "--schedule", "--latent_dim"],
+        ),
+        (
+            "search",
+            [
+                "--role",
+                "--population",
+                "--perturbation_interval",
+                "--train_size",
+                "--resume",
+                "--teacher",
+                "--model",
+                "--bits",
+                "--set",
+            ],
+            ["--recipe", "--export", "--schedule", "--deterministic"],
+        ),
+        (
+            "export",
+            ["--model", "--out", "--export", "--dataset", "--unsafe_deserialization"],
+            ["--recipe", "--epochs", "--role"],
+        ),
+        (
+            "train-teacher",
+            ["--model", "--schedule", "--policy", "--precision", "--strategy"],
+            ["--recipe", "--teacher", "--role"],
+        ),
         ("train-vae", ["--latent_dim", "--epochs", "--out"], ["--recipe", "--teacher"]),
     ],
 )
@@ -360,7 +465,9 @@ def test_command_help_lists_that_commands_flags(cli, capsys, command, present, a
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith(f"usage: kd-keras {command} ")
-    flag_lines = [line.split(":")[0].strip() for line in text.splitlines() if line.startswith("  --")]
+    flag_lines = [
+        line.split(":")[0].strip() for line in text.splitlines() if line.startswith("  --")
+    ]
     names = {line.replace("--[no]", "--") for line in flag_lines}
     assert set(present) <= names and not set(absent) & names, names
     # Every flag has its help text, and says its default once.
@@ -403,10 +510,16 @@ def test_help_lists_the_commands(cli, capsys):
 def test_help_and_bad_flags_answer_without_tensorflow(tmp_path, argv):
     # They took 3 s when the command imported TensorFlow before parsing.
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", *KD_KERAS[1:], *argv], cwd=tmp_path,
-        env=KD_KERAS_ENV, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-X", "importtime", *KD_KERAS[1:], *argv],
+        cwd=tmp_path,
+        env=KD_KERAS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
+    ]
     assert "kd_keras" in imported, result.stderr[-2000:]
     heavy = {"tensorflow", "keras", "numpy"} & {name.split(".")[0] for name in imported}
     assert not heavy, heavy
@@ -427,8 +540,12 @@ def test_import_kd_keras_registers_every_class_for_load_model(tmp_path):
         "print(type(model).__name__, kd_keras.distill.__name__)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=KD_KERAS_ENV, capture_output=True,
-        text=True, timeout=300,
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=KD_KERAS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["Distiller", "distill"]
@@ -437,6 +554,7 @@ def test_import_kd_keras_registers_every_class_for_load_model(tmp_path):
 def test_parsed_flags_reach_the_job(cli, monkeypatch, capsys):
     from kd_keras import jobs
     from kd_keras import resolve
+
     seen = {}
 
     def recording_job(**kwargs):
@@ -444,10 +562,19 @@ def test_parsed_flags_reach_the_job(cli, monkeypatch, capsys):
         raise resolve.RunError("stop here: nothing to fix.")
 
     monkeypatch.setattr(jobs, "distill_job", recording_job)
-    parsed = cli.parse([
-        "kd-keras", "distill", "--recipe=hard", "--epochs=4", "--set=temperature=2",
-        "--learning_rate=0.01", "--export=keras,tflite", "--verbose=2", "--allow_weak_teacher",
-    ])
+    parsed = cli.parse(
+        [
+            "kd-keras",
+            "distill",
+            "--recipe=hard",
+            "--epochs=4",
+            "--set=temperature=2",
+            "--learning_rate=0.01",
+            "--export=keras,tflite",
+            "--verbose=2",
+            "--allow_weak_teacher",
+        ]
+    )
     with pytest.raises(SystemExit) as exit_:
         cli.main(parsed)
     assert exit_.value.code == 2
@@ -461,6 +588,7 @@ def test_parsed_flags_reach_the_job(cli, monkeypatch, capsys):
 
 def test_errors_raised_outside_kd_keras_keep_their_traceback(cli, monkeypatch):
     from kd_keras import jobs
+
     def buggy_job(**kwargs):
         import numpy
 
@@ -479,9 +607,12 @@ def test_errors_raised_outside_kd_keras_keep_their_traceback(cli, monkeypatch):
         (KeyboardInterrupt(), 130, "kd-keras: interrupted; nothing was saved."),
     ],
 )
-def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_path, raised, code, message):
+def test_failures_during_a_run_end_in_one_line(
+    cli, capsys, monkeypatch, tmp_path, raised, code, message
+):
     from kd_keras import jobs
     from kd_keras.callbacks import faults
+
     if raised == "fault":
         raised = faults.NumericalFault("Non-finite loss kd=nan at step 7 (epoch 2, batch 3): ...")
 
@@ -500,17 +631,28 @@ def test_failures_during_a_run_end_in_one_line(cli, capsys, monkeypatch, tmp_pat
 @pytest.mark.parametrize(
     "epoch, kept, message",
     [
-        (3, True, "kd-keras: interrupted; the checkpoint of epoch 3 is kept in runs/d-1: rerun the "
-                  "same command to resume, or exactly: kd-keras distill --recipe=hard "
-                  "'--set=note=a b' --out=runs/d-1"),
+        (
+            3,
+            True,
+            "kd-keras: interrupted; the checkpoint of epoch 3 is kept in runs/d-1: rerun the "
+            "same command to resume, or exactly: kd-keras distill --recipe=hard "
+            "'--set=note=a b' --out=runs/d-1",
+        ),
         (None, True, "kd-keras: interrupted; the teacher it trained is kept in runs/d-1: rerun"),
-        (None, False, "kd-keras: interrupted before the first epoch checkpoint: nothing was "
-                      "saved and runs/d-1 was removed."),
+        (
+            None,
+            False,
+            "kd-keras: interrupted before the first epoch checkpoint: nothing was "
+            "saved and runs/d-1 was removed.",
+        ),
     ],
 )
-def test_an_interrupt_says_what_was_kept_and_how_to_resume(cli, capsys, monkeypatch, epoch, kept, message):
+def test_an_interrupt_says_what_was_kept_and_how_to_resume(
+    cli, capsys, monkeypatch, epoch, kept, message
+):
     from kd_keras import jobs
     from kd_keras import run_directory
+
     def interrupted_job(**kwargs):
         raise run_directory.Interrupted("runs/d-1", epoch, kept)
 
@@ -533,7 +675,10 @@ def test_sigterm_becomes_a_keyboard_interrupt(cli):
 
 def test_set_overrides_parse_literals_and_refuse_malformed_pairs(cli):
     assert cli._overrides(["temperature=2", "image_conditioned=True", "note=hot", "x=[1, 2]"]) == {
-        "temperature": 2, "image_conditioned": True, "note": "hot", "x": [1, 2],
+        "temperature": 2,
+        "image_conditioned": True,
+        "note": "hot",
+        "x": [1, 2],
     }
     for bad in ("temperature", "=3", "two words=1"):
         with pytest.raises(ValueError, match="--set expects KEY=VALUE"):
@@ -541,7 +686,11 @@ def test_set_overrides_parse_literals_and_refuse_malformed_pairs(cli):
 
 
 @settings(max_examples=200, deadline=None)
-@given(pairs=st.lists(st.text(max_size=30) | st.from_regex(r"[a-z_]{1,8}=.{0,20}", fullmatch=True), max_size=4))
+@given(
+    pairs=st.lists(
+        st.text(max_size=30) | st.from_regex(r"[a-z_]{1,8}=.{0,20}", fullmatch=True), max_size=4
+    )
+)
 def test_set_overrides_fuzz_give_a_dict_or_a_clean_error(pairs):
     from kd_keras import cli
 
@@ -555,16 +704,24 @@ def test_set_overrides_fuzz_give_a_dict_or_a_clean_error(pairs):
 
 
 def test_distill_on_mnist1d_uses_the_data_sets_defaults(tmp_path):
-    run = kd_keras_command("distill", "--dataset=mnist1d", "--epochs=1", "--export=keras",
-                           "--verbose=0", "--out=run", cwd=tmp_path)
+    run = kd_keras_command(
+        "distill",
+        "--dataset=mnist1d",
+        "--epochs=1",
+        "--export=keras",
+        "--verbose=0",
+        "--out=run",
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     card = json.loads(kd_keras.shipped.path("mnist1d_cnn_teacher.json").read_text())
     assert metrics["teacher"] == "shipped:mnist1d_cnn" and metrics["student"] == "mnist1d_mlp"
     assert metrics["teacher_accuracy"] == card["test_accuracy"]
     assert metrics["student_parameters"] == 15210 and metrics["epochs"] == 1
-    refused = kd_keras_command("distill", "--dataset=mnist1d", "--recipe=tst", "--epochs=1",
-                               "--out=tst", cwd=tmp_path)
+    refused = kd_keras_command(
+        "distill", "--dataset=mnist1d", "--recipe=tst", "--epochs=1", "--out=tst", cwd=tmp_path
+    )
     assert refused.returncode == 2
     assert "makes views in [0, 1], but the training inputs range over" in refused.stderr
     assert not (tmp_path / "tst").exists()

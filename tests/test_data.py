@@ -200,7 +200,10 @@ def test_tfds_offline_fails_at_once_without_retries(tmp_path, monkeypatch):
     # One probe of a few seconds at most, not minutes of retries.
     assert len(attempts) == 1 and attempts[0] <= 3.0
 
-DTYPES = st.sampled_from(["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool", "U3"])
+
+DTYPES = st.sampled_from(
+    ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool", "U3"]
+)
 
 
 def arrays(max_dims):
@@ -213,7 +216,8 @@ def arrays(max_dims):
 
 @settings(max_examples=150, deadline=None)
 @given(
-    x=arrays(4), y=arrays(3),
+    x=arrays(4),
+    y=arrays(3),
     num_classes=st.none() | st.integers(1, 6),
     batch_size=st.none() | st.integers(1, 8),
 )
@@ -228,7 +232,9 @@ def test_check_arrays_fuzz_gives_a_clean_error_or_trainable_arrays(x, y, num_cla
     if x.dtype.kind == "f":
         assert np.all(np.isfinite(x))
     if y.ndim == 1:
-        assert np.all(y == np.round(y)) and (num_classes is None or 0 <= y.min() <= y.max() < num_classes)
+        assert np.all(y == np.round(y)) and (
+            num_classes is None or 0 <= y.min() <= y.max() < num_classes
+        )
     else:
         assert y.ndim == 2 and np.allclose(y.sum(axis=1), 1.0, atol=1e-3) and np.all(y >= 0)
 
@@ -240,7 +246,11 @@ def test_standard_augmentation_shifts_one_row_signals_along_the_row():
     for _ in range(80):
         out = augment(tf.constant(signal), 0)[0].numpy()[0, :, 0]
         # A shift by s in [-3, 3] with zero fill: never a padding row.
-        shifts = [s for s in range(-3, 4) if np.array_equal(out, np.roll(np.pad(signal[0, :, 0], 3), s)[3:13])]
+        shifts = [
+            s
+            for s in range(-3, 4)
+            if np.array_equal(out, np.roll(np.pad(signal[0, :, 0], 3), s)[3:13])
+        ]
         assert len(shifts) == 1, out
         seen.add(shifts[0])
     assert seen == set(range(-3, 4))

@@ -24,7 +24,9 @@ def test_mnist1d_is_the_published_split_as_one_row_images(monkeypatch):
     np.testing.assert_array_equal(x[:, 0, :, 0], raw["x"].astype("float32"))
     np.testing.assert_array_equal(y_test, raw["y_test"])
     assert (data.default_teacher, data.default_student, data.default_epochs) == (
-        "shipped:mnist1d_cnn", "mnist1d_mlp", 60
+        "shipped:mnist1d_cnn",
+        "mnist1d_mlp",
+        60,
     )
 
 

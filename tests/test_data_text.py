@@ -113,7 +113,8 @@ def test_text_sets_are_told_apart_from_image_sets(tmp_path):
     assert not text_data.is_tfds_text("tfds:no_such_data_set_xyz")
     assert not text_data.is_tfds_text("text-default")
     assert text_data.text_features(tfds.builder("ag_news_subset").info.features) == [
-        "title", "description",
+        "title",
+        "description",
     ]
     with pytest.raises(kd_data.DataError, match="tfds build imdb_reviews"):
         kd_data.load("tfds:imdb_reviews", data_dir=str(tmp_path), download=False)
@@ -124,7 +125,9 @@ def test_a_text_student_exports_with_parity_and_int8_is_refused_clearly(tmp_path
     student = kd_keras.models.get("text_cnn", (12,), 3, vocabulary_size=40)
     ids = np.random.default_rng(0).integers(0, 40, (64, 12)).astype("int64")
     report = kd_keras.export.export_student(
-        student, tmp_path / "ok", formats=("saved_model", "tflite", "tflite_float16"),
+        student,
+        tmp_path / "ok",
+        formats=("saved_model", "tflite", "tflite_float16"),
         check_data=ids,
     )
     assert report["saved_model"]["max_abs_diff"] < 1e-5
@@ -132,7 +135,10 @@ def test_a_text_student_exports_with_parity_and_int8_is_refused_clearly(tmp_path
     assert report["tflite_float16"]["agreement"] >= 0.98
     with pytest.raises(ValueError, match="'tflite_int8' quantises float inputs.*token ids"):
         kd_keras.export.export_student(
-            student, tmp_path / "int8", formats=("tflite_int8",), check_data=ids,
+            student,
+            tmp_path / "int8",
+            formats=("tflite_int8",),
+            check_data=ids,
             representative_data=ids,
         )
     assert not (tmp_path / "int8").exists()
@@ -143,9 +149,16 @@ def test_the_backward_command_runs_on_a_tfds_text_set(tmp_path):
     # mock data: the default teacher becomes a zoo transformer trained first.
     with tfds.testing.mock_data(num_examples=16):
         metrics = kd_keras.jobs.distill_job(
-            recipe="backward", dataset="tfds:imdb_reviews", epochs=1, batch_size=8,
-            teacher_epochs=1, out=tmp_path / "run", export_formats=("keras",),
-            data_dir=str(tmp_path / "tfds"), download=True, verbose=0,
+            recipe="backward",
+            dataset="tfds:imdb_reviews",
+            epochs=1,
+            batch_size=8,
+            teacher_epochs=1,
+            out=tmp_path / "run",
+            export_formats=("keras",),
+            data_dir=str(tmp_path / "tfds"),
+            download=True,
+            verbose=0,
             allow_weak_teacher=True,  # a teacher of 16 random reviews is at chance
         )
         bundle = kd_keras.data.load(

@@ -27,8 +27,17 @@ ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 COLUMNS = (
-    "recipe", "phase", "precision", "XLA asked", "XLA", "img/s", "step ms",
-    "teacher share", "peak MiB", "compile s", "steps",
+    "recipe",
+    "phase",
+    "precision",
+    "XLA asked",
+    "XLA",
+    "img/s",
+    "step ms",
+    "teacher share",
+    "peak MiB",
+    "compile s",
+    "steps",
 )
 
 
@@ -58,7 +67,11 @@ def _tables(text):
 def test_quick_run_prints_a_verified_row_per_recipe_precision_and_xla():
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "device_check.py"), "--quick", "--epochs_estimate"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "device_check OK" in result.stdout
@@ -74,7 +87,9 @@ def test_quick_run_prints_a_verified_row_per_recipe_precision_and_xla():
     assert precisions - {"float32"} <= {"mixed_bfloat16", "mixed_float16"}
     expected = {
         (recipe, precision, jit)
-        for recipe in ("kd", "mixup") for precision in precisions for jit in ("off", "on")
+        for recipe in ("kd", "mixup")
+        for precision in precisions
+        for jit in ("off", "on")
     }
     assert {(row["recipe"], row["precision"], row["XLA asked"]) for row in rows} == expected
     assert len(rows) == len(expected)
@@ -87,8 +102,12 @@ def test_quick_run_prints_a_verified_row_per_recipe_precision_and_xla():
         assert float(row["step ms"]) > 0
         # "median [25%, 75%]" of teacher forward time / step time, paired per round.
         median, low, high = (
-            float(value) for value in row["teacher share"].replace("[", "").replace(
-                "]", "").replace(",", "").split()
+            float(value)
+            for value in row["teacher share"]
+            .replace("[", "")
+            .replace("]", "")
+            .replace(",", "")
+            .split()
         )
         assert 0 < low <= median <= high, row
         assert float(row["compile s"]) > 0
@@ -119,7 +138,11 @@ def test_silent_fallback_fails_the_check(monkeypatch, capsys):
     device_check = _import_device_check()
     monkeypatch.setitem(registry._BUILDERS, "no_jit_student", _student_with_a_no_jit_layer)
     argv = [
-        "device_check", "--quick", "--recipes=kd", "--precisions=float32", "--jit=on",
+        "device_check",
+        "--quick",
+        "--recipes=kd",
+        "--precisions=float32",
+        "--jit=on",
         "--student=no_jit_student",
     ]
     verbosity, tf_level = logging.get_verbosity(), tf.get_logger().level
@@ -158,7 +181,8 @@ def test_xla_verdict_fails_on_each_signal_alone():
     # No traced Keras step (e.g. Keras renamed it): unproven, so failed.
     assert verdict(True, True, None, [])[1]
     assert verdict(False, False, None, [True]) == (
-        "MISMATCH: XLA off was asked, the step carries _XlaMustCompile", True
+        "MISMATCH: XLA off was asked, the step carries _XlaMustCompile",
+        True,
     )
 
 
@@ -207,10 +231,16 @@ def test_projected_hours_by_phase_schedule():
         pytest.approx(240 * steps * (4 * 0.1 + 0.2) / 5 / 3600)
     )
     # Inserted augmenter epochs come on top of the 240 student epochs.
-    inserted = {"phases": {
-        "mode": "epochs", "starts": [30, 90], "length": 30, "full_epochs": 240,
-        "reset_optimizer": True, "inserted": True,
-    }}
+    inserted = {
+        "phases": {
+            "mode": "epochs",
+            "starts": [30, 90],
+            "length": 30,
+            "full_epochs": 240,
+            "reset_optimizer": True,
+            "inserted": True,
+        }
+    }
     assert projected(inserted, {"student": 0.1, "augmenter": 0.2}, 64, 240) == (
         pytest.approx(steps * (240 * 0.1 + 60 * 0.2) / 3600)
     )

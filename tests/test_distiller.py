@@ -249,7 +249,10 @@ def test_mirrored_strategy_matches_one_device():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])}
     result = subprocess.run(
         [sys.executable, str(tests / "mirrored_run.py")],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -328,8 +331,9 @@ def test_long_runs_trace_each_step_once_not_per_epoch(phased):
     callbacks = [counter]
     if phased:
         callbacks.insert(0, kd_keras.callbacks.PhaseSchedule(student_steps=2, augmenter_steps=1))
-    distiller.fit(x, y, batch_size=8, epochs=6, validation_data=(x, y), verbose=0,
-                  callbacks=callbacks)
+    distiller.fit(
+        x, y, batch_size=8, epochs=6, validation_data=(x, y), verbose=0, callbacks=callbacks
+    )
     # One trace per compiled step: the student's, the augmenter's, evaluation.
     assert counter.per_epoch[-1] == {"train": 2 if phased else 1, "test": 1}
     assert all(count == counter.per_epoch[-1] for count in counter.per_epoch[1:])
@@ -367,10 +371,20 @@ def test_distill_with_epoch_ordered_data_traces_once(monkeypatch):
     )
     monkeypatch.setattr(kd_keras.Distiller, "train_step", counted)
     x, y = tiny_batch(count=20)
-    kd_keras.distill(tiny_teacher(), tiny_student(), (x, y), recipe="hard", epochs=5,
-                     batch_size=8, student_steps=1, augmenter_steps=1,
-                     sampler="network", candidates=1,
-                     callbacks=[record], verbose=0)
+    kd_keras.distill(
+        tiny_teacher(),
+        tiny_student(),
+        (x, y),
+        recipe="hard",
+        epochs=5,
+        batch_size=8,
+        student_steps=1,
+        augmenter_steps=1,
+        sampler="network",
+        candidates=1,
+        callbacks=[record],
+        verbose=0,
+    )
     assert per_epoch == [2] * 5  # the student's step and the augmenter's
 
 
@@ -381,7 +395,9 @@ def test_a_trained_teachers_optimizer_raises_no_false_alarm_on_load(tmp_path):
     # has N variables" although both of the Distiller's optimisers restored.
     x, y = tiny_batch(count=32)
     teacher = tiny_teacher()
-    teacher.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     teacher.fit(x, y, epochs=1, verbose=0)
     distiller = kd_keras.Distiller(teacher, tiny_student(), augmenter=LearnableOffset())
     distiller.compile(optimizer=keras.optimizers.Adam(0.01), augmenter_optimizer="adam")
@@ -405,4 +421,7 @@ def test_a_trained_teachers_optimizer_raises_no_false_alarm_on_load(tmp_path):
         assert len(mine.variables) == len(original.variables) > 1
         for a, b in zip(mine.variables, original.variables):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert int(restored.optimizer.iterations) == 4 and int(restored.augmenter_optimizer.iterations) == 4
+    assert (
+        int(restored.optimizer.iterations) == 4
+        and int(restored.augmenter_optimizer.iterations) == 4
+    )

@@ -30,9 +30,7 @@ def _blobs(n, seed):
     y = rng.integers(0, NUM_CLASSES, n)
     centres = np.array(CENTRES, dtype="float32")[y] + rng.normal(0, 1.5, (n, 2))
     rows, cols = np.mgrid[0:28, 0:28].astype("float32")
-    d2 = (rows - centres[:, 0, None, None]) ** 2 + (
-        cols - centres[:, 1, None, None]
-    ) ** 2
+    d2 = (rows - centres[:, 0, None, None]) ** 2 + (cols - centres[:, 1, None, None]) ** 2
     x = np.exp(-d2 / (2 * 2.5**2)) + rng.normal(0, 0.2, (n, 28, 28))
     return x[..., None].astype("float32"), y
 
@@ -205,15 +203,11 @@ def test_failed_saved_model_parity_removes_the_directory(student, data, tmp_path
 def test_unknown_format_raises_before_writing(student, data, tmp_path):
     out_dir = tmp_path / "out"
     with pytest.raises(ValueError, match="valid formats.*tflite_int8"):
-        export.export_student(
-            student, out_dir, formats=("keras", "onnx"), check_data=data[2]
-        )
+        export.export_student(student, out_dir, formats=("keras", "onnx"), check_data=data[2])
     assert not out_dir.exists()
 
 
-def test_int8_without_representative_data_raises_before_writing(
-    student, data, tmp_path
-):
+def test_int8_without_representative_data_raises_before_writing(student, data, tmp_path):
     out_dir = tmp_path / "out"
     with pytest.raises(ValueError, match="representative training inputs"):
         export.export_student(
@@ -257,6 +251,7 @@ def test_other_files_may_share_the_directory(student, data, tmp_path):
     assert report["keras"]["agreement"] == 1.0
     assert sorted(os.listdir(tmp_path)) == ["metrics.json", "student.keras"]
 
+
 def test_overwrite_replaces_the_artefacts_of_an_interrupted_export(student, data, tmp_path):
     (tmp_path / "student.keras").write_text("left by a killed attempt")
     (tmp_path / "student.partial.keras").write_text("half of a file")
@@ -290,9 +285,7 @@ def test_parity_measures_a_real_difference(student, data, bias_shift, tmp_path, 
     kernel, bias = head.get_weights()
     head.set_weights([kernel, bias + bias_shift])
     write = export._write
-    monkeypatch.setattr(
-        export, "_write", lambda model, *args: write(shifted, *args)
-    )
+    monkeypatch.setattr(export, "_write", lambda model, *args: write(shifted, *args))
     x_check = data[2]
     reference = student.predict(x_check, verbose=0)
     expected_diff = float(np.abs(bias_shift).max())
@@ -332,4 +325,3 @@ def test_default_tolerances_reject_a_real_difference(
     with pytest.raises(export.ParityError, match=f"{fmt}: max_abs_diff 0.001 exceeds"):
         export.export_student(student, tmp_path, formats=(fmt,), check_data=data[2])
     assert os.listdir(tmp_path) == []
-

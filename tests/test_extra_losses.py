@@ -39,8 +39,15 @@ def test_distill_adds_the_extra_losses_with_their_weights_in_keras_convention():
     # One batch of every sample, so the logged loss is the first step's, by hand:
     # 0.1 CE + 0.9 [KD_4 + 3 hint] with the recipe's KD weight 1.
     distiller = kd_keras.distill(
-        teacher, student, (x, y), recipe="kd", epochs=1, batch_size=16, verbose=0,
-        extra_losses=[hint], extra_loss_weights=[3.0],
+        teacher,
+        student,
+        (x, y),
+        recipe="kd",
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        extra_losses=[hint],
+        extra_loss_weights=[3.0],
         callbacks=[_FirstStep(teacher, student, hint, x, y)],
     )
     assert distiller.distillation_losses[1] is hint  # the caller's object, trained
@@ -48,12 +55,16 @@ def test_distill_adds_the_extra_losses_with_their_weights_in_keras_convention():
     assert distiller.distillation_loss_weights == [1.0, 3.0]
     t = np.array(teacher(x, training=False), "float64")
     s, expected_hint = _FirstStep.seen
-    kd = 16.0 * np.mean(np.sum(np.exp(log_softmax(t / 4)) * (log_softmax(t / 4) - log_softmax(s / 4)), -1))
+    kd = 16.0 * np.mean(
+        np.sum(np.exp(log_softmax(t / 4)) * (log_softmax(t / 4) - log_softmax(s / 4)), -1)
+    )
     ce = -np.mean(log_softmax(s)[np.arange(16), y])
     history = distiller.history.history
     np.testing.assert_allclose(history["hint"][0], expected_hint, rtol=1e-5)
     np.testing.assert_allclose(history["kd"][0], kd, rtol=1e-4)
-    np.testing.assert_allclose(history["loss"][0], 0.1 * ce + 0.9 * (kd + 3.0 * expected_hint), rtol=1e-4)
+    np.testing.assert_allclose(
+        history["loss"][0], 0.1 * ce + 0.9 * (kd + 3.0 * expected_hint), rtol=1e-4
+    )
 
 
 class _FirstStep(keras.callbacks.Callback):
@@ -77,15 +88,19 @@ class _FirstStep(keras.callbacks.Callback):
 
 
 def test_extra_losses_are_a_recipe_config_key_also_in_stacked_recipes():
-    spec = {"class_name": "HintDistillation", "teacher_layer_name": "teacher_features",
-            "student_layer_name": "student_features"}
+    spec = {
+        "class_name": "HintDistillation",
+        "teacher_layer_name": "teacher_features",
+        "student_layer_name": "student_features",
+    }
     for recipe in ("cutmix_pick", "tst+cutmix_pick"):
         config = kd_keras.recipes.get(recipe, {"extra_losses": [spec], "extra_loss_weights": [2.0]})
         distiller = kd_keras.recipes.build.distiller(
             config, conv_model("teacher", 4, 1), conv_model("student", 4, 2)
         )
         assert [type(loss) for loss in distiller.distillation_losses] == [
-            kd_keras.losses.TemperatureKL, HintDistillation
+            kd_keras.losses.TemperatureKL,
+            HintDistillation,
         ]
         assert distiller.distillation_loss_weights[1:] == [2.0]
         assert distiller.distillation_losses[1].regressor is None  # same widths
@@ -96,16 +111,27 @@ def test_distill_appends_to_the_configs_extra_losses():
     feature = keras.distillation.FeatureDistillation(
         loss="mse", teacher_layer_name="teacher_features", student_layer_name="student_features"
     )
-    spec = {"class_name": "HintDistillation", "teacher_layer_name": "teacher_features",
-            "student_layer_name": "student_features"}
+    spec = {
+        "class_name": "HintDistillation",
+        "teacher_layer_name": "teacher_features",
+        "student_layer_name": "student_features",
+    }
     x, y = tiny_batch(count=8)
     config = kd_keras.recipes.get("mixup", {"extra_losses": [spec], "extra_loss_weights": [0.5]})
     distiller = kd_keras.distill(
-        conv_model("teacher", 4, 1), conv_model("student", 4, 2), (x, y), recipe=config,
-        epochs=1, batch_size=8, verbose=0, extra_losses=[feature],
+        conv_model("teacher", 4, 1),
+        conv_model("student", 4, 2),
+        (x, y),
+        recipe=config,
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        extra_losses=[feature],
     )
     assert [type(loss) for loss in distiller.distillation_losses] == [
-        kd_keras.losses.TemperatureKL, HintDistillation, keras.distillation.FeatureDistillation
+        kd_keras.losses.TemperatureKL,
+        HintDistillation,
+        keras.distillation.FeatureDistillation,
     ]
     assert distiller.distillation_loss_weights == [1.0, 0.5, 1.0]
     assert np.isfinite(distiller.history.history["featuredistillation"]).all()
@@ -114,20 +140,31 @@ def test_distill_appends_to_the_configs_extra_losses():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (dict(extra_losses=[HintDistillation("a", "b")], extra_loss_weights=[1.0, 2.0]),
-         "2 weights for 1 extra losses"),
+        (
+            dict(extra_losses=[HintDistillation("a", "b")], extra_loss_weights=[1.0, 2.0]),
+            "2 weights for 1 extra losses",
+        ),
         (dict(extra_loss_weights=[1.0]), "without extra_losses"),
         (dict(extra_losses=["mse"]), "is not a distillation loss"),
         (dict(extra_losses=[{"class_name": "Hint"}]), "Unknown loss 'Hint'"),
-        (dict(recipe=kd_keras.recipes.get("kd", {"extra_loss_weights": [1.0]})),
-         "one weight per extra loss"),
+        (
+            dict(recipe=kd_keras.recipes.get("kd", {"extra_loss_weights": [1.0]})),
+            "one weight per extra loss",
+        ),
     ],
 )
 def test_bad_extra_losses_are_refused_before_training(arguments, message):
     x, y = tiny_batch(count=8)
     with pytest.raises(ValueError, match=message):
-        kd_keras.distill(conv_model("teacher", 4, 1), conv_model("student", 4, 2), (x, y),
-                         epochs=1, batch_size=8, verbose=0, **arguments)
+        kd_keras.distill(
+            conv_model("teacher", 4, 1),
+            conv_model("student", 4, 2),
+            (x, y),
+            epochs=1,
+            batch_size=8,
+            verbose=0,
+            **arguments,
+        )
 
 
 def test_hint_flags_reach_the_job_as_extra_losses(monkeypatch, capsys):
@@ -139,17 +176,30 @@ def test_hint_flags_reach_the_job_as_extra_losses(monkeypatch, capsys):
 
     monkeypatch.setattr(jobs, "distill_job", recording_job)
     with pytest.raises(SystemExit):
-        cli.main(cli.parse([
-            "kd-keras", "distill", "--recipe=cutmix_pick", "--hint=conv2d_5:conv2d_3:10",
-            "--hint=global_average_pooling2d:dense_1",
-            "--set=extra_losses=[{'class_name': 'TemperatureKL', 'temperature': 2.0}]",
-        ]))
+        cli.main(
+            cli.parse(
+                [
+                    "kd-keras",
+                    "distill",
+                    "--recipe=cutmix_pick",
+                    "--hint=conv2d_5:conv2d_3:10",
+                    "--hint=global_average_pooling2d:dense_1",
+                    "--set=extra_losses=[{'class_name': 'TemperatureKL', 'temperature': 2.0}]",
+                ]
+            )
+        )
     assert seen["extra_losses"] == [
         {"class_name": "TemperatureKL", "temperature": 2.0},
-        {"class_name": "HintDistillation", "teacher_layer_name": "conv2d_5",
-         "student_layer_name": "conv2d_3"},
-        {"class_name": "HintDistillation", "teacher_layer_name": "global_average_pooling2d",
-         "student_layer_name": "dense_1"},
+        {
+            "class_name": "HintDistillation",
+            "teacher_layer_name": "conv2d_5",
+            "student_layer_name": "conv2d_3",
+        },
+        {
+            "class_name": "HintDistillation",
+            "teacher_layer_name": "global_average_pooling2d",
+            "student_layer_name": "dense_1",
+        },
     ]
     assert seen["extra_loss_weights"] == [1.0, 10.0, 1.0]
     for bad in ("--hint=onlyone", "--hint=a:b:heavy", "--hint=a::1"):
@@ -165,23 +215,40 @@ def test_the_cli_distils_cutmix_pick_on_top_of_a_hint(tmp_path):
     # second hidden layer (128), through a learned projection.
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(kd_keras.__file__).resolve().parent.parent)}
     result = subprocess.run(
-        [sys.executable, "-m", "kd_keras.cli", "distill", "--recipe=cutmix_pick", "--epochs=1",
-         "--hint=global_average_pooling2d:dense_1:5", "--out=run", "--export=keras"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "kd_keras.cli",
+            "distill",
+            "--recipe=cutmix_pick",
+            "--epochs=1",
+            "--hint=global_average_pooling2d:dense_1:5",
+            "--out=run",
+            "--export=keras",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["extra_losses"] == [{
-        "class_name": "HintDistillation", "teacher_layer_name": "global_average_pooling2d",
-        "student_layer_name": "dense_1",
-    }]
+    assert config["extra_losses"] == [
+        {
+            "class_name": "HintDistillation",
+            "teacher_layer_name": "global_average_pooling2d",
+            "student_layer_name": "dense_1",
+        }
+    ]
     assert config["extra_loss_weights"] == [5.0]
     hints = []
     for path in (tmp_path / "run" / "logs" / "train").rglob("events.out.tfevents.*"):
         for record in tf.data.TFRecordDataset(str(path)):
             event = tf.compat.v1.Event.FromString(record.numpy())
             hints += [
-                float(tf.make_ndarray(value.tensor)) for value in event.summary.value
+                float(tf.make_ndarray(value.tensor))
+                for value in event.summary.value
                 if value.tag.endswith("hint")
             ]
     assert hints and all(np.isfinite(hints)) and all(h > 0 for h in hints)

@@ -58,9 +58,16 @@ def test_a_nan_student_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_path)
     distiller.compile(optimizer="sgd")
     backup = Backup(tmp_path, delete_checkpoint=False)
     # 4 steps per epoch; step 7 is the third of epoch 2.
-    with pytest.raises(NumericalFault, match=r"loss kd=nan, student_loss=nan at step 7 \(epoch 2, batch 3\)"):
+    with pytest.raises(
+        NumericalFault, match=r"loss kd=nan, student_loss=nan at step 7 \(epoch 2, batch 3\)"
+    ):
         distiller.fit(
-            x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
+            x,
+            y,
+            batch_size=8,
+            epochs=3,
+            verbose=0,
+            shuffle=False,
             callbacks=[StopOnNonFinite(), backup],
         )
     assert read_checkpoint(tmp_path)["epoch"] == 1
@@ -76,7 +83,8 @@ def test_a_nan_student_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_path)
 def test_the_message_names_the_term_that_broke_not_the_total():
     x, y = tiny_batch(count=16)
     distiller = kd_keras.Distiller(
-        tiny_teacher(), tiny_student(),
+        tiny_teacher(),
+        tiny_student(),
         distillation_losses=[kd_keras.losses.TemperatureKL(4.0), NaNDistillation()],
         distillation_loss_weights=[0.5, 0.5],
     )
@@ -88,8 +96,9 @@ def test_the_message_names_the_term_that_broke_not_the_total():
 def test_distill_stops_on_nan_and_the_finite_run_is_untouched():
     x, y = tiny_batch(count=32)
     with pytest.raises(NumericalFault, match="at step 3 "):
-        kd_keras.distill(tiny_teacher(), diverging_student(steps=2), (x, y), epochs=2,
-                         batch_size=8, verbose=0)
+        kd_keras.distill(
+            tiny_teacher(), diverging_student(steps=2), (x, y), epochs=2, batch_size=8, verbose=0
+        )
     callback = StopOnNonFinite()
     callback.on_epoch_begin(0)
     callback.on_train_batch_end(0, {"loss": 1.0, "accuracy": 0.5, "note": "text"})

@@ -85,9 +85,7 @@ def test_starts_from_the_vae_reconstruction(batch):
     np.testing.assert_allclose(views.x.numpy(), np.concatenate([x, x_tilde]), atol=1e-6)
     np.testing.assert_array_equal(views.y.numpy(), np.concatenate([y, y]))
     np.testing.assert_array_equal(per_sample(views, "label_weight"), np.repeat([1.0, 0.0], len(x)))
-    labelled = augmenter.__class__.from_config(
-        {**augmenter.get_config(), "label_views": 0.5}
-    )
+    labelled = augmenter.__class__.from_config({**augmenter.get_config(), "label_views": 0.5})
     labelled.build((None, *SHAPE))
     np.testing.assert_array_equal(
         per_sample(labelled.views(x, y, None, None), "label_weight"), np.repeat([1.0, 0.5], len(x))
@@ -205,9 +203,7 @@ def test_get_config_round_trip():
     )
     config = augmenter.get_config()
     assert config["max_delta"] == 1.5 and config["lambda_t"] == 2.0
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(augmenter)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(augmenter))
     assert isinstance(restored, GenerativeAugmenter)
     assert isinstance(restored.vae, VAE) and restored.vae.trainable is False
     assert restored.get_config() == config

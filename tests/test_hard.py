@@ -18,8 +18,13 @@ SHAPE = (12, 12, 1)
 # noise), no longer SpatialAugmenter's default; tests/test_hard_samplers.py
 # covers the others.
 NETWORK = dict(
-    sampler="network", image_conditioned=True, candidates=1, interpolation="bilinear",
-    groups_per_view=0, adaptive_groups=False, lambda_t=1.0,
+    sampler="network",
+    image_conditioned=True,
+    candidates=1,
+    interpolation="bilinear",
+    groups_per_view=0,
+    adaptive_groups=False,
+    lambda_t=1.0,
 )
 
 
@@ -72,9 +77,7 @@ def test_identity_at_initialisation(digits):
     views = augmenter.views(x, y, None, None, training=True)
     np.testing.assert_array_equal(views.x.numpy(), np.concatenate([x, x]))
     np.testing.assert_array_equal(views.y.numpy(), np.concatenate([y, y]))
-    np.testing.assert_array_equal(
-        per_sample(views, "label_weight"), np.repeat([1.0, 0.0], len(x))
-    )
+    np.testing.assert_array_equal(per_sample(views, "label_weight"), np.repeat([1.0, 0.0], len(x)))
     labelled = _augmenter(label_views=0.5).views(x, y, None, None)
     np.testing.assert_array_equal(
         per_sample(labelled, "label_weight"), np.repeat([1.0, 0.5], len(x))
@@ -206,9 +209,7 @@ def test_get_config_round_trip():
     clone = SpatialAugmenter.from_config(config)
     assert clone.get_config() == config
     assert config["lambda_t"] == 2.0 and config["max_translation"] == 0.4
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(augmenter)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(augmenter))
     assert isinstance(restored, SpatialAugmenter)
     assert restored.get_config() == config
     restored.build((None, *SHAPE))

@@ -47,9 +47,7 @@ def test_hard_builds_a_distiller_with_the_worst_of_k_search():
     distiller = build.distiller(config, tiny_teacher(), tiny_student())
     augmenter = distiller.augmenter
     assert isinstance(augmenter, SpatialAugmenter)
-    assert (augmenter.sampler, augmenter.candidates, augmenter.score) == (
-        "uniform", 4, "teacher"
-    )
+    assert (augmenter.sampler, augmenter.candidates, augmenter.score) == ("uniform", 4, "teacher")
     assert augmenter.groups_per_view == 1 and augmenter.adaptive_groups
     assert augmenter.interpolation == "nearest"
     assert augmenter.max_translation == 0.25 and augmenter.max_rotation == 30.0
@@ -126,7 +124,10 @@ def test_one_epoch_runs_both_phases(digits, recipe):
 @pytest.mark.large
 def test_distill_job_writes_the_views(tmp_path):
     metrics = kd_keras.jobs.distill_job(
-        recipe="hard", epochs=1, out=tmp_path / "run", export_formats=("keras",),
+        recipe="hard",
+        epochs=1,
+        out=tmp_path / "run",
+        export_formats=("keras",),
         verbose=0,
     )
     assert metrics["recipe"] == "hard"

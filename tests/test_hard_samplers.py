@@ -47,9 +47,7 @@ def _distiller(augmenter, jit_compile="auto", shape=SHAPE):
     distiller = kd_keras.Distiller(teacher, student, augmenter=augmenter)
     distiller.compile(
         optimizer=keras.optimizers.Adam(1e-2),
-        augmenter_optimizer=(
-            keras.optimizers.Adam(3e-2) if augmenter.learnable else None
-        ),
+        augmenter_optimizer=(keras.optimizers.Adam(3e-2) if augmenter.learnable else None),
         jit_compile=jit_compile,
     )
     return distiller
@@ -83,8 +81,9 @@ def test_gradients_reach_every_gaussian_weight(digits, image_conditioned):
 def test_refinement_gradients_reach_the_parameters(digits):
     x, _ = digits
     teacher, student = _networks()
-    refined = _augmenter(sampler="uniform", candidates=1, refine_steps=2,
-                         refine_step_size=0.25, **DENSE)
+    refined = _augmenter(
+        sampler="uniform", candidates=1, refine_steps=2, refine_step_size=0.25, **DENSE
+    )
     plain = _augmenter(sampler="uniform", candidates=1, **DENSE)
     # The same start: the refinement moves it, in steps of 0.25 per parameter.
     _, _, _, start = plain.hardest_views(x, teacher, student)
@@ -106,9 +105,7 @@ def test_worst_of_k_keeps_the_hardest_candidate_the_teacher_agrees_with(digits):
     replay = _augmenter(sampler="uniform", candidates=k, seed=3, **DENSE)
     tiled = np.tile(x, (k, 1, 1, 1))
     candidates = replay.augment(tiled).numpy()
-    x_tilde, teacher_tilde, teacher_clean, kept = augmenter.hardest_views(
-        x, teacher, student
-    )
+    x_tilde, teacher_tilde, teacher_clean, kept = augmenter.hardest_views(x, teacher, student)
     teacher_candidates = teacher(candidates).numpy()
     score = kl_per_sample(teacher_candidates, student(candidates)).numpy()
     keeps = teacher_candidates.argmax(-1) == np.tile(teacher(x).numpy().argmax(-1), k)
@@ -118,9 +115,7 @@ def test_worst_of_k_keeps_the_hardest_candidate_the_teacher_agrees_with(digits):
         if score[best[i], i] < 0:  # the teacher relabels every candidate
             np.testing.assert_array_equal(x_tilde[i], x[i])
         else:
-            np.testing.assert_allclose(
-                x_tilde[i], candidates[best[i] * len(x) + i], atol=1e-5
-            )
+            np.testing.assert_allclose(x_tilde[i], candidates[best[i] * len(x) + i], atol=1e-5)
     np.testing.assert_allclose(teacher_tilde, teacher(x_tilde), atol=1e-4)
     np.testing.assert_allclose(teacher_clean, teacher(x), atol=1e-5)
     assert np.all(np.abs(kept.numpy()) <= 1.0)
@@ -188,8 +183,9 @@ def test_learned_samplers_do_not_collapse(digits, kwargs):
     distiller = _distiller(augmenter)
     distiller.phase = "augmenter"
     steps = 60
-    distiller.fit(np.tile(x, (steps, 1, 1, 1)), np.tile(y, steps),
-                  batch_size=len(x), shuffle=False, verbose=0)
+    distiller.fit(
+        np.tile(x, (steps, 1, 1, 1)), np.tile(y, steps), batch_size=len(x), shuffle=False, verbose=0
+    )
     squashed, _ = augmenter.squashed_parameters(np.tile(x, (4, 1, 1, 1)))
     spread = squashed.numpy().std(axis=0)
     assert spread[TRANSLATE_X] > 0.2 and spread[TRANSLATE_Y] > 0.2, spread
@@ -220,8 +216,9 @@ def test_one_row_inputs_move_along_the_width_only():
         assert squashed[:, TRANSLATE_X].std() > 0.1 and squashed[:, SCALE].std() > 0.1
     # A whole-sample translation is a shift filled with fill_value (0, the
     # mean of a standardised signal), not clipped to [0, 1].
-    augmenter = _augmenter(shape, sampler="uniform", max_translation=0.25,
-                           max_scale=0.0, fill_value=0.0)
+    augmenter = _augmenter(
+        shape, sampler="uniform", max_translation=0.25, max_scale=0.0, fill_value=0.0
+    )
     squashed = np.zeros((len(x), 6), "float32")
     squashed[:, TRANSLATE_X] = 0.3  # 0.3 * 0.25 * 40 = 3 samples to the right
     warped = augmenter.augment(x, noise=squashed).numpy()
@@ -245,28 +242,50 @@ def test_training_false_is_identity_for_every_sampler(digits):
 @pytest.mark.parametrize("sampler", ["uniform", "gaussian", "network"])
 def test_get_config_round_trip(sampler):
     augmenter = SpatialAugmenter(
-        noise_dim=4, max_rotation=12.0, max_scale=0.3, max_shear=0.1,
-        max_translation=0.4, filters=8, units=16, label_views=0.25,
-        temperature=4.0, lambda_t=2.0, fill_value=0.5, image_conditioned=False,
-        sampler=sampler, candidates=6, refine_steps=2, refine_step_size=0.1,
-        entropy_weight=0.2, initial_std=0.7, spread_floor=0.25,
-        consistency="ce", interpolation="nearest", score="student", seed=7,
+        noise_dim=4,
+        max_rotation=12.0,
+        max_scale=0.3,
+        max_shear=0.1,
+        max_translation=0.4,
+        filters=8,
+        units=16,
+        label_views=0.25,
+        temperature=4.0,
+        lambda_t=2.0,
+        fill_value=0.5,
+        image_conditioned=False,
+        sampler=sampler,
+        candidates=6,
+        refine_steps=2,
+        refine_step_size=0.1,
+        entropy_weight=0.2,
+        initial_std=0.7,
+        spread_floor=0.25,
+        consistency="ce",
+        interpolation="nearest",
+        score="student",
+        seed=7,
         name="hard_spatial",
     )
     config = augmenter.get_config()
     defaults = SpatialAugmenter().get_config()
     # Every constructor argument is in the config, with its given value.
     for key, value in dict(
-        sampler=sampler, candidates=6, refine_steps=2, refine_step_size=0.1,
-        entropy_weight=0.2, initial_std=0.7, spread_floor=0.25,
-        consistency="ce", interpolation="nearest", image_conditioned=False,
+        sampler=sampler,
+        candidates=6,
+        refine_steps=2,
+        refine_step_size=0.1,
+        entropy_weight=0.2,
+        initial_std=0.7,
+        spread_floor=0.25,
+        consistency="ce",
+        interpolation="nearest",
+        image_conditioned=False,
         score="student",
     ).items():
         assert config[key] == value, key
         assert key in defaults
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(augmenter)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(augmenter))
     assert isinstance(restored, SpatialAugmenter)
     assert restored.get_config() == config
     restored.build((None, *SHAPE))
@@ -291,10 +310,14 @@ def test_bad_options_are_refused():
     "kwargs",
     [
         dict(sampler="uniform", candidates=4, refine_steps=1),
-        dict(sampler="uniform", candidates=4, refine_steps=1, score="student",
-             interpolation="nearest"),
-        dict(sampler="gaussian", image_conditioned=True, candidates=2,
-             entropy_weight=0.1),
+        dict(
+            sampler="uniform",
+            candidates=4,
+            refine_steps=1,
+            score="student",
+            interpolation="nearest",
+        ),
+        dict(sampler="gaussian", image_conditioned=True, candidates=2, entropy_weight=0.1),
     ],
 )
 @pytest.mark.large

@@ -26,8 +26,10 @@ def features(model, x):
 def distiller(student_width=6, projection="auto", **kwargs):
     hint = HintDistillation("teacher_features", "student_features", projection=projection)
     return kd_keras.Distiller(
-        conv_model("teacher", 4, seed=1), conv_model("student", student_width, seed=2),
-        hint, **kwargs,
+        conv_model("teacher", 4, seed=1),
+        conv_model("student", student_width, seed=2),
+        hint,
+        **kwargs,
     ), hint
 
 
@@ -71,14 +73,26 @@ def test_a_projection_is_added_when_the_widths_differ_or_when_asked(
     "build, message",
     [
         (lambda: distiller(6, projection=False), "use projection='auto'"),
-        (lambda: kd_keras.Distiller(
-            conv_model("teacher", 4, 1), conv_model("student", 4, 2, spatial=4),
-            HintDistillation("teacher_features", "student_features")), "same rank and spatial size"),
-        (lambda: kd_keras.Distiller(
-            conv_model("teacher", 4, 1), conv_model("student", 4, 2),
-            HintDistillation("teacher_features", "nowhere")), "In the student model"),
-        (lambda: HintDistillation("teacher_features", "student_features", projection=1),
-         "projection must be one of"),
+        (
+            lambda: kd_keras.Distiller(
+                conv_model("teacher", 4, 1),
+                conv_model("student", 4, 2, spatial=4),
+                HintDistillation("teacher_features", "student_features"),
+            ),
+            "same rank and spatial size",
+        ),
+        (
+            lambda: kd_keras.Distiller(
+                conv_model("teacher", 4, 1),
+                conv_model("student", 4, 2),
+                HintDistillation("teacher_features", "nowhere"),
+            ),
+            "In the student model",
+        ),
+        (
+            lambda: HintDistillation("teacher_features", "student_features", projection=1),
+            "projection must be one of",
+        ),
     ],
 )
 def test_layers_that_cannot_be_matched_are_refused_with_the_fix(build, message):
@@ -110,7 +124,9 @@ def test_the_student_optimiser_trains_the_projection_by_its_gradient():
     )
     # The student's guided layer learns from the hint too; the exported
     # student holds no projection.
-    assert any(not np.allclose(a, np.array(b)) for a, b in zip(student_before, model.student.weights))
+    assert any(
+        not np.allclose(a, np.array(b)) for a, b in zip(student_before, model.student.weights)
+    )
     assert not any("regressor" in w.path for w in model.student.weights)
 
 

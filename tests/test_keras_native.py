@@ -58,8 +58,9 @@ def train(distiller_class, losses, loss, steps=6):
     distiller = distiller_class(
         teacher_model(), student_model(), student_loss_weight=0.3, **LOSS_SETS[losses]()
     )
-    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=loss,
-                      metrics=["accuracy"])
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=loss, metrics=["accuracy"]
+    )
     x, y = tiny_batch(count=8 * steps, seed=3)
     record = BatchLogs()
     distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[record])
@@ -90,7 +91,9 @@ def test_a_keras_string_loss_gives_keras_numbers_and_a_warning():
     # even for logits; a drop-in does the same, and says so.
     with pytest.warns(UserWarning, match="reads the student's outputs as probabilities"):
         _, our_logs, _ = train(kd_keras.Distiller, "logits", "sparse_categorical_crossentropy", 2)
-    _, their_logs, _ = train(keras.distillation.Distiller, "logits", "sparse_categorical_crossentropy", 2)
+    _, their_logs, _ = train(
+        keras.distillation.Distiller, "logits", "sparse_categorical_crossentropy", 2
+    )
     np.testing.assert_allclose(our_logs[-1]["loss"], their_logs[-1]["loss"], rtol=1e-6)
 
 
@@ -117,15 +120,21 @@ def test_feature_distillation_round_trips_in_a_keras_file(tmp_path):
         (lambda: (object(), student_model()), "Teacher must be a keras.Model"),
         (lambda: (teacher_model(), "student"), "Student must be a keras.Model"),
         (
-            lambda: (teacher_model(), keras.Sequential([keras.Input((6, 6, 1)),
-                                                        keras.layers.Flatten(),
-                                                        keras.layers.Dense(4)])),
+            lambda: (
+                teacher_model(),
+                keras.Sequential(
+                    [keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
+                ),
+            ),
             "shape",
         ),
         (
-            lambda: (teacher_model(), keras.Sequential([keras.Input((8, 8, 1)),
-                                                        keras.layers.Flatten(),
-                                                        keras.layers.Dense(3)])),
+            lambda: (
+                teacher_model(),
+                keras.Sequential(
+                    [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+                ),
+            ),
             "",
         ),
     ],
@@ -173,7 +182,8 @@ def test_steps_per_execution_gives_keras_numbers():
             teacher_model(), student_model(), student_loss_weight=0.3, **LOSS_SETS["both"]()
         )
         distiller.compile(
-            optimizer=keras.optimizers.SGD(0.1, momentum=0.9), steps_per_execution=3,
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+            steps_per_execution=3,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
@@ -194,11 +204,16 @@ def test_steps_per_execution_gives_keras_numbers():
 def test_weights_of_the_wrong_length_and_bad_loss_weights_are_refused():
     for distiller_class in (keras.distillation.Distiller, kd_keras.Distiller):
         with pytest.raises(ValueError, match="must match number of distillation_losses"):
-            distiller_class(teacher_model(), student_model(), [logits_loss()],
-                            distillation_loss_weights=[1.0, 2.0])
+            distiller_class(
+                teacher_model(),
+                student_model(),
+                [logits_loss()],
+                distillation_loss_weights=[1.0, 2.0],
+            )
         with pytest.raises(ValueError, match="between 0.0 and 1.0"):
-            distiller_class(teacher_model(), student_model(), logits_loss(),
-                            student_loss_weight=1.5)
+            distiller_class(
+                teacher_model(), student_model(), logits_loss(), student_loss_weight=1.5
+            )
     with pytest.raises(ValueError, match="metrics must be a list or tuple"):
         kd_keras.Distiller(teacher_model(), student_model()).compile(metrics="accuracy")
 
@@ -239,24 +254,28 @@ AUGMENTERS = {
     "CutMix": (lambda: kd_keras.augment.CutMix(seed=0), False),
     "CutMixPick": (lambda: kd_keras.augment.CutMixPick(seed=0), True),
     "CutMixPick without x": (
-        lambda: kd_keras.augment.CutMixPick(include_clean=False, seed=0), True
+        lambda: kd_keras.augment.CutMixPick(include_clean=False, seed=0),
+        True,
     ),
     "FunctionMatching": (lambda: kd_keras.augment.FunctionMatching(flip=False, seed=0), False),
     "SpatialAugmenter search": (lambda: kd_keras.augment.SpatialAugmenter(seed=0), True),
     "SpatialAugmenter student score": (
-        lambda: kd_keras.augment.SpatialAugmenter(score="student", seed=0), True
+        lambda: kd_keras.augment.SpatialAugmenter(score="student", seed=0),
+        True,
     ),
     "SpatialAugmenter network": (
         lambda: kd_keras.augment.SpatialAugmenter(sampler="network", candidates=1, seed=0),
         False,
     ),
     "GenerativeAugmenter": (
-        lambda: kd_keras.augment.GenerativeAugmenter(tiny_vae(), units=8, seed=0), False
+        lambda: kd_keras.augment.GenerativeAugmenter(tiny_vae(), units=8, seed=0),
+        False,
     ),
     "LearnedPolicy": (lambda: kd_keras.augment.LearnedPolicy(seed=0), False),
     "BackwardPerturbation": (lambda: kd_keras.augment.BackwardPerturbation(seed=0), True),
     "BackwardPerturbation pool": (
-        lambda: kd_keras.augment.BackwardPerturbation(fraction=0.5, pool_size=8, seed=0), True
+        lambda: kd_keras.augment.BackwardPerturbation(fraction=0.5, pool_size=8, seed=0),
+        True,
     ),
     "Stack": (
         lambda: kd_keras.augment.Stack(
@@ -270,7 +289,8 @@ AUGMENTERS = {
 def one_counted_step(augmenter, losses):
     """One eager step; returns the logs, the views it trained on and the passes counted."""
     (teacher, teacher_counter), (student, student_counter) = (
-        counted(teacher_model()), counted(student_model())
+        counted(teacher_model()),
+        counted(student_model()),
     )
     distiller = kd_keras.Distiller(
         teacher, student, losses, student_loss_weight=0.1, augmenter=augmenter

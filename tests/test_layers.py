@@ -24,7 +24,9 @@ def test_ids_and_their_one_hot_distributions_embed_identically():
     assert from_ids.shape == from_one_hot.shape == (4, 7, 5)
     np.testing.assert_allclose(from_one_hot, from_ids, rtol=0, atol=1e-7)
     # A mixture embeds as the mixture of the embeddings.
-    mixed = 0.25 * keras.ops.one_hot(ids, VOCABULARY) + 0.75 * keras.ops.one_hot(ids[::-1], VOCABULARY)
+    mixed = 0.25 * keras.ops.one_hot(ids, VOCABULARY) + 0.75 * keras.ops.one_hot(
+        ids[::-1], VOCABULARY
+    )
     np.testing.assert_allclose(
         embedding(mixed), 0.25 * from_ids + 0.75 * embedding(ids[::-1]), atol=1e-6
     )

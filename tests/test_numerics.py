@@ -65,8 +65,7 @@ def logit_batches(draw, count=2):
     batch = draw(st.integers(1, 4))
     classes = draw(st.integers(2, 7))
     arrays = [
-        draw(hnp.arrays("float32", (batch, classes), elements=logit_values))
-        for _ in range(count)
+        draw(hnp.arrays("float32", (batch, classes), elements=logit_values)) for _ in range(count)
     ]
     dtype = draw(st.sampled_from(DTYPES))
     ids = draw(hnp.arrays("int32", (batch,), elements=st.integers(0, classes - 1)))
@@ -143,9 +142,7 @@ def test_log_one_minus_label_probability_is_finite_and_exact(batch, epsilon):
     one_hot = np.eye(z.shape[-1])[ids]
     for labels, weights in ((ids, one_hot), (soft, np.clip(soft, 0.0, 1.0).astype("float64"))):
         value, (gradient,) = _value_and_gradients(
-            lambda a, labels=labels: kd_losses.log_one_minus_label_probability(
-                labels, a, epsilon
-            ),
+            lambda a, labels=labels: kd_losses.log_one_minus_label_probability(labels, a, epsilon),
             z,
         )
         assert _finite(value, gradient)
@@ -236,9 +233,7 @@ def test_augmenter_objectives_and_their_gradients_are_finite(
     x = _images(seed=seed)
     y = np.arange(len(x)) % CLASSES
     if soft:
-        y = (0.5 * np.eye(CLASSES)[y] + 0.5 * np.eye(CLASSES)[(y + 1) % CLASSES]).astype(
-            "float32"
-        )
+        y = (0.5 * np.eye(CLASSES)[y] + 0.5 * np.eye(CLASSES)[(y + 1) % CLASSES]).astype("float32")
     teacher_fn = _linear(teacher_scale, dtype, seed)
     student_fn = _linear(student_scale, dtype, seed + 10)
 
@@ -353,7 +348,13 @@ def test_tst_distils_a_confident_cnn_into_an_mlp_on_16x16_digits():
     assert np.median(student_logits[:, -1] - student_logits[:, -2]) > 17  # p rounds to 1
 
     distiller = kd_keras.distill(
-        teacher, student, (x, y), recipe="tst", epochs=2, batch_size=64, verbose=0,
+        teacher,
+        student,
+        (x, y),
+        recipe="tst",
+        epochs=2,
+        batch_size=64,
+        verbose=0,
         # A policy epoch inserted between the two student epochs.
         **{"phases.starts": [1], "phases.length": 1, "phases.full_epochs": 2},
     )
@@ -363,6 +364,4 @@ def test_tst_distils_a_confident_cnn_into_an_mlp_on_16x16_digits():
     # Student epochs log the student, the policy epoch its objective only.
     assert len(history["loss"]) == 2 and min(history["loss"]) > 0
     assert len(history["augmenter_objective"]) == 1 and history["augmenter_objective"][0] > 0
-    assert any(
-        value != pytest.approx(0.5) for value in distiller.augmenter.log_scalars().values()
-    )
+    assert any(value != pytest.approx(0.5) for value in distiller.augmenter.log_scalars().values())

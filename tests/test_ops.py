@@ -198,13 +198,17 @@ def test_contrast_scales_around_the_mean_grey_level(channels):
 
 def test_color_and_sharpness_match_pil():
     images = _images(3)
-    for function, enhancer in ((ops.color, ImageEnhance.Color), (ops.sharpness, ImageEnhance.Sharpness)):
+    for function, enhancer in (
+        (ops.color, ImageEnhance.Color),
+        (ops.sharpness, ImageEnhance.Sharpness),
+    ):
         for magnitude in (0.7, -0.7):
             factor = 1.0 + 0.9 * magnitude
-            pil = _pil(images, lambda image, enhancer=enhancer, factor=factor: enhancer(image).enhance(factor))
-            np.testing.assert_allclose(
-                function(images, magnitude).numpy(), pil, atol=2.01 / 255
+            pil = _pil(
+                images,
+                lambda image, enhancer=enhancer, factor=factor: enhancer(image).enhance(factor),
             )
+            np.testing.assert_allclose(function(images, magnitude).numpy(), pil, atol=2.01 / 255)
     grey = _images(1)
     np.testing.assert_array_equal(ops.color(grey, 1.0).numpy(), grey)
 
@@ -255,7 +259,7 @@ def test_cutout_at_puts_the_square_where_the_centres_say():
     # [centre - 2, centre + 2), clipped at the borders.
     for image, (row, col) in zip(out, [(0, 0), (10, 5), (19, 12)]):
         expected = np.full((20, 20), 0.5, "float32")
-        expected[max(row - 2, 0):row + 2, max(col - 2, 0):col + 2] = 1.0
+        expected[max(row - 2, 0) : row + 2, max(col - 2, 0) : col + 2] = 1.0
         np.testing.assert_array_equal(image, expected)
     # cutout draws its centres from its seed, as keras.random.uniform does.
     drawn = ops.cutout(images, 0.4, max_size=0.5, fill_value=1.0, seed=5)

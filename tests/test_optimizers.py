@@ -65,11 +65,16 @@ def test_decay_shrinks_weights_with_zero_gradient_as_pytorch():
 
 
 def test_config_round_trip_and_bad_arguments():
-    optimizer = kd_keras.optimizers.CoupledSGD(0.1, momentum=0.9, nesterov=True,
-                                               coupled_weight_decay=1e-4)
+    optimizer = kd_keras.optimizers.CoupledSGD(
+        0.1, momentum=0.9, nesterov=True, coupled_weight_decay=1e-4
+    )
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, kd_keras.optimizers.CoupledSGD)
-    assert (restored.coupled_weight_decay, restored.nesterov, restored.momentum) == (1e-4, True, 0.9)
+    assert (restored.coupled_weight_decay, restored.nesterov, restored.momentum) == (
+        1e-4,
+        True,
+        0.9,
+    )
     with pytest.raises(ValueError, match="not Keras' decoupled weight_decay"):
         kd_keras.optimizers.CoupledSGD(0.1, weight_decay=5e-4)
     with pytest.raises(ValueError, match="coupled_weight_decay must be >= 0"):

@@ -40,8 +40,11 @@ def test_image_grid_lays_out_labelled_rows_upscaled_by_nearest_neighbour():
 def test_the_policy_is_drawn_as_one_panel_per_op(tmp_path):
     names = [f"Op{i}" for i in range(14)]
     history = [
-        {"epoch": e, **{f"magnitude/{n}": 0.8 for n in names},
-         **{f"probability/{n}": 0.5 - 0.01 * e * i for i, n in enumerate(names)}}
+        {
+            "epoch": e,
+            **{f"magnitude/{n}": 0.8 for n in names},
+            **{f"probability/{n}": 0.5 - 0.01 * e * i for i, n in enumerate(names)},
+        }
         for e in range(4)
     ]
     path = plots.plot_policy_trajectory(history, tmp_path / "policy.png", columns=5)
@@ -66,4 +69,3 @@ def test_the_policy_is_drawn_as_one_panel_per_op(tmp_path):
     assert tuple(blue) in colours and tuple(orange) in colours
     with pytest.raises(ValueError, match="history is empty"):
         plots.plot_policy_trajectory([], tmp_path / "empty.png")
-

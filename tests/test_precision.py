@@ -84,9 +84,9 @@ def test_a_mixed_precision_step_matches_float32(recipe, phase, precision):
     scaled = isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled == (precision == "mixed_float16")
     if distiller.augmenter_optimizer is not None:
-        assert isinstance(
-            distiller.augmenter_optimizer, keras.optimizers.LossScaleOptimizer
-        ) == (precision == "mixed_float16")
+        assert isinstance(distiller.augmenter_optimizer, keras.optimizers.LossScaleOptimizer) == (
+            precision == "mixed_float16"
+        )
 
 
 def test_distill_builds_the_student_in_the_precision_and_keeps_the_callers_models():
@@ -95,8 +95,14 @@ def test_distill_builds_the_student_in_the_precision_and_keeps_the_callers_model
     teacher_weights = [w.numpy().copy() for w in teacher.weights]
     student_weights = [w.numpy().copy() for w in student.weights]
     distiller = kd_keras.distill(
-        teacher, student, (x, y), epochs=1, batch_size=16, verbose=0,
-        precision="mixed_bfloat16", teacher_precision="bfloat16",
+        teacher,
+        student,
+        (x, y),
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        precision="mixed_bfloat16",
+        teacher_precision="bfloat16",
     )
     assert kd_precision.computes_in(distiller.student, "bfloat16")
     assert all(w.dtype == "bfloat16" for w in distiller.teacher.weights)
@@ -106,7 +112,12 @@ def test_distill_builds_the_student_in_the_precision_and_keeps_the_callers_model
             np.testing.assert_array_equal(a, b.numpy())
     # Built by a function, the student is made in the policy directly.
     built = kd_keras.distill(
-        tiny_teacher, tiny_student, (x, y), epochs=1, batch_size=16, verbose=0,
+        tiny_teacher,
+        tiny_student,
+        (x, y),
+        epochs=1,
+        batch_size=16,
+        verbose=0,
         precision="mixed_float16",
     )
     assert kd_precision.computes_in(built.student, "float16")

@@ -92,7 +92,8 @@ def test_quantize_keeps_first_and_last_float_and_quantizes_the_middle():
     model = small_cnn_teacher()
     quantized = kd_keras.quantize(model, 2)
     weight_layers = [
-        layer for layer in quantized.layers
+        layer
+        for layer in quantized.layers
         if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
     ]
     assert type(weight_layers[0]) is keras.layers.Conv2D
@@ -153,12 +154,19 @@ def test_zoo_get_with_bits_returns_a_quantized_model():
 
 def test_sequential_models_are_quantized_too():
     model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(5, activation="relu"),
-         keras.layers.Dense(5, activation="relu"), keras.layers.Dense(2)]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation="relu"),
+            keras.layers.Dense(5, activation="relu"),
+            keras.layers.Dense(2),
+        ]
     )
     quantized = kd_keras.quantize(model, 2)
     assert [type(layer).__name__ for layer in quantized.layers[1:]] == [
-        "Dense", "QuantActivation", "QuantDense", "Dense"
+        "Dense",
+        "QuantActivation",
+        "QuantDense",
+        "Dense",
     ]
 
 
@@ -223,9 +231,11 @@ def test_two_bit_student_trains_under_kd(two_bit_student):
 def test_two_bit_student_exports_with_parity(two_bit_student, digits, tmp_path):
     _, distiller = two_bit_student
     report = kd_keras.export.export_student(
-        distiller.student, tmp_path,
+        distiller.student,
+        tmp_path,
         formats=("keras", "saved_model", "tflite", "tflite_int8"),
-        check_data=digits.test[0][:256], representative_data=digits.train[0][:100],
+        check_data=digits.test[0][:256],
+        representative_data=digits.train[0][:100],
     )
     assert report["tflite_int8"]["agreement"] >= 0.95
     reloaded = keras.saving.load_model(tmp_path / "student.keras", safe_mode=True)

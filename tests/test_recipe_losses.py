@@ -62,7 +62,8 @@ RECIPES = {
     "tst": ({}, 2, lambda L, v: 0.5 * (L.ce(v[0]) + L.ce(v[1])) + 0.5 * (L.kd(v[0]) + L.kd(v[1]))),
     # TST's policy, then CutMixPick on its view: x'' = pick(cutmix(x~)), labels unused.
     "tst+cutmix_pick": (
-        {}, 3,
+        {},
+        3,
         lambda L, v: 0.5 * (L.ce(v[0]) + L.ce(v[1])) + 0.5 * (L.kd(v[0]) + L.kd(v[1]) + L.kd(v[2])),
     ),
 }
@@ -106,4 +107,3 @@ def test_one_step_loss_is_the_papers_computed_by_hand(recipe):
         assert not np.allclose(np.array(view.x), x, atol=1e-3)
     expected = paper(Terms(teacher, student, y), views)
     np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5, atol=1e-6)
-

@@ -21,8 +21,11 @@ def test_kd_recipe_has_the_papers_settings():
     assert config["distillation_loss_weights"] == [1.0]
     assert config["distillation_losses"] == [{"class_name": "TemperatureKL", "temperature": 4.0}]
     assert config["optimizer"] == {
-        "class_name": "CoupledSGD", "learning_rate": 0.05, "momentum": 0.9,
-        "nesterov": False, "coupled_weight_decay": 5e-4,
+        "class_name": "CoupledSGD",
+        "learning_rate": 0.05,
+        "momentum": 0.9,
+        "nesterov": False,
+        "coupled_weight_decay": 5e-4,
     }
     assert (config["epochs"], config["batch_size"]) == (240, 64)
 
@@ -77,7 +80,9 @@ def test_tst_takes_the_pairs_official_settings():
     assert pair["phases"]["starts"] == [32, 62, 92, 122, 152, 182, 212]
     assert pair["phases"]["length"] == 5 and pair["phases"]["inserted"]
     assert pair["optimizer"]["nesterov"] and pair["optimizer"]["coupled_weight_decay"] == 1e-4
-    assert recipes.get("tst", teacher="resnet110", student="resnet32")["distillation_loss_weights"] == [0.5]
+    assert recipes.get("tst", teacher="resnet110", student="resnet32")[
+        "distillation_loss_weights"
+    ] == [0.5]
     assert recipes.get("tst", teacher="resnet32x4", student="shufflev1")["batch_size"] == 64
     unknown = recipes.get("tst", teacher="cnn", student="mlp")
     default = recipes.get("tst", teacher="wrn_40_2", student="wrn_16_2")
@@ -114,8 +119,15 @@ def test_the_vae_is_loaded_by_build_only():
 
 def test_dotted_overrides_change_the_config_and_nothing_else():
     base = recipes.get("cutmix")
-    changed = recipes.get("cutmix", {"augmenter.alpha": 0.4, "optimizer.momentum": 0.5,
-                                     "distillation_losses.0.temperature": 2.0, "epochs": 30})
+    changed = recipes.get(
+        "cutmix",
+        {
+            "augmenter.alpha": 0.4,
+            "optimizer.momentum": 0.5,
+            "distillation_losses.0.temperature": 2.0,
+            "epochs": 30,
+        },
+    )
     assert changed["augmenter"]["alpha"] == 0.4 and changed["optimizer"]["momentum"] == 0.5
     assert changed["distillation_losses"][0]["temperature"] == 2.0 and changed["epochs"] == 30
     for key in ("augmenter", "optimizer", "distillation_losses", "epochs"):
@@ -153,8 +165,11 @@ def test_override_values_of_the_wrong_kind_are_refused_early():
 
 
 VALUES = (
-    st.none() | st.booleans() | st.integers(-10**30, 10**30)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
     | st.lists(st.integers(-3, 300), max_size=3)
 )
 
@@ -177,8 +192,9 @@ def test_recipe_overrides_fuzz_give_a_config_or_a_clean_error(data):
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 20) | st.floats() | st.text(max_size=6),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 

@@ -52,8 +52,15 @@ def test_a_run_ends_in_the_student_phase_and_a_bare_fit_says_what_it_trains():
     x, y = tiny_batch(count=32)
     distiller = learnable_distiller()
     # 3 steps of a 1:2 cycle end inside an augmenter phase.
-    distiller.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=3, verbose=0,
-                  callbacks=[PhaseSchedule(student_steps=1, augmenter_steps=2)])
+    distiller.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        steps_per_epoch=3,
+        verbose=0,
+        callbacks=[PhaseSchedule(student_steps=1, augmenter_steps=2)],
+    )
     assert distiller.phase == "student"
     assert int(distiller.augmenter_optimizer.iterations.numpy()) == 2
     before = float(distiller.augmenter.offset.numpy())
@@ -63,17 +70,30 @@ def test_a_run_ends_in_the_student_phase_and_a_bare_fit_says_what_it_trains():
     assert history.history["accuracy"][0] > 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                      callbacks=[PhaseSchedule(student_steps=1, augmenter_steps=1)])
+        distiller.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=1,
+            verbose=0,
+            callbacks=[PhaseSchedule(student_steps=1, augmenter_steps=1)],
+        )
 
 
 def test_augmenter_epochs_log_only_the_augmenter_and_curves_keep_moving(tmp_path):
     x, y = tiny_batch(count=32)
     distiller = learnable_distiller()
     history = distiller.fit(
-        x, y, batch_size=8, epochs=4, verbose=0, validation_data=(x, y),
-        callbacks=[PhaseSchedule(augmenter_epochs={1: 2}),
-                   kd_keras.callbacks.TensorBoard(str(tmp_path))],
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        verbose=0,
+        validation_data=(x, y),
+        callbacks=[
+            PhaseSchedule(augmenter_epochs={1: 2}),
+            kd_keras.callbacks.TensorBoard(str(tmp_path)),
+        ],
     ).history
     # Student metrics for the two student epochs only, never a 0.0 placeholder.
     assert len(history["accuracy"]) == len(history["loss"]) == 2
@@ -98,7 +118,11 @@ def test_tensorboard_writes_batch_curves_only_when_asked(tmp_path, update_freq, 
     distiller = kd_keras.Distiller(tiny_teacher(), tiny_student())
     distiller.compile(optimizer=keras.optimizers.SGD(0.1))
     distiller.fit(
-        x, y, batch_size=8, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[kd_keras.callbacks.TensorBoard(str(tmp_path), update_freq=update_freq)],
     )
     tags = []
@@ -112,13 +136,16 @@ def test_tensorboard_writes_batch_curves_only_when_asked(tmp_path, update_freq, 
 def test_keras_logits_distillation_with_its_default_loss_is_warned_about():
     with pytest.warns(UserWarning, match="applies no softmax.*KLDivergence"):
         kd_keras.Distiller(
-            tiny_teacher(), tiny_student(), student_loss_weight=0,
+            tiny_teacher(),
+            tiny_student(),
+            student_loss_weight=0,
             distillation_losses=keras.distillation.LogitsDistillation(temperature=4.0),
         )
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         kd_keras.Distiller(
-            tiny_teacher(), tiny_student(),
+            tiny_teacher(),
+            tiny_student(),
             distillation_losses=keras.distillation.LogitsDistillation(
                 temperature=4.0, loss=keras.losses.KLDivergence()
             ),

@@ -26,7 +26,9 @@ def test_corrupt_teacher_file_is_reported(tmp_path):
     assert "not found" not in message.lower() and "card" not in message
     assert "model.save" in message
     (tmp_path / "teacher.json").write_text(json.dumps({"command": "kd-keras train-teacher"}))
-    with pytest.raises(resolve.RunError, match=r"rebuild it with the command in its card .*teacher\.json"):
+    with pytest.raises(
+        resolve.RunError, match=r"rebuild it with the command in its card .*teacher\.json"
+    ):
         resolve.load_model(corrupt)
     with pytest.raises(resolve.RunError, match="does not exist"):
         resolve.load_model(tmp_path / "absent.keras")
@@ -60,7 +62,9 @@ def test_a_malformed_schedule_file_is_one_line_before_any_work(tmp_path, monkeyp
     monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: pytest.fail("loaded data"))
     (tmp_path / "schedule.json").write_text('{"entries": [')
     with pytest.raises(ValueError) as error:
-        jobs.distill_job(recipe="rolewise", policy=str(tmp_path / "schedule.json"), out=tmp_path / "run")
+        jobs.distill_job(
+            recipe="rolewise", policy=str(tmp_path / "schedule.json"), out=tmp_path / "run"
+        )
     assert "not valid JSON" in str(error.value) and len(str(error.value).splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
@@ -97,7 +101,11 @@ def test_a_failed_export_keeps_the_training_and_a_rerun_only_exports(tmp_path, m
     assert metrics["optimizer_steps"] == {"student": 2 * 22}
     assert metrics["exports"]["keras"]["agreement"] == 1.0
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "logs", "metrics.json", "run.json", "student.keras",
+        "config.json",
+        "logs",
+        "metrics.json",
+        "run.json",
+        "student.keras",
     ]
 
 
@@ -106,7 +114,9 @@ def test_bad_data_found_in_the_run_directory_leaves_nothing(tmp_path, monkeypatc
     x, y = digits.train
     x = x.copy()
     x[5, 3, 3, 0] = np.nan
-    monkeypatch.setattr(kd_keras.data, "load", lambda *a, **k: dataclasses.replace(digits, train=(x, y)))
+    monkeypatch.setattr(
+        kd_keras.data, "load", lambda *a, **k: dataclasses.replace(digits, train=(x, y))
+    )
     with pytest.raises(kd_keras.data.DataError, match="1 inputs hold NaN or Inf .*sample 5"):
         jobs.distill_job(epochs=1, out=tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()
@@ -126,7 +136,8 @@ def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, 
 
     def interrupted_at(epoch):
         monkeypatch.setattr(
-            kd_keras.callbacks, "TensorBoard",
+            kd_keras.callbacks,
+            "TensorBoard",
             lambda log_dir: [tensorboard(log_dir), Interrupt(epoch)][1],
         )
 
@@ -139,13 +150,20 @@ def test_an_interrupted_run_keeps_its_checkpoint_only_once_it_has_one(tmp_path, 
     with pytest.raises(run_directory.Interrupted) as error:
         jobs.distill_job(epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0)
     assert kd_keras.callbacks.backup.read_checkpoint(tmp_path / "late" / "backup")["epoch"] == 1
-    assert (error.value.out, error.value.kept, error.value.checkpoint_epoch) == (tmp_path / "late", True, 1)
+    assert (error.value.out, error.value.kept, error.value.checkpoint_epoch) == (
+        tmp_path / "late",
+        True,
+        1,
+    )
     with pytest.raises(resolve.RunError, match="unfinished run of another command"):
         jobs.distill_job(epochs=3, out=tmp_path / "late", verbose=0)
     # A lower learning rate (the fix for a NaN) resumes the same run.
     monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", tensorboard)
     metrics = jobs.distill_job(
-        epochs=2, out=tmp_path / "late", export_formats=("keras",), verbose=0,
+        epochs=2,
+        out=tmp_path / "late",
+        export_formats=("keras",),
+        verbose=0,
         **{"optimizer.learning_rate": 0.01},
     )
     assert metrics["resumed_from_epoch"] == 1 and metrics["optimizer_steps"] == {"student": 44}
@@ -167,7 +185,9 @@ def test_a_zoo_teacher_is_trained_once_per_run(tmp_path, monkeypatch):
         raise AssertionError("the run's teacher was trained again")
 
     monkeypatch.setattr(resolve, "train_teacher", must_not_train)
-    monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", lambda log_dir: keras.callbacks.Callback())
+    monkeypatch.setattr(
+        kd_keras.callbacks, "TensorBoard", lambda log_dir: keras.callbacks.Callback()
+    )
     captured = {}
     distill = jobs.distill
 
@@ -176,8 +196,9 @@ def test_a_zoo_teacher_is_trained_once_per_run(tmp_path, monkeypatch):
         return distill(teacher, *args, **kwargs)
 
     monkeypatch.setattr(jobs, "distill", recording_distill)
-    jobs.distill_job(teacher="mlp", teacher_epochs=1, epochs=1, out=out,
-                    export_formats=("keras",), verbose=0)
+    jobs.distill_job(
+        teacher="mlp", teacher_epochs=1, epochs=1, out=out, export_formats=("keras",), verbose=0
+    )
     for a, b in zip(captured["teacher"], saved):
         np.testing.assert_array_equal(a, b)
 
@@ -220,14 +241,21 @@ def test_the_whole_gpu_command_runs_on_mock_cifar(tmp_path):
 
     with tfds.testing.mock_data(num_examples=16):
         metrics = jobs.distill_job(
-            recipe="cutmix_pick", dataset="tfds:cifar10", teacher="resnet8", student="resnet8",
-            epochs=1, batch_size=8, teacher_epochs=1, out=tmp_path / "run",
-            export_formats=("keras",), data_dir=str(tmp_path / "tfds"), download=True, verbose=0,
+            recipe="cutmix_pick",
+            dataset="tfds:cifar10",
+            teacher="resnet8",
+            student="resnet8",
+            epochs=1,
+            batch_size=8,
+            teacher_epochs=1,
+            out=tmp_path / "run",
+            export_formats=("keras",),
+            data_dir=str(tmp_path / "tfds"),
+            download=True,
+            verbose=0,
             allow_weak_teacher=True,  # a teacher of 16 random images is at chance
         )
-        bundle = kd_keras.data.load(
-            "tfds:cifar10", data_dir=str(tmp_path / "tfds"), download=True
-        )
+        bundle = kd_keras.data.load("tfds:cifar10", data_dir=str(tmp_path / "tfds"), download=True)
     assert metrics["recipe"] == "cutmix_pick" and metrics["dataset"] == "tfds:cifar10"
     student = keras.saving.load_model(tmp_path / "run" / "student.keras")
     assert metrics["student_accuracy"] == pytest.approx(
@@ -249,7 +277,7 @@ def test_standard_augmentation_crops_and_flips():
         assert out.shape == image.shape
         # Every output is a window of the zero-padded image, maybe mirrored.
         padded = np.pad(image[..., 0], 1)
-        windows = [padded[r:r + 4, c:c + 4] for r in range(3) for c in range(3)]
+        windows = [padded[r : r + 4, c : c + 4] for r in range(3) for c in range(3)]
         windows += [w[:, ::-1] for w in windows]
         assert any(np.array_equal(out[..., 0], w) for w in windows)
 
@@ -266,7 +294,9 @@ def test_augmenter_runs_save_the_views_grid(tmp_path):
 
 
 def test_learned_policy_runs_save_the_trajectory(tmp_path):
-    jobs.distill_job(recipe="tst", epochs=2, out=tmp_path / "run", export_formats=("keras",), verbose=0)
+    jobs.distill_job(
+        recipe="tst", epochs=2, out=tmp_path / "run", export_formats=("keras",), verbose=0
+    )
     trajectory = json.loads((tmp_path / "run" / "policy.json").read_text())
     assert trajectory and (tmp_path / "run" / "policy.png").exists()
     assert (tmp_path / "run" / "views.png").exists()
@@ -308,7 +338,9 @@ def test_export_into_a_file_is_refused_before_anything_loads(tmp_path, monkeypat
     message = str(error.value)
     assert "afile is a file; choose another --out" in message and "Errno" not in message
     student = kd_keras.models.get("mlp", (28, 28, 1), 10, width=8)
-    with pytest.raises(ValueError, match="afile' is a file, not a directory: export into a directory"):
+    with pytest.raises(
+        ValueError, match="afile' is a file, not a directory: export into a directory"
+    ):
         kd_keras.export.export_student(
             student, tmp_path / "afile", formats=("keras",), check_data=np.zeros((4, 28, 28, 1))
         )
@@ -359,7 +391,9 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
         decoy = pathlib.Path("runs") / f"distill-kd-digits-{name}"
         (decoy / "backup").mkdir(parents=True)
         (decoy / "backup" / "checkpoint.json").write_text("{}")
-        (decoy / "run.json").write_text(json.dumps(settings or json.loads((first / "run.json").read_text())))
+        (decoy / "run.json").write_text(
+            json.dumps(settings or json.loads((first / "run.json").read_text()))
+        )
         if settings is None:
             (decoy / "metrics.json").write_text("{}")
     monkeypatch.setattr(kd_keras.callbacks, "TensorBoard", tensorboard)
@@ -372,7 +406,9 @@ def test_the_same_call_without_out_resumes_its_latest_unfinished_run(tmp_path, m
     )
     assert len(list(pathlib.Path("runs").iterdir())) == 3  # no new directory
     signature = json.loads((first / "run.json").read_text())
-    assert run_directory.find_unfinished("runs/distill-kd-digits-", signature) is None  # now finished
+    assert (
+        run_directory.find_unfinished("runs/distill-kd-digits-", signature) is None
+    )  # now finished
 
 
 def constant_teacher(path, input_shape=(28, 28, 1), favourite=3):
@@ -416,12 +452,18 @@ def test_a_teacher_at_chance_is_refused_by_distill(tmp_path):
     assert len(message.splitlines()) == 1
     digits = kd_keras.data.load_digits()
     share = np.mean(digits.test[1] == 3)
-    assert f"near chance on the digits test data: accuracy {share:.2%}, chance {share:.2%}" in message
+    assert (
+        f"near chance on the digits test data: accuracy {share:.2%}, chance {share:.2%}" in message
+    )
     assert "kappa 0.00 < 0.1" in message and "--allow_weak_teacher" in message
     assert not (tmp_path / "run").exists()
     metrics = jobs.distill_job(
-        teacher=str(path), epochs=1, out=tmp_path / "run", export_formats=("keras",),
-        verbose=0, allow_weak_teacher=True,
+        teacher=str(path),
+        epochs=1,
+        out=tmp_path / "run",
+        export_formats=("keras",),
+        verbose=0,
+        allow_weak_teacher=True,
     )
     assert metrics["teacher_accuracy"] == share
 
@@ -437,7 +479,10 @@ def test_train_teacher_writes_a_teacher_at_chance_but_says_so(tmp_path, monkeypa
     assert "--allow_weak_teacher" in message
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["test_kappa"] < resolve.WEAK_TEACHER_KAPPA and out.exists()
-    assert f"accuracy {card['test_accuracy']:.2%}, chance {card['test_chance_accuracy']:.2%}" in message
+    assert (
+        f"accuracy {card['test_accuracy']:.2%}, chance {card['test_chance_accuracy']:.2%}"
+        in message
+    )
     card = jobs.train_teacher_job(
         "mlp", epochs=1, out=tmp_path / "again.keras", verbose=0, allow_weak_teacher=True
     )
@@ -451,8 +496,13 @@ def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
 
     schedule = pba.Schedule.constant(pba.HAND_SET_POLICY, epochs=1)
     jobs.distill_job(
-        recipe="rolewise", policy=schedule, epochs=1, out=tmp_path / "run",
-        export_formats=("keras",), verbose=0, augment_seed=3,
+        recipe="rolewise",
+        policy=schedule,
+        epochs=1,
+        out=tmp_path / "run",
+        export_formats=("keras",),
+        verbose=0,
+        augment_seed=3,
     )
     grid = np.asarray(keras.utils.load_img(tmp_path / "run" / "views.png"))
     assert grid.shape[1] > 8 * 112 and 2 * 112 < grid.shape[0] < 3 * 112
@@ -466,7 +516,8 @@ def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
     assert not np.array_equal(views, x)
     _, boxes = kd_keras.plots.image_grid(
         [("original", np.repeat(x, 3, -1)), ("view", np.repeat(views, 3, -1))],
-        [["T 0  S 0"] * 8] * 2, title="T, S: the teacher's and the student's predicted class",
+        [["T 0  S 0"] * 8] * 2,
+        title="T, S: the teacher's and the student's predicted class",
     )
     for row, images in ((0, x), (1, views)):
         for (top, left), image in zip(boxes[row], images):
@@ -475,7 +526,9 @@ def test_a_host_side_policy_run_saves_the_views_grid(tmp_path):
             np.testing.assert_array_equal(shown, np.repeat(np.repeat(expected, 4, 0), 4, 1))
     events = tf.io.gfile.glob(str(tmp_path / "run" / "logs" / "views" / "events.out.tfevents.*"))
     tags = {
-        value.tag for path in events for event in tf.compat.v1.train.summary_iterator(path)
+        value.tag
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(path)
         for value in event.summary.value
     }
     assert "views" in tags  # the same grid in TensorBoard
@@ -486,7 +539,9 @@ def test_two_jobs_with_one_seed_train_the_same_student(tmp_path):
     # the process drew before (a second job in one process draws on).
     students = []
     for name in ("first", "second"):
-        jobs.distill_job(epochs=1, out=tmp_path / name, export_formats=("keras",), verbose=0, seed=4)
+        jobs.distill_job(
+            epochs=1, out=tmp_path / name, export_formats=("keras",), verbose=0, seed=4
+        )
         students.append(keras.saving.load_model(tmp_path / name / "student.keras"))
     for a, b in zip(students[0].weights, students[1].weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))

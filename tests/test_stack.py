@@ -14,15 +14,21 @@ from kd_keras.augment import Stack
 
 def functions():
     teacher, student = tiny_teacher(), tiny_student()
-    return teacher, student, (lambda v: teacher(v, training=False)), (lambda v: student(v, training=False))
+    return (
+        teacher,
+        student,
+        (lambda v: teacher(v, training=False)),
+        (lambda v: student(v, training=False)),
+    )
 
 
 def test_each_stage_augments_the_newest_view_and_keeps_its_weights():
     _, _, teacher_fn, student_fn = functions()
     x, y = tiny_batch(count=8)
     x = (x - x.min()) / (x.max() - x.min())
-    policy = kd_keras.augment.LearnedPolicy(ops=["Invert"], num_ops=1,
-                                            initial_probability=1 - 1e-6, seed=0)
+    policy = kd_keras.augment.LearnedPolicy(
+        ops=["Invert"], num_ops=1, initial_probability=1 - 1e-6, seed=0
+    )
     stack = Stack([policy, kd_keras.augment.CutMixPick(seed=1)])
     stack.build(x.shape)
     views = stack.views(x, y, teacher_fn, student_fn)
@@ -60,30 +66,43 @@ def test_several_learnable_stages_each_minimise_their_own_objective():
     distiller = kd_keras.Distiller(teacher, student, augmenter=stack)
     distiller.compile(optimizer="sgd", augmenter_optimizer=keras.optimizers.SGD(1.0))
     distiller.phase = "augmenter"
-    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                  callbacks=[kd_keras.callbacks.PhaseSchedule(augmenter_epochs={0: 1})])
+    distiller.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+        callbacks=[kd_keras.callbacks.PhaseSchedule(augmenter_epochs={0: 1})],
+    )
     assert float(first.offset.numpy()) != 0.5 and float(second.offset.numpy()) != -0.25
 
 
 def test_a_stacked_distiller_round_trips_and_compiles_under_xla(tmp_path):
     x, y = tiny_batch(count=16)
     stack = Stack([kd_keras.augment.MixUp(seed=3), kd_keras.augment.CutMix(seed=4)])
-    distiller = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=stack,
-                                   student_loss_weight=0.1)
+    distiller = kd_keras.Distiller(
+        tiny_teacher(), tiny_student(), augmenter=stack, student_loss_weight=0.1
+    )
     distiller.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
     history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert distiller.jit_compile is True and np.isfinite(history["loss"]).all()
     path = tmp_path / "stacked.keras"
     distiller.save(path)
     restored = keras.saving.load_model(path)
-    assert [type(s) for s in restored.augmenter.stages] == [kd_keras.augment.MixUp, kd_keras.augment.CutMix]
+    assert [type(s) for s in restored.augmenter.stages] == [
+        kd_keras.augment.MixUp,
+        kd_keras.augment.CutMix,
+    ]
     assert [s.seed for s in restored.augmenter.stages] == [3, 4]
     for a, b in zip(restored.student.weights, distiller.student.weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
     # A .keras file keeps the seeds, not the generators' positions (the
     # epoch backup keeps those): the restored stack draws as a fresh one.
-    fresh = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=Stack(
-        [kd_keras.augment.MixUp(seed=3), kd_keras.augment.CutMix(seed=4)]))
+    fresh = kd_keras.Distiller(
+        tiny_teacher(),
+        tiny_student(),
+        augmenter=Stack([kd_keras.augment.MixUp(seed=3), kd_keras.augment.CutMix(seed=4)]),
+    )
     views = [np.array(v.x) for v in restored.make_views(x[:8], y[:8])]
     again = [np.array(v.x) for v in fresh.make_views(x[:8], y[:8])]
     assert len(views) == 3
@@ -98,14 +117,26 @@ def test_stacked_recipes_train(digits, recipe):
     x, y = digits.train
     teacher = tiny_teacher((28, 28, 1), 10)
     distiller = kd_keras.distill(
-        teacher, tiny_student((28, 28, 1), 10), (x[:96], y[:96]), recipe=recipe,
-        epochs=2, batch_size=32, verbose=0,
-        **({"phases.starts": [1], "phases.length": 1, "phases.full_epochs": 2}
-           if recipe.startswith("tst") else {}),
+        teacher,
+        tiny_student((28, 28, 1), 10),
+        (x[:96], y[:96]),
+        recipe=recipe,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        **(
+            {"phases.starts": [1], "phases.length": 1, "phases.full_epochs": 2}
+            if recipe.startswith("tst")
+            else {}
+        ),
     )
     history = distiller.history.history
     assert all(np.isfinite(v).all() for v in history.values())
-    stages = distiller.augmenter.stages if isinstance(distiller.augmenter, Stack) else [distiller.augmenter]
+    stages = (
+        distiller.augmenter.stages
+        if isinstance(distiller.augmenter, Stack)
+        else [distiller.augmenter]
+    )
     if recipe == "rolewise+backward":
         assert isinstance(distiller.augmenter, kd_keras.augment.BackwardPerturbation)
     elif recipe == "hard+mixup":
@@ -119,15 +150,17 @@ def test_stacked_recipes_train(digits, recipe):
 def test_view_snapshots_show_a_row_per_stage(tmp_path):
     x, y = tiny_batch(count=4)
     distiller = kd_keras.Distiller(
-        tiny_teacher(), tiny_student(),
+        tiny_teacher(),
+        tiny_student(),
         augmenter=Stack([kd_keras.augment.MixUp(seed=0), kd_keras.augment.CutMix(seed=1)]),
     )
     snapshots = kd_keras.callbacks.ViewSnapshots(tmp_path, x, count=4)
     snapshots.set_model(distiller)
     snapshots.snapshot()
     single = kd_keras.callbacks.ViewSnapshots(tmp_path, x, count=4)
-    single.set_model(kd_keras.Distiller(tiny_teacher(), tiny_student(),
-                                        augmenter=kd_keras.augment.MixUp(seed=0)))
+    single.set_model(
+        kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=kd_keras.augment.MixUp(seed=0))
+    )
     single.snapshot()
     # original, the MixUp view, the CutMix of it: one row more than one stage.
     assert len(snapshots.last_boxes) == 3 and len(single.last_boxes) == 2
@@ -143,37 +176,56 @@ def unit_batch(count=16, shape=(8, 8, 1)):
 def test_a_learnable_stack_compiles_under_xla_and_round_trips(tmp_path):
     x, y = unit_batch()
     stack = Stack([kd_keras.augment.LearnedPolicy(seed=0), kd_keras.augment.CutMixPick(seed=1)])
-    distiller = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=stack,
-                                   student_loss_weight=0.5)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.01),
-                      augmenter_optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
+    distiller = kd_keras.Distiller(
+        tiny_teacher(), tiny_student(), augmenter=stack, student_loss_weight=0.5
+    )
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        augmenter_optimizer=keras.optimizers.SGD(0.1),
+        jit_compile=True,
+    )
     policy_before = [np.array(w) for w in stack.stages[0].trainable_weights]
     history = distiller.fit(
-        x, y, batch_size=8, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[kd_keras.callbacks.PhaseSchedule(student_steps=1, augmenter_steps=1)],
     ).history
     assert distiller.jit_compile is True
     assert int(distiller.optimizer.iterations) == 2
     assert int(distiller.augmenter_optimizer.iterations) == 2
     assert np.isfinite(history["loss"]).all() and np.isfinite(history["augmenter_objective"]).all()
-    assert any(not np.allclose(a, np.array(b))
-               for a, b in zip(policy_before, stack.stages[0].trainable_weights))
+    assert any(
+        not np.allclose(a, np.array(b))
+        for a, b in zip(policy_before, stack.stages[0].trainable_weights)
+    )
     path = tmp_path / "learnable_stack.keras"
     distiller.save(path)
     restored = keras.saving.load_model(path)
     assert [type(s) for s in restored.augmenter.stages] == [
-        kd_keras.augment.LearnedPolicy, kd_keras.augment.CutMixPick
+        kd_keras.augment.LearnedPolicy,
+        kd_keras.augment.CutMixPick,
     ]
     assert restored.learnable_augmenter
     for a, b in zip(restored.augmenter.weights, distiller.augmenter.weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
-    for a, b in zip(restored.augmenter_optimizer.variables, distiller.augmenter_optimizer.variables):
+    for a, b in zip(
+        restored.augmenter_optimizer.variables, distiller.augmenter_optimizer.variables
+    ):
         np.testing.assert_array_equal(np.array(a), np.array(b))
     # The restored stack trains on (compiled as saved, XLA included).
     assert restored.jit_compile is True
     restored.phase = "augmenter"
-    restored.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                 callbacks=[kd_keras.callbacks.PhaseSchedule(augmenter_epochs={0: 1})])
+    restored.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+        callbacks=[kd_keras.callbacks.PhaseSchedule(augmenter_epochs={0: 1})],
+    )
     assert int(restored.augmenter_optimizer.iterations) == 4  # on from the saved 2
 
 
@@ -181,24 +233,34 @@ def test_a_learned_spatial_sampler_then_mixup_trains_in_both_phases():
     x, y = unit_batch()
     spatial = kd_keras.augment.SpatialAugmenter(sampler="network", candidates=1, seed=0)
     stack = Stack([spatial, kd_keras.augment.MixUp(seed=1)])
-    distiller = kd_keras.Distiller(tiny_teacher(), tiny_student(), augmenter=stack,
-                                   student_loss_weight=0.1)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05),
-                      augmenter_optimizer=keras.optimizers.Adam(1e-2))
+    distiller = kd_keras.Distiller(
+        tiny_teacher(), tiny_student(), augmenter=stack, student_loss_weight=0.1
+    )
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.05), augmenter_optimizer=keras.optimizers.Adam(1e-2)
+    )
     network_before = [np.array(w) for w in spatial.trainable_weights]
     student_before = [np.array(w) for w in distiller.student.weights]
     views = distiller.make_views(x[:8], y[:8])
     # x, the warp of x, then MixUp of the warp: one view per stage on top of x.
     assert len(views) == 3 and np.allclose(np.array(views[0].x), x[:8])
     history = distiller.fit(
-        x, y, batch_size=8, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[kd_keras.callbacks.PhaseSchedule(student_steps=1, augmenter_steps=1)],
     ).history
     assert int(distiller.optimizer.iterations) == 2
     assert int(distiller.augmenter_optimizer.iterations) == 2
     assert np.isfinite(history["augmenter_objective"]).all()
-    assert any(not np.allclose(a, np.array(b)) for a, b in zip(network_before, spatial.trainable_weights))
-    assert any(not np.allclose(a, np.array(b)) for a, b in zip(student_before, distiller.student.weights))
+    assert any(
+        not np.allclose(a, np.array(b)) for a, b in zip(network_before, spatial.trainable_weights)
+    )
+    assert any(
+        not np.allclose(a, np.array(b)) for a, b in zip(student_before, distiller.student.weights)
+    )
 
 
 @pytest.mark.large
@@ -210,8 +272,14 @@ def test_rolewise_then_backward_trains_on_the_host_policys_views():
     x = np.ones((64, *shape), "float32")
     y = np.random.default_rng(0).integers(0, 10, size=64)
     distiller = kd_keras.distill(
-        tiny_teacher(shape, 10), tiny_student(shape, 10), (x, y), recipe="rolewise+backward",
-        epochs=1, batch_size=32, verbose=0, pool_size=64,
+        tiny_teacher(shape, 10),
+        tiny_student(shape, 10),
+        (x, y),
+        recipe="rolewise+backward",
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        pool_size=64,
     )
     backward = distiller.augmenter
     assert isinstance(backward, kd_keras.augment.BackwardPerturbation)
@@ -232,9 +300,21 @@ def test_the_cli_distils_a_stacked_recipe(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(kd_keras.__file__).resolve().parent.parent)}
     result = subprocess.run(
-        [sys.executable, "-m", "kd_keras.cli", "distill", "--recipe=tst+cutmix_pick",
-         "--epochs=1", "--out=run", "--export=keras"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "kd_keras.cli",
+            "distill",
+            "--recipe=tst+cutmix_pick",
+            "--epochs=1",
+            "--out=run",
+            "--export=keras",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "run"
@@ -242,7 +322,8 @@ def test_the_cli_distils_a_stacked_recipe(tmp_path):
     assert metrics["recipe"] == "tst+cutmix_pick" and metrics["epochs"] == 1
     config = json.loads((run / "config.json").read_text())
     assert [stage["class_name"] for stage in config["augmenter"]["stages"]] == [
-        "LearnedPolicy", "CutMixPick"
+        "LearnedPolicy",
+        "CutMixPick",
     ]
     # One row of originals and one per stage, each 28x28 digit drawn 112 px tall.
     height = keras.utils.load_img(run / "views.png").size[1]

@@ -30,7 +30,10 @@ ENV = {
 def _run_mirrored(mode):
     result = subprocess.run(
         [sys.executable, str(TESTS / "mirrored_run.py"), mode],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -55,8 +58,10 @@ def test_strategies_by_name():
     [
         (None, "TF_CONFIG, which is not set"),
         ("{not json", "TF_CONFIG is not valid"),
-        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
-         "task index 2 is not in the 2 workers"),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+            "task index 2 is not in the 2 workers",
+        ),
     ],
 )
 def test_multiworker_needs_a_valid_tf_config(monkeypatch, tf_config, message):
@@ -99,8 +104,13 @@ def test_a_config_made_outside_the_scope_builds_inside_it():
     x, y = tiny_batch(count=16)
     config = kd_keras.recipes.get("mixup", {"epochs": 1})
     distiller = kd_keras.distill(
-        tiny_teacher, tiny_student, (x, y), recipe=config, batch_size=8,
-        strategy="mirrored", verbose=0,
+        tiny_teacher,
+        tiny_student,
+        (x, y),
+        recipe=config,
+        batch_size=8,
+        strategy="mirrored",
+        verbose=0,
     )
     strategy = distiller.distribute_strategy
     assert strategy.num_replicas_in_sync >= 1
@@ -144,16 +154,25 @@ def test_multiworker_over_loopback_matches_one_process(tmp_path):
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(TESTS / "multiworker_run.py"), str(tmp_path / f"{index}.npz")],
-            env={**ENV, "TF_CONFIG": json.dumps(config)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(TESTS / "multiworker_run.py"), str(tmp_path / f"{index}.npz")],
+                env={**ENV, "TF_CONFIG": json.dumps(config)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     env = {key: value for key, value in ENV.items() if key != "TF_CONFIG"}
-    processes.append(subprocess.Popen(
-        [sys.executable, str(TESTS / "multiworker_run.py"), str(tmp_path / "single.npz")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ))
+    processes.append(
+        subprocess.Popen(
+            [sys.executable, str(TESTS / "multiworker_run.py"), str(tmp_path / "single.npz")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    )
     try:
         for process in processes:
             _, stderr = process.communicate(timeout=180)
@@ -161,9 +180,7 @@ def test_multiworker_over_loopback_matches_one_process(tmp_path):
     finally:
         for process in processes:
             process.kill()
-    first, second, single = (
-        np.load(tmp_path / f"{name}.npz") for name in ("0", "1", "single")
-    )
+    first, second, single = (np.load(tmp_path / f"{name}.npz") for name in ("0", "1", "single"))
     assert int(first["replicas"]) == 2 and int(single["replicas"]) == 1
     assert first.files == second.files
     for key in first.files:

@@ -36,16 +36,22 @@ def cases():
     recipes = kd_keras.recipes.names()
     single = [
         {
-            "recipe": recipe, "data": shape, "classes": (10, 100)[(i + j) % 2],
-            "teacher": TEACHERS[(i + j) % 2], "student": STUDENTS[(i + 2 * j) % 3],
+            "recipe": recipe,
+            "data": shape,
+            "classes": (10, 100)[(i + j) % 2],
+            "teacher": TEACHERS[(i + j) % 2],
+            "student": STUDENTS[(i + 2 * j) % 3],
         }
         for i, recipe in enumerate(recipes)
         for j, shape in enumerate(SHAPES)
     ]
     mirrored = [
         {
-            "recipe": recipe, "data": SHAPES[i % 3], "classes": (10, 100)[i % 2],
-            "teacher": TEACHERS[i % 2], "student": STUDENTS[i % 3],
+            "recipe": recipe,
+            "data": SHAPES[i % 3],
+            "classes": (10, 100)[i % 2],
+            "teacher": TEACHERS[i % 2],
+            "student": STUDENTS[i % 3],
             "student_in_scope": bool(i % 2),
         }
         for i, recipe in enumerate(recipes)
@@ -55,8 +61,12 @@ def cases():
             # A learnable augmenter whose phase runs within the few steps,
             # the student built outside the scope: the setup of issue 13
             # (the augmenter optimiser's all-reduce failed).
-            case["overrides"] = {"sampler": "network", "candidates": 1,
-                                 "student_steps": 1, "augmenter_steps": 1}
+            case["overrides"] = {
+                "sampler": "network",
+                "candidates": 1,
+                "student_steps": 1,
+                "augmenter_steps": 1,
+            }
             case["student_in_scope"] = False
     return single, mirrored
 
@@ -75,7 +85,9 @@ def run(cases, tmp_path, replicas=1):
     path.write_text(json.dumps(cases))
     completed = subprocess.run(
         [sys.executable, str(RUNNER), str(path), f"--replicas={replicas}"],
-        capture_output=True, text=True, timeout=1500,
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -89,7 +101,10 @@ def check(result):
     if refusal is not None:
         assert result["status"] == "raised", (where, "trained where it should refuse")
         assert result["error_type"] in ("ValueError", "DataError"), (where, result["traceback"])
-        assert result["error_lines"] == 1 and re.search(refusal, result["error"]), (where, result["error"])
+        assert result["error_lines"] == 1 and re.search(refusal, result["error"]), (
+            where,
+            result["error"],
+        )
         assert result["student_unchanged"], where
         return "refused"
     assert result["status"] == "trained", (where, result.get("traceback"))
@@ -113,5 +128,7 @@ def test_the_sweep(tmp_path):
     assert {c["student_in_scope"] for c in mirrored} == {True, False}
     outcomes = [check(r) for r in run(single, tmp_path)]
     outcomes += [check(r) for r in run(mirrored, tmp_path, replicas=2)]
-    print(f"sweep: {len(outcomes)} cases, {outcomes.count('trained')} trained, "
-          f"{outcomes.count('refused')} refused as expected, failures: 0")
+    print(
+        f"sweep: {len(outcomes)} cases, {outcomes.count('trained')} trained, "
+        f"{outcomes.count('refused')} refused as expected, failures: 0"
+    )

@@ -40,9 +40,7 @@ def test_crd_schedule_is_sgd_with_the_step_decay_of_the_crd_teachers():
     np.testing.assert_allclose(optimizer.coupled_weight_decay, 5e-4)
     # 8 steps: x0.1 from 150/240, 180/240 and 210/240 of them on (steps 5, 6, 7).
     rates = [float(optimizer._learning_rate(step)) for step in range(9)]
-    np.testing.assert_allclose(
-        rates, [0.05] * 5 + [0.005, 5e-4, 5e-5, 5e-5], rtol=1e-6
-    )
+    np.testing.assert_allclose(rates, [0.05] * 5 + [0.005, 5e-4, 5e-5, 5e-5], rtol=1e-6)
 
 
 def test_crd_schedule_needs_a_known_length_and_unknown_schedules_fail():
@@ -61,7 +59,9 @@ def test_a_short_run_of_the_digits_cnn_evaluates_as_it_trains(digits):
     # scored 13.6% in inference mode (chance) while training at 97%.
     keras.utils.set_random_seed(0)  # the weights too, not only the run
     teacher = kd_keras.models.get("cnn", digits.input_shape, digits.num_classes)
-    norms = [layer for layer in teacher.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in teacher.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert len(norms) == 6 and all((n.momentum, n.epsilon) == (0.9, 1e-5) for n in norms)
     kd_keras.train_teacher(teacher, digits.train, epochs=3, seed=0, verbose=0)
     x, y = digits.test

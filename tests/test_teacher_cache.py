@@ -57,8 +57,16 @@ def run(recipe, cache, seed=0, **options):
     student = tiny_student()
     teacher, counter = counted_teacher()
     distiller = kd_keras.distill(
-        teacher, student, (x, y), recipe=recipe, epochs=2, batch_size=8, verbose=0,
-        teacher_cache=cache, seed=seed, **options,
+        teacher,
+        student,
+        (x, y),
+        recipe=recipe,
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        teacher_cache=cache,
+        seed=seed,
+        **options,
     )
     return distiller, counter
 
@@ -69,7 +77,9 @@ def test_cached_and_live_runs_train_the_same_student(recipe):
     cached, _ = run(recipe, True)
     for a, b in zip(live.student.weights, cached.student.weights):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(live.history.history["loss"], cached.history.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        live.history.history["loss"], cached.history.history["loss"], rtol=1e-5
+    )
 
 
 def test_the_cache_replaces_the_teachers_passes_over_unchanged_inputs():
@@ -90,22 +100,42 @@ def test_auto_caches_only_when_exact_and_true_says_why_not(tmp_path):
     x, y = tiny_batch(count=32)
     teacher, student = tiny_teacher(), tiny_student()
     with pytest.raises(ValueError, match="teacher_cache=True, but the recipe augments on the host"):
-        kd_keras.distill(teacher, student, (x, y), recipe="rolewise", epochs=1,
-                         batch_size=8, verbose=0, teacher_cache=True)
+        kd_keras.distill(
+            teacher,
+            student,
+            (x, y),
+            recipe="rolewise",
+            epochs=1,
+            batch_size=8,
+            verbose=0,
+            teacher_cache=True,
+        )
     dataset = kd_keras.data.pipeline((x, y), 8)
     with pytest.raises(ValueError, match="not \\(x, y\\) arrays"):
         kd_keras.distill(teacher, student, dataset, epochs=1, verbose=0, teacher_cache=True)
     with pytest.raises(ValueError, match="teacher_cache must be 'auto', True or False"):
         kd_keras.distill(teacher, student, (x, y), epochs=1, verbose=0, teacher_cache="yes")
     # auto on a host-augmented recipe trains live, without complaint.
-    kd_keras.distill(teacher, student, (x, y), recipe="rolewise", epochs=1, batch_size=8,
-                     verbose=0, teacher_cache="auto")
+    kd_keras.distill(
+        teacher,
+        student,
+        (x, y),
+        recipe="rolewise",
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        teacher_cache="auto",
+    )
 
 
 def test_the_distiller_describes_its_cache_and_auto_skips_what_it_cannot_serve(monkeypatch):
     distiller, _ = run("kd", "auto")
     assert distiller.teacher_cache == {
-        "samples": 32, "classes": 4, "dtype": "float32", "bytes": 32 * 4 * 4, "validation_samples": 0,
+        "samples": 32,
+        "classes": 4,
+        "dtype": "float32",
+        "bytes": 32 * 4 * 4,
+        "validation_samples": 0,
     }
     rolewise, _ = run("rolewise", "auto")
     assert rolewise.teacher_cache is None
@@ -114,7 +144,9 @@ def test_the_distiller_describes_its_cache_and_auto_skips_what_it_cannot_serve(m
     half, _ = run("kd", True)
     assert half.teacher_cache["dtype"] == "float16" and half.teacher_cache["bytes"] == 32 * 4 * 2
     live, _ = run("kd", False)
-    np.testing.assert_allclose(half.history.history["loss"], live.history.history["loss"], rtol=1e-2)
+    np.testing.assert_allclose(
+        half.history.history["loss"], live.history.history["loss"], rtol=1e-2
+    )
     # Above it even in float16: auto runs the teacher live, True says why not.
     monkeypatch.setattr(sys.modules["kd_keras.distill"], "CACHE_BUDGET", 32 * 4)
     assert run("kd", "auto")[0].teacher_cache is None
@@ -135,10 +167,15 @@ def test_feature_losses_need_the_live_teacher():
     x, y = tiny_batch(count=32)
     teacher, student = tiny_teacher(), tiny_student()
     distiller = kd_keras.Distiller(
-        teacher, student,
-        [kd_keras.losses.TemperatureKL(4.0),
-         keras.distillation.FeatureDistillation(
-             teacher_layer_name=teacher.layers[-2].name, student_layer_name=student.layers[-2].name)],
+        teacher,
+        student,
+        [
+            kd_keras.losses.TemperatureKL(4.0),
+            keras.distillation.FeatureDistillation(
+                teacher_layer_name=teacher.layers[-2].name,
+                student_layer_name=student.layers[-2].name,
+            ),
+        ],
         student_loss_weight=0.1,
     )
     assert distiller.needs_teacher_features
@@ -155,8 +192,15 @@ def test_validation_logits_are_cached_too_and_give_the_same_metrics():
         keras.utils.set_random_seed(5)
         teacher, counter = counted_teacher()
         distiller = kd_keras.distill(
-            teacher, tiny_student(), (x, y), recipe="kd", epochs=3, batch_size=8, verbose=0,
-            teacher_cache=cache, validation_data=(x_val, y_val),
+            teacher,
+            tiny_student(),
+            (x, y),
+            recipe="kd",
+            epochs=3,
+            batch_size=8,
+            verbose=0,
+            teacher_cache=cache,
+            validation_data=(x_val, y_val),
         )
         histories.append(distiller.history.history)
         passes.append(counter.samples)

@@ -159,8 +159,18 @@ def test_train_vae_job_writes_model_and_card(tmp_path):
     assert out.exists()
     written = json.loads(out.with_suffix(".json").read_text())
     assert written == card
-    for key in ("model", "latent_dim", "epochs", "batch_size", "seed", "parameters",
-                "test_bce_per_image", "test_mse", "keras_version", "command"):
+    for key in (
+        "model",
+        "latent_dim",
+        "epochs",
+        "batch_size",
+        "seed",
+        "parameters",
+        "test_bce_per_image",
+        "test_mse",
+        "keras_version",
+        "command",
+    ):
         assert key in card, key
     assert card["command"] == "cmd" and card["epochs"] == 1 and card["latent_dim"] == 4
     vae = keras.saving.load_model(out, safe_mode=True)

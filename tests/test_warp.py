@@ -21,9 +21,9 @@ def _smooth_images(batch, size, channels, dtype="float64"):
     for b in range(batch):
         for c in range(channels):
             phase = 0.7 * b + 1.3 * c
-            images[b, :, :, c] = np.sin(0.5 * rows + phase) * np.cos(
-                0.35 * cols - phase
-            ) + np.exp(-((rows - 5.5) ** 2 + (cols - 6.0) ** 2) / 10.0)
+            images[b, :, :, c] = np.sin(0.5 * rows + phase) * np.cos(0.35 * cols - phase) + np.exp(
+                -((rows - 5.5) ** 2 + (cols - 6.0) ** 2) / 10.0
+            )
     return images
 
 

@@ -71,9 +71,7 @@ class Views:
 
     def __init__(self, *views):
         if not views or not all(isinstance(view, View) for view in views):
-            raise TypeError(
-                f"Views takes one or more kd_keras.augment.View, got {views!r}."
-            )
+            raise TypeError(f"Views takes one or more kd_keras.augment.View, got {views!r}.")
         self.views = tuple(views)
 
     def __iter__(self):

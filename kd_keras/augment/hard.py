@@ -55,9 +55,7 @@ class HardAugmenter(Augmenter):
         Returns:
             A float32 tensor of shape `(batch, noise_dim)`.
         """
-        return keras.random.normal(
-            (ops.shape(x)[0], self.noise_dim), seed=self.seed_generator
-        )
+        return keras.random.normal((ops.shape(x)[0], self.noise_dim), seed=self.seed_generator)
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
@@ -75,9 +73,7 @@ class HardAugmenter(Augmenter):
         # for every family, so they optimise the same thing.
         x_tilde = self.augment(x)
         teacher_tilde = teacher_fn(x_tilde)
-        disagreement = kd_losses.kl_per_sample(
-            teacher_tilde, student_fn(x_tilde), self.temperature
-        )
+        disagreement = kd_losses.kl_per_sample(teacher_tilde, student_fn(x_tilde), self.temperature)
         consistency = kd_losses.kl_per_sample(
             ops.stop_gradient(teacher_fn(ops.cast(x, x_tilde.dtype))),
             teacher_tilde,
@@ -279,9 +275,7 @@ class SpatialAugmenter(HardAugmenter):
         if int(candidates) != candidates or candidates < 1:
             raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}.")
         if int(groups_per_view) != groups_per_view or groups_per_view < 0:
-            raise ValueError(
-                f"groups_per_view must be an integer >= 0, got {groups_per_view!r}."
-            )
+            raise ValueError(f"groups_per_view must be an integer >= 0, got {groups_per_view!r}.")
         if not 0.0 <= group_floor <= 1.0:
             raise ValueError(f"group_floor must be in [0, 1], got {group_floor}.")
         if adaptive_groups and sampler != "uniform":
@@ -293,9 +287,7 @@ class SpatialAugmenter(HardAugmenter):
                 "adaptive_groups=False)."
             )
         if int(refine_steps) != refine_steps or refine_steps < 0:
-            raise ValueError(
-                f"refine_steps must be an integer >= 0, got {refine_steps!r}."
-            )
+            raise ValueError(f"refine_steps must be an integer >= 0, got {refine_steps!r}.")
         for name, value, allowed in (
             ("sampler", sampler, SAMPLERS),
             ("consistency", consistency, CONSISTENCIES),
@@ -333,9 +325,7 @@ class SpatialAugmenter(HardAugmenter):
         learned = sampler != "uniform"
         if learned and self.image_conditioned:
             self._convolutions = [
-                keras.layers.Conv2D(
-                    self.filters, 3, strides=2, padding="same", activation="relu"
-                )
+                keras.layers.Conv2D(self.filters, 3, strides=2, padding="same", activation="relu")
                 for _ in range(2)
             ]
             self._pool = keras.layers.GlobalAveragePooling2D()
@@ -390,12 +380,16 @@ class SpatialAugmenter(HardAugmenter):
                 # draws of each group and of kept, hardest views of it. Equal
                 # starts make the first rates even.
                 for name in ("group_draws", "group_wins"):
-                    setattr(self, name, self.add_weight(
-                        shape=(len(_GROUPS),),
-                        initializer=keras.initializers.Constant(1.0),
-                        trainable=False,
-                        name=name,
-                    ))
+                    setattr(
+                        self,
+                        name,
+                        self.add_weight(
+                            shape=(len(_GROUPS),),
+                            initializer=keras.initializers.Constant(1.0),
+                            trainable=False,
+                            name=name,
+                        ),
+                    )
             return
         if self.sampler == "gaussian" and not self.image_conditioned:
             self.log_std = self.add_weight(
@@ -508,9 +502,7 @@ class SpatialAugmenter(HardAugmenter):
         won = ops.cast(ops.matmul(ops.abs(kept), ops.transpose(groups)) > 0, "float32")
         won = won * ops.cast(found, "float32")[:, None]
         decay = _GROUP_RATE_DECAY
-        self.group_draws.assign(
-            decay * self.group_draws + (1.0 - decay) * ops.mean(drawn, axis=0)
-        )
+        self.group_draws.assign(decay * self.group_draws + (1.0 - decay) * ops.mean(drawn, axis=0))
         self.group_wins.assign(
             decay * self.group_wins
             + (1.0 - decay) * ops.sum(won, axis=0) / ops.cast(ops.shape(squashed)[0], "float32")
@@ -552,18 +544,14 @@ class SpatialAugmenter(HardAugmenter):
             log_std = ops.cast(self._log_std_head(hidden), "float32")
         else:
             mean = ops.zeros_like(noise)
-            log_std = ops.broadcast_to(
-                ops.cast(self.log_std, "float32")[None], ops.shape(noise)
-            )
+            log_std = ops.broadcast_to(ops.cast(self.log_std, "float32")[None], ops.shape(noise))
         # Keep the scales in a range where tanh neither saturates every draw
         # nor sits at a point.
         log_std = ops.clip(log_std, -5.0, 2.0)
         squashed = ops.tanh(mean + ops.exp(log_std) * noise)
         # Entropy of tanh(u), u ~ N(mean, std): H(u) + E[log(1 - tanh(u)^2)],
         # one draw per sample, constants dropped.
-        entropy = ops.sum(
-            active * (log_std + ops.log(1.0 - ops.square(squashed) + 1e-6)), axis=-1
-        )
+        entropy = ops.sum(active * (log_std + ops.log(1.0 - ops.square(squashed) + 1e-6)), axis=-1)
         return squashed * active, entropy
 
     def scaled_parameters(self, squashed, x):
@@ -614,9 +602,7 @@ class SpatialAugmenter(HardAugmenter):
         rows = ops.linspace(-1.0, 1.0, shape[1])
         cols = ops.linspace(-1.0, 1.0, shape[2])
         grid = ops.stack(ops.meshgrid(rows, cols, indexing="ij"), axis=-1)
-        grid = ops.broadcast_to(
-            ops.cast(grid, x.dtype)[None], (shape[0], shape[1], shape[2], 2)
-        )
+        grid = ops.broadcast_to(ops.cast(grid, x.dtype)[None], (shape[0], shape[1], shape[2], 2))
         features = ops.concatenate([x, grid], axis=-1)
         for convolution in self._convolutions:
             features = convolution(features)
@@ -644,13 +630,9 @@ class SpatialAugmenter(HardAugmenter):
 
     def _consistency(self, teacher_clean, teacher_tilde):
         if self.consistency == "kl":
-            return kd_losses.kl_per_sample(
-                teacher_clean, teacher_tilde, self.temperature
-            )
+            return kd_losses.kl_per_sample(teacher_clean, teacher_tilde, self.temperature)
         target = ops.argmax(teacher_clean, axis=-1)
-        log_q = ops.log_softmax(
-            ops.cast(teacher_tilde, "float32") / self.temperature, axis=-1
-        )
+        log_q = ops.log_softmax(ops.cast(teacher_tilde, "float32") / self.temperature, axis=-1)
         return -ops.take_along_axis(log_q, target[:, None], axis=-1)[:, 0]
 
     def hardest_views(self, x, teacher_fn, student_fn):
@@ -716,18 +698,12 @@ class SpatialAugmenter(HardAugmenter):
         if by_teacher:
             teacher_views, features_views = teacher_outputs(teacher_fn, views)
             teacher_views = ops.stop_gradient(teacher_views)
-            score = kd_losses.kl_per_sample(
-                teacher_views, student_views, self.temperature
-            )
-            keeps = ops.argmax(teacher_views, axis=-1) == ops.argmax(
-                teacher_tiled, axis=-1
-            )
+            score = kd_losses.kl_per_sample(teacher_views, student_views, self.temperature)
+            keeps = ops.argmax(teacher_views, axis=-1) == ops.argmax(teacher_tiled, axis=-1)
             # KL >= 0, so -1 marks a candidate the teacher relabels.
             score = ops.where(keeps, score, -1.0)
         else:
-            score = kd_losses.kl_per_sample(
-                teacher_tiled, student_views, self.temperature
-            )
+            score = kd_losses.kl_per_sample(teacher_tiled, student_views, self.temperature)
         score = ops.reshape(score, (k, batch))
         best = ops.argmax(score, axis=0)
 
@@ -744,9 +720,7 @@ class SpatialAugmenter(HardAugmenter):
             # Only the kept view meets the teacher, which must keep its class.
             teacher_picked, features_picked = teacher_outputs(teacher_fn, pick(views))
             teacher_picked = ops.stop_gradient(teacher_picked)
-            found = ops.argmax(teacher_picked, axis=-1) == ops.argmax(
-                teacher_clean, axis=-1
-            )
+            found = ops.argmax(teacher_picked, axis=-1) == ops.argmax(teacher_clean, axis=-1)
 
         def where_found(values, fallback):
             mask = ops.reshape(found, (batch,) + (1,) * (len(values.shape) - 1))
@@ -774,18 +748,24 @@ class SpatialAugmenter(HardAugmenter):
             x_tilde = self._render(x, squashed, self.interpolation)
             teacher_clean = teacher_tilde = features_clean = features_tilde = None
         else:
-            x_tilde, teacher_tilde, teacher_clean, _, features_tilde, features_clean = (
-                self._search(x, teacher_fn, student_fn)
+            x_tilde, teacher_tilde, teacher_clean, _, features_tilde, features_clean = self._search(
+                x, teacher_fn, student_fn
             )
         # The search already ran the teacher on both views: its logits (and
         # the features of the same passes) serve.
         return Views(
             View(
-                ops.cast(x, x_tilde.dtype), y, teacher_clean, deterministic=True,
+                ops.cast(x, x_tilde.dtype),
+                y,
+                teacher_clean,
+                deterministic=True,
                 teacher_features=features_clean,
             ),
             View(
-                ops.stop_gradient(x_tilde), y, teacher_tilde, label_weight=self.label_views,
+                ops.stop_gradient(x_tilde),
+                y,
+                teacher_tilde,
+                label_weight=self.label_views,
                 teacher_features=features_tilde,
             ),
         )
@@ -794,9 +774,7 @@ class SpatialAugmenter(HardAugmenter):
         squashed, entropy = self.squashed_parameters(x)
         x_tilde = self._render(x, squashed)
         teacher_tilde = teacher_fn(x_tilde)
-        disagreement = kd_losses.kl_per_sample(
-            teacher_tilde, student_fn(x_tilde), self.temperature
-        )
+        disagreement = kd_losses.kl_per_sample(teacher_tilde, student_fn(x_tilde), self.temperature)
         teacher_clean = ops.stop_gradient(teacher_fn(ops.cast(x, x_tilde.dtype)))
         loss = ops.mean(
             -disagreement + self.lambda_t * self._consistency(teacher_clean, teacher_tilde)

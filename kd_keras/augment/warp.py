@@ -55,9 +55,7 @@ def affine_warp(images, matrices, fill_value=0.0, interpolation="bilinear"):
     ```
     """
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(
-            f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}."
-        )
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}.")
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4:
         raise ValueError(
@@ -114,9 +112,7 @@ def affine_warp(images, matrices, fill_value=0.0, interpolation="bilinear"):
         # from overflowing int32; they stay outside and read the fill.
         index_x = tf.cast(tf.clip_by_value(index_x, -1.0, w), "int32")
         index_y = tf.cast(tf.clip_by_value(index_y, -1.0, h), "int32")
-        inside = (
-            (index_x >= 0) & (index_x < width) & (index_y >= 0) & (index_y < height)
-        )
+        inside = (index_x >= 0) & (index_x < width) & (index_y >= 0) & (index_y < height)
         index = tf.clip_by_value(index_y, 0, height - 1) * width + tf.clip_by_value(
             index_x, 0, width - 1
         )
@@ -134,9 +130,8 @@ def affine_warp(images, matrices, fill_value=0.0, interpolation="bilinear"):
         wy1 = tf.cast(source_y - y0, images.dtype)[..., None]
         wx0 = 1.0 - wx1
         wy0 = 1.0 - wy1
-        output = (
-            wy0 * (wx0 * read(x0, y0) + wx1 * read(x0 + 1.0, y0))
-            + wy1 * (wx0 * read(x0, y0 + 1.0) + wx1 * read(x0 + 1.0, y0 + 1.0))
+        output = wy0 * (wx0 * read(x0, y0) + wx1 * read(x0 + 1.0, y0)) + wy1 * (
+            wx0 * read(x0, y0 + 1.0) + wx1 * read(x0 + 1.0, y0 + 1.0)
         )
     return tf.reshape(output, shape)
 
@@ -190,9 +185,7 @@ def affine_matrix(
         tf.convert_to_tensor(value)
         for value in (rotation, scale, shear_x, shear_y, translate_x, translate_y)
     ]
-    dtype = (
-        "float64" if any(p.dtype == tf.float64 for p in parameters) else "float32"
-    )
+    dtype = "float64" if any(p.dtype == tf.float64 for p in parameters) else "float32"
     parameters = [tf.cast(p, dtype) for p in parameters]
     shape = parameters[0].shape
     for p in parameters[1:]:

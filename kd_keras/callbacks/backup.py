@@ -64,7 +64,9 @@ class Backup(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, backup_dir, signature=None, delete_checkpoint=True, min_interval_seconds=0.0):
+    def __init__(
+        self, backup_dir, signature=None, delete_checkpoint=True, min_interval_seconds=0.0
+    ):
         super().__init__()
         if not backup_dir:
             raise ValueError("Backup needs a backup_dir: pass the directory to keep it in.")
@@ -149,8 +151,7 @@ class Backup(keras.callbacks.Callback):
         model = self.model
         if not model.built:
             raise ValueError(
-                "Backup restores into a built model: build it (call it on a "
-                "batch) before fit."
+                "Backup restores into a built model: build it (call it on a batch) before fit."
             )
         if "shapes" in checkpoint and checkpoint["shapes"] != _shapes(model):
             raise ValueError(

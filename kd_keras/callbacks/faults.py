@@ -14,9 +14,7 @@ class NumericalFault(ArithmeticError):
 
 # The total is NaN whenever a term is: named only when no term is.
 _TOTALS = tuple(
-    prefix + name
-    for prefix in ("", "val_")
-    for name in ("loss", "total_loss", "distillation_loss")
+    prefix + name for prefix in ("", "val_") for name in ("loss", "total_loss", "distillation_loss")
 )
 
 

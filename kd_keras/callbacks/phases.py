@@ -120,7 +120,13 @@ class StepPhases(PhaseSchedule):
     ```
     """
 
-    def __init__(self, student_steps=None, augmenter_steps=None, reset_augmenter_optimizer=False, **epochs_mode):
+    def __init__(
+        self,
+        student_steps=None,
+        augmenter_steps=None,
+        reset_augmenter_optimizer=False,
+        **epochs_mode,
+    ):
         # `PhaseSchedule(...)` passes the other mode's arguments on, as None.
         _check_unset(epochs_mode, EPOCHS_MODE)
         super().__init__(reset_augmenter_optimizer)
@@ -211,7 +217,10 @@ class EpochPhases(PhaseSchedule):
     """
 
     def __init__(
-        self, augmenter_epochs=None, augmenter_epoch_length=None, reset_augmenter_optimizer=False,
+        self,
+        augmenter_epochs=None,
+        augmenter_epoch_length=None,
+        reset_augmenter_optimizer=False,
         **steps_mode,
     ):
         # `PhaseSchedule(...)` passes the other mode's arguments on, as None.
@@ -240,8 +249,8 @@ class EpochPhases(PhaseSchedule):
         if (self.params or {}).get("verbose") and phase != self._current:
             print(
                 "From this epoch on the augmenter trains (the student is frozen)."
-                if phase == AUGMENTER else
-                "From this epoch on the student trains (the augmenter is frozen)."
+                if phase == AUGMENTER
+                else "From this epoch on the student trains (the augmenter is frozen)."
             )
         # A resumed run that re-enters a phase mid-way keeps the restored
         # optimiser state; only the phase's first epoch starts afresh.
@@ -252,8 +261,13 @@ STEPS_MODE = ("student_steps", "augmenter_steps")
 EPOCHS_MODE = ("augmenter_epochs", "augmenter_epoch_length")
 
 
-def _mode(student_steps=None, augmenter_steps=None, augmenter_epochs=None,
-          augmenter_epoch_length=None, reset_augmenter_optimizer=False):
+def _mode(
+    student_steps=None,
+    augmenter_steps=None,
+    augmenter_epochs=None,
+    augmenter_epoch_length=None,
+    reset_augmenter_optimizer=False,
+):
     step_mode = student_steps is not None or augmenter_steps is not None
     if step_mode == (augmenter_epochs is not None):
         raise ValueError(

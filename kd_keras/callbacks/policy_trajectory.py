@@ -81,4 +81,3 @@ class PolicyTrajectory(keras.callbacks.Callback):
         json_path = os.path.join(self.directory, "policy.json")
         atomic.write_text(json_path, json.dumps(self.history, indent=2))
         return json_path
-

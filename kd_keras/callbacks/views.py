@@ -69,7 +69,14 @@ class ViewSnapshots(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, log_dir, images, labels=None, every=1, count=8, name="views", augment=None,
+        self,
+        log_dir,
+        images,
+        labels=None,
+        every=1,
+        count=8,
+        name="views",
+        augment=None,
         min_size=112,
     ):
         super().__init__()
@@ -143,7 +150,9 @@ class ViewSnapshots(keras.callbacks.Callback):
             rows.append((label, _to_rgb(np.clip((images - low) / (high - low), 0.0, 1.0))))
             captions.append(self._predictions(images))
         pixels, self.last_boxes = plots.image_grid(
-            rows, captions, title="T, S: the teacher's and the student's predicted class",
+            rows,
+            captions,
+            title="T, S: the teacher's and the student's predicted class",
             min_size=self.min_size,
         )
         self.last_grid = pixels.astype("float32") / 255.0
@@ -156,9 +165,7 @@ class ViewSnapshots(keras.callbacks.Callback):
         inputs = np.where(finite[:, None, None, None], images, 0.0).astype("float32")
         teacher = ops.convert_to_numpy(ops.argmax(self.model.teacher(inputs, training=False), -1))
         student = ops.convert_to_numpy(ops.argmax(self.model.student(inputs, training=False), -1))
-        return [
-            f"T {t}  S {s}" if ok else None for t, s, ok in zip(teacher, student, finite)
-        ]
+        return [f"T {t}  S {s}" if ok else None for t, s, ok in zip(teacher, student, finite)]
 
     def save_png(self, path):
         """Write the last grid (rendered now if there is none yet) as a PNG.
@@ -177,9 +184,7 @@ class ViewSnapshots(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, "views")
-            )
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "views"))
 
     def on_epoch_end(self, epoch, logs=None):
         if self._writer is None:

@@ -61,8 +61,6 @@ def get(name, input_shape=(28, 28, 1), num_classes=10, bits=None, **kwargs):
     ```
     """
     if name not in _BUILDERS:
-        raise ValueError(
-            f"Unknown model {name!r}: choose one of {', '.join(sorted(_BUILDERS))}."
-        )
+        raise ValueError(f"Unknown model {name!r}: choose one of {', '.join(sorted(_BUILDERS))}.")
     model = _BUILDERS[name](tuple(input_shape), int(num_classes), **kwargs)
     return model if bits is None else quantize(model, bits)

@@ -36,8 +36,9 @@ def mnist1d_cnn(input_shape=(1, 40, 1), num_classes=10, channels=25, name="mnist
     inputs = keras.Input(input_shape, name="signal")
     x = inputs
     for _ in range(3):
-        x = keras.layers.Conv2D(channels, (1, 5), strides=(1, 2), padding="same",
-                                activation="relu")(x)
+        x = keras.layers.Conv2D(
+            channels, (1, 5), strides=(1, 2), padding="same", activation="relu"
+        )(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(keras.layers.Flatten()(x))
     return keras.Model(inputs, outputs, name=name)
 

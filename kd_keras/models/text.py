@@ -151,9 +151,9 @@ def text_transformer(
     x = PositionEmbedding(length)(inputs)
     for _ in range(num_layers):
         h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
-        h = keras.layers.MultiHeadAttention(
-            num_heads, embedding_dim // num_heads, dropout=dropout
-        )(h, h)
+        h = keras.layers.MultiHeadAttention(num_heads, embedding_dim // num_heads, dropout=dropout)(
+            h, h
+        )
         x = x + keras.layers.Dropout(dropout)(h)
         h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
         h = keras.layers.Dense(intermediate_dim, activation="relu")(h)

@@ -47,9 +47,7 @@ class VAE(keras.Model):
     ```
     """
 
-    def __init__(
-        self, input_shape=(28, 28, 1), latent_dim=16, filters=16, beta=1.0, **kwargs
-    ):
+    def __init__(self, input_shape=(28, 28, 1), latent_dim=16, filters=16, beta=1.0, **kwargs):
         kwargs.setdefault("name", "vae")
         super().__init__(**kwargs)
         input_shape = tuple(int(d) for d in input_shape)
@@ -165,9 +163,7 @@ def _encoder(input_shape, latent_dim, filters):
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for depth in (filters, 2 * filters):
-        x = keras.layers.Conv2D(
-            depth, 3, strides=2, padding="same", activation="relu"
-        )(x)
+        x = keras.layers.Conv2D(depth, 3, strides=2, padding="same", activation="relu")(x)
     x = keras.layers.Flatten()(x)
     mean = keras.layers.Dense(latent_dim, name="mean")(x)
     log_var = keras.layers.Dense(latent_dim, name="log_var")(x)
@@ -181,9 +177,7 @@ def _decoder(input_shape, latent_dim, filters):
     x = keras.layers.Dense(grid[0] * grid[1] * grid[2], activation="relu")(inputs)
     x = keras.layers.Reshape(grid)(x)
     for depth in (2 * filters, filters):
-        x = keras.layers.Conv2DTranspose(
-            depth, 3, strides=2, padding="same", activation="relu"
-        )(x)
+        x = keras.layers.Conv2DTranspose(depth, 3, strides=2, padding="same", activation="relu")(x)
     # The sigmoid runs in float32 so the outputs stay in [0, 1] under mixed precision.
     outputs = keras.layers.Conv2D(
         channels, 3, padding="same", activation="sigmoid", dtype="float32", name="image"
@@ -241,9 +235,7 @@ def evaluate_vae(vae, images, batch_size=256):
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         reconstruction = vae(batch, training=False)
-        bce.append(
-            ops.convert_to_numpy(binary_crossentropy_per_image(batch, reconstruction))
-        )
+        bce.append(ops.convert_to_numpy(binary_crossentropy_per_image(batch, reconstruction)))
         reconstruction = ops.convert_to_numpy(reconstruction).astype("float64")
         squared.append((reconstruction - batch) ** 2)
     return {

@@ -118,7 +118,10 @@ def _stacked(recipe, overrides, teacher, student):
     config["name"] = recipe
     stages = [part["augmenter"] for part in parts if part["augmenter"] is not None]
     config["augmenter"] = (
-        None if not stages else stages[0] if len(stages) == 1
+        None
+        if not stages
+        else stages[0]
+        if len(stages) == 1
         else {"class_name": "Stack", "stages": stages}
     )
     with_phases = [part for part in parts if part["phases"] is not None]

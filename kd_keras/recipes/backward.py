@@ -1,7 +1,7 @@
 """Backward-pass KD: KD on gradient-made auxiliary samples (Jafari et al. 2023).
 
-    kd-keras distill --recipe=backward
-    kd-keras distill --recipe=backward --dataset=text-default
+kd-keras distill --recipe=backward
+kd-keras distill --recipe=backward --dataset=text-default
 """
 
 from kd_keras.recipes import blocks

@@ -11,12 +11,20 @@ digits; the evidence is in benchmarks/README.md). Reproduce the toy:
 from kd_keras.recipes import blocks
 
 
-def _hard(name, augmenter, temperature, student_steps, augmenter_steps, augmenter_learning_rate,
-          learnable=True):
+def _hard(
+    name,
+    augmenter,
+    temperature,
+    student_steps,
+    augmenter_steps,
+    augmenter_learning_rate,
+    learnable=True,
+):
     config = blocks.distillation(name, temperature=temperature, augmenter=augmenter)
     if learnable:
         config["augmenter_optimizer"] = {
-            "class_name": "Adam", "learning_rate": augmenter_learning_rate
+            "class_name": "Adam",
+            "learning_rate": augmenter_learning_rate,
         }
         config["phases"] = blocks.step_phases(student_steps, augmenter_steps)
     return config
@@ -140,8 +148,15 @@ def hard(
         "group_floor": group_floor,
         "fill_value": fill_value,
     }
-    return _hard("hard", augmenter, temperature, student_steps, augmenter_steps,
-                 augmenter_learning_rate, learnable=sampler != "uniform")
+    return _hard(
+        "hard",
+        augmenter,
+        temperature,
+        student_steps,
+        augmenter_steps,
+        augmenter_learning_rate,
+        learnable=sampler != "uniform",
+    )
 
 
 def hard_vae(
@@ -195,5 +210,6 @@ def hard_vae(
         "temperature": augmenter_temperature,
         "lambda_t": lambda_t,
     }
-    return _hard("hard_vae", augmenter, temperature, student_steps, augmenter_steps,
-                 augmenter_learning_rate)
+    return _hard(
+        "hard_vae", augmenter, temperature, student_steps, augmenter_steps, augmenter_learning_rate
+    )
