@@ -287,7 +287,7 @@ def main(argv):
         for split in train_splits:
             for key in ("accuracy", "agreement"):
                 values = 100 * np.array([r["scores"][epochs][key] for r in results[split][row]])
-                cells += f"{values.mean():9.1f} ± {values.std():4.1f}"
+                cells += f"{values.mean():.1f} ± {values.std():.1f}".rjust(16)
         print(f"{row:<12}{cells}")
     if FLAGS.json:
         settings = {
