@@ -206,6 +206,31 @@ def test_backward(tmp_path):
     assert "backward l2" in stdout[stdout.index("Teacher-student agreement on text") :]
 
 
+def test_backward_mnist1d(tmp_path):
+    figure, scores = tmp_path / "curves.png", tmp_path / "scores.json"
+    stdout = run(
+        "benchmarks/backward_mnist1d.py",
+        "--quick",
+        f"--plot={figure}",
+        f"--json={scores}",
+        cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "row ")
+    labels = ["CE only", "KD", "backward", "noise"]
+    assert len(rows) == len(labels)
+    for label in labels:
+        accuracies(row(rows, label), 2)  # --quick: the 20% split's accuracy, agreement
+    saved = json.loads(scores.read_text())
+    assert list(saved["results"]) == ["20%"]
+    assert sorted(saved["results"]["20%"]) == sorted(labels)
+    assert saved["settings"]["train_sizes"] == {"20%": 800}
+    # The backward samples stay in the eps-ball, and the ascent goes most of the way out.
+    epsilon = saved["settings"]["epsilon"]
+    moved = saved["results"]["20%"]["backward"][0]["displacement"]["l2"]
+    assert 0.5 * epsilon < moved <= epsilon * (1 + 1e-4), moved
+    assert figure.stat().st_size > 0
+
+
 def test_step_time(tmp_path):
     stdout = run(
         "benchmarks/step_time.py", "--rounds=2", "--steps=1", "--jit=off", cwd=tmp_path
