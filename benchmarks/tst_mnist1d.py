@@ -157,6 +157,8 @@ def wrapped(model, name):
 def shifts(max_shift, fill):
     """Random shifts of a (1, L, C) signal by up to `max_shift` samples, filled with `fill`."""
 
+    # Plain TF ops: AutoGraph has nothing to convert (and warns on the closure).
+    @tf.autograph.experimental.do_not_convert
     def augment(image, label):
         padded = tf.pad(image, [[0, 0], [max_shift, max_shift], [0, 0]], constant_values=fill)
         return tf.image.random_crop(padded, tf.shape(image)), label
