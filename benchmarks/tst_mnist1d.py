@@ -8,12 +8,12 @@ teaches better than the same ops applied without that training. On MNIST-1D
 - KD: no augmentation;
 - KD + shifts: random shifts of up to 8 samples (the hand-told augmentation
   of `benchmarks/kd_thrives.py`, as a reference);
-- KD + TST ops, prior: TST's augmenter (`kd_keras.augment.LearnedPolicy`,
+- KD + TST ops at the prior: TST's augmenter (`kd_keras.augment.LearnedPolicy`,
   the same ops, k = 4 per batch, relaxed-Bernoulli gates) frozen at its
   prior m = p = 0.5 for every op: the recipe `tst` with no policy phase.
   This is exactly the policy TST starts from, so the row differs from TST
   only by the policy training (the main control);
-- KD + TST ops, random: the same augmenter with every op's magnitude and
+- KD + TST ops at random: the same augmenter with every op's magnitude and
   probability redrawn uniformly in (0.02, 0.98) for every batch, never
   trained (RandAugment-like: random, not learned);
 - TST: the recipe `tst`, its policy trained in its phases at the recipe's
@@ -105,11 +105,12 @@ OPS = (
 )
 PRIOR = 0.5
 ROWS = {
-    # name: (augmenter: None, "prior", "random", "learned"; shifts)
+    # name (no commas: --rows is a comma-separated list): (augmenter: None,
+    # "prior", "random" or "learned"; shifts)
     "KD": (None, False),
     "KD + shifts": (None, True),
-    "KD + TST ops, prior": ("prior", False),
-    "KD + TST ops, random": ("random", False),
+    "KD + TST ops at the prior": ("prior", False),
+    "KD + TST ops at random": ("random", False),
     "TST": ("learned", False),
 }
 SPLITS = {"full": 1.0, "20%": 0.2}
@@ -283,13 +284,13 @@ def main(argv):
                 run["seconds"] = time.perf_counter() - started
                 runs.append(run)
                 print(
-                    f"  {row:<22} {name:>4} seed {seed}: {100 * run['accuracy'][-1]:.1f}% "
+                    f"  {row:<26} {name:>4} seed {seed}: {100 * run['accuracy'][-1]:.1f}% "
                     f"(agreement {100 * run['agreement'][-1]:.1f}%, {run['seconds']:.0f} s)",
                     flush=True,
                 )
             results[name][row] = runs
 
-    header = f"{'row':<22} " + " ".join(
+    header = f"{'row':<26} " + " ".join(
         f"{f'{kind} {name} (%)':>15}" for kind in ("acc", "agree") for name in settings
     )
     print(
@@ -299,7 +300,7 @@ def main(argv):
     for row in rows:
         cells = [cell([r["accuracy"][-1] for r in results[name][row]]) for name in settings]
         cells += [cell([r["agreement"][-1] for r in results[name][row]]) for name in settings]
-        print(f"{row:<22} " + " ".join(f"{c:>15}" for c in cells))
+        print(f"{row:<26} " + " ".join(f"{c:>15}" for c in cells))
 
     policies = policy_summary(results, settings)
     if policies:

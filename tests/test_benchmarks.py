@@ -137,7 +137,7 @@ def test_tst_mnist1d(tmp_path):
     )
     assert "teacher 90.0%" in stdout
     rows = rows_after(stdout, "row ")
-    labels = ["KD", "KD + shifts", "KD + TST ops, prior", "KD + TST ops, random", "TST"]
+    labels = ["KD", "KD + shifts", "KD + TST ops at the prior", "KD + TST ops at random", "TST"]
     assert len(rows) == len(labels)
     for label in labels:
         for mean, _ in accuracies(row(rows, label), 2):  # accuracy, teacher agreement
