@@ -125,6 +125,49 @@ def test_tst(tmp_path):
     assert any(v != 0.5 for v in values), policy  # moved from the prior
 
 
+def test_tst_mnist1d(tmp_path):
+    # --quick: 2 epochs on the 20% split, 1 seed; TST's second epoch is
+    # preceded by a policy epoch, so its policy trains.
+    stdout = run(
+        "benchmarks/tst_mnist1d.py",
+        "--quick",
+        f"--json={tmp_path / 'r.json'}",
+        f"--plot={tmp_path / 'r.png'}",
+        cwd=tmp_path,
+    )
+    assert "teacher 90.0%" in stdout
+    rows = rows_after(stdout, "row ")
+    labels = ["KD", "KD + shifts", "KD + TST ops at the prior", "KD + TST ops at random", "TST"]
+    assert len(rows) == len(labels)
+    for label in labels:
+        for mean, _ in accuracies(row(rows, label), 2):  # accuracy, teacher agreement
+            assert mean > 10  # above chance after two epochs
+    policy = rows_after(stdout, "op ")
+    assert [line.split()[0] for line in policy] == [
+        "ShearY",
+        "TranslateX",
+        "TranslateY",
+        "Rotate",
+        "Brightness",
+        "Contrast",
+        "Posterize",
+        "Solarize",
+        "Invert",
+        "Cutout",
+    ]
+    values = []
+    for line in policy:
+        values += [float(v) for v in line.split()[1:] if v != "-"]
+    assert len(values) == 19 and all(0 <= v <= 1 for v in values), policy  # Invert: no m
+    assert any(abs(v - 0.5) > 1e-3 for v in values), policy  # moved from the prior
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["epochs"] == 2 and set(results["results"]["20%"]) == set(labels)
+    for runs in results["results"]["20%"].values():
+        assert len(runs) == 1 and len(runs[0]["accuracy"]) == 2  # one score per student epoch
+    assert len(results["results"]["20%"]["TST"][0]["policy"]) == 2
+    assert (tmp_path / "r.png").stat().st_size > 0
+
+
 def test_rolewise_with_a_given_schedule(tmp_path):
     # A search takes minutes (Ray, a population); --schedule skips it.
     import numpy as np
