@@ -68,7 +68,6 @@ from absl import flags  # noqa: E402
 import kd_keras  # noqa: E402
 import kd_keras.shipped  # noqa: E402
 from kd_keras.augment.tst import LearnedPolicy  # noqa: E402
-from kd_keras.recipes import build  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 60, "Student epochs of every row.")
@@ -139,8 +138,6 @@ class RandomPolicy(LearnedPolicy):
 warnings.filterwarnings(
     "ignore", message="The augmenter has trainable weights but no PhaseSchedule"
 )
-# The recipe builder instantiates augmenters by class name.
-build._AUGMENTERS.setdefault("RandomPolicy", RandomPolicy)
 
 
 def to_unit(x):
@@ -195,7 +192,7 @@ def recipe(augmenter):
         config["phases"] = None  # the policy never trains
         config["augmenter_optimizer"] = None
     if augmenter == "random":
-        config["augmenter"]["class_name"] = "RandomPolicy"
+        config["augmenter"]["class_name"] = "kd_keras_benchmarks>RandomPolicy"
     return config
 
 

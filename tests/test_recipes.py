@@ -75,6 +75,26 @@ def test_recipe_builds_and_compiles_a_distiller():
     assert distiller.optimizer.built
 
 
+@keras.saving.register_keras_serializable(package="my_project")
+class HalfMixUp(kd_keras.augment.MixUp):
+    """A user's own augmenter: MixUp with a flag of its own."""
+
+    def __init__(self, half=True, **kwargs):
+        super().__init__(**kwargs)
+        self.half = half
+
+
+def test_a_config_names_a_users_registered_augmenter_as_keras_does():
+    config = recipes.get("mixup")
+    config["augmenter"] = {**config["augmenter"], "class_name": "my_project>HalfMixUp", "half": False}
+    distiller = build.distiller(config, tiny_teacher(), tiny_student())
+    assert type(distiller.augmenter) is HalfMixUp and distiller.augmenter.half is False
+    assert distiller.augmenter.per == config["augmenter"]["per"]
+    config["augmenter"]["class_name"] = "my_project>Missing"
+    with pytest.raises(ValueError, match="Unknown augmenter 'my_project>Missing'.*MixUp.*register_keras_serializable"):
+        build.distiller(config, tiny_teacher(), tiny_student())
+
+
 def test_tst_takes_the_pairs_official_settings():
     pair = recipes.get("tst", teacher="vgg13", student="vgg8")
     assert pair["phases"]["starts"] == [32, 62, 92, 122, 152, 182, 212]

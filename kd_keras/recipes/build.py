@@ -241,11 +241,16 @@ def _optimizer(spec):
 def _instance(spec, known, kind):
     spec = dict(spec)
     name = spec.pop("class_name", None)
-    if name not in known:
+    # A user's own class is named as Keras names it once registered with
+    # `keras.saving.register_keras_serializable`: "package>ClassName".
+    cls = known.get(name) or (keras.saving.get_registered_object(name) if name else None)
+    if cls is None:
         raise ValueError(
-            f"Unknown {kind} {name!r} in the recipe config: choose one of {', '.join(sorted(known))}."
+            f"Unknown {kind} {name!r} in the recipe config: choose one of "
+            f"{', '.join(sorted(known))}, or register your own class with "
+            "keras.saving.register_keras_serializable and name it 'package>ClassName'."
         )
-    return known[name](**spec)
+    return cls(**spec)
 
 
 def _load_vae(spec):
