@@ -21,6 +21,16 @@ Usage:
     PYTHONPATH=. python benchmarks/mixing.py --student=small_cnn
     PYTHONPATH=. python benchmarks/mixing.py --quick        # smoke run
     PYTHONPATH=. python benchmarks/mixing.py --quick --settings=full   # smaller smoke run
+
+BatchNorm batches (`--student_forward=per_view,joint`): rows KD and, for each
+of --forward_recipes, the recipe with the student run on `x` and `x'` as two
+batches of B in train mode (`per_view`, the official Good-DA-in-KD code:
+separate BatchNorm statistics) or as one batch of 2B (`joint`); it prints
+the joint / per_view step time and accuracy difference per recipe. Use a
+student with BatchNorm (`--student=small_cnn`):
+
+    PYTHONPATH=. python benchmarks/mixing.py --student=small_cnn --settings=full \
+        --student_forward=per_view,joint
 """
 
 import dataclasses
@@ -48,6 +58,16 @@ flags.DEFINE_enum("student", "mlp", ["mlp", "small_cnn"], "Student architecture.
 flags.DEFINE_integer("timing_steps", 20, "Steps per method and round of the timing.")
 flags.DEFINE_integer("timing_rounds", 5, "Interleaved timing rounds (the median is kept).")
 flags.DEFINE_bool("quick", False, "Smoke run: 1 epoch, 1 seed, a few timed steps.")
+flags.DEFINE_list(
+    "student_forward",
+    [],
+    "Compare the Distiller's student_forward modes (per_view, joint) on "
+    "--forward_recipes instead of the method table; empty: the method table.",
+)
+flags.DEFINE_list(
+    "forward_recipes", ["cutmix", "mixup"], "Recipes of the --student_forward comparison."
+)
+FORWARDS = ("per_view", "joint")
 
 SETTINGS = (("full", 1.0), ("20%", 0.2))
 flags.DEFINE_list(
@@ -78,6 +98,45 @@ METHODS = (
     # the Distiller's KD term covers x' too (see kd_keras.augment.CutMix).
     Method("KD + CutMix, mixed 1-hot", "cutmix", {"relabel": False}, "T 2B | S 2B", "T B | S 2B"),
 )
+
+
+def forward_methods(forwards, recipes):
+    """KD (the timing's reference) and each recipe under each `student_forward` mode.
+
+    Args:
+        forwards: `student_forward` values, `"per_view"` and/or `"joint"`.
+        recipes: recipe names, e.g. `["cutmix", "mixup"]`.
+
+    Returns:
+        A list of `Method`s, KD first.
+    """
+    labels = {"cutmix": "KD + TL-CutMix", "mixup": "KD + TL-MixUp"}
+    methods = [METHODS[1]]
+    for recipe in recipes:
+        for forward in forwards:
+            methods.append(
+                Method(
+                    f"{labels.get(recipe, recipe)}, {forward}",
+                    recipe,
+                    {"student_forward": forward},
+                    "T 2B | S B+B" if forward == "per_view" else "T 2B | S 2B",
+                    # The official code: two student passes of B in train mode.
+                    "T 2B | S B+B",
+                )
+            )
+    return methods
+
+
+def chosen_methods():
+    """The rows of this run: the method table, or the student_forward comparison."""
+    if not FLAGS.student_forward:
+        return METHODS
+    unknown = set(FLAGS.student_forward) - set(FORWARDS)
+    if unknown:
+        raise app.UsageError(
+            f"--student_forward={','.join(FLAGS.student_forward)}: use per_view and/or joint"
+        )
+    return forward_methods(FLAGS.student_forward, FLAGS.forward_recipes)
 
 
 def load_teacher():
@@ -123,14 +182,14 @@ def train(method, teacher, bundle, epochs, seed):
     return distiller.student
 
 
-def step_times(teacher, bundle, steps, rounds):
+def step_times(methods, teacher, bundle, steps, rounds):
     """Seconds per training step of each method, timed in interleaved rounds."""
     x, y = bundle.train
     batch = kd_keras.recipes.get("kd")["batch_size"]
     # Tensors, not NumPy arrays: each new array would retrace the step.
     x, y = tf.constant(x[:batch]), tf.constant(y[:batch])
     runners = []
-    for method in METHODS:
+    for method in methods:
         student = build_student(0, bundle)
         if method.recipe is None:
             compile_scratch(student, steps_per_epoch=100, epochs=1)
@@ -143,7 +202,7 @@ def step_times(teacher, bundle, steps, rounds):
     for runner in runners:  # trace and warm up
         for _ in range(3):
             runner.train_on_batch(x, y)
-    times = [[] for _ in METHODS]
+    times = [[] for _ in methods]
     for _ in range(rounds):
         for index, runner in enumerate(runners):
             start = time.perf_counter()
@@ -172,8 +231,9 @@ def main(argv):
         f"{FLAGS.student}; {epochs} epochs; {seeds} seed(s); train sizes "
         + ", ".join(f"{name} {len(b.train[1])}" for name, b in bundles.items())
     )
+    methods = chosen_methods()
     results = {}
-    for method in METHODS:
+    for method in methods:
         for name, bundle in bundles.items():
             scores = [
                 accuracy(train(method, teacher, bundle, epochs, seed), bundle.test)
@@ -182,8 +242,8 @@ def main(argv):
             results[method.label, name] = scores
             print(f"  {method.label:<26} {name:>4}: "
                   + " ".join(f"{s:.2%}" for s in scores), flush=True)
-    times = step_times(teacher, full, steps, rounds)
-    kd_time = times[[m.recipe for m in METHODS].index("kd")]
+    times = step_times(methods, teacher, full, steps, rounds)
+    kd_time = times[[m.recipe for m in methods].index("kd")]
 
     header = (
         f"{'method':<26} " + " ".join(f"{'acc ' + n + ' (%)':>14}" for n, _ in settings)
@@ -192,7 +252,7 @@ def main(argv):
     print()
     print(header)
     print("-" * len(header))
-    for method, seconds in zip(METHODS, times):
+    for method, seconds in zip(methods, times):
         cells = []
         for name, _ in settings:
             scores = 100 * np.array(results[method.label, name])
@@ -206,6 +266,34 @@ def main(argv):
         "batch of B; S includes CutMixPick's gradient-free scoring pass over its 2B "
         f"candidates. Plain KD step: {1000 * kd_time:.1f} ms (batch 64, jit off)."
     )
+    if set(FLAGS.student_forward) == set(FORWARDS):
+        print_forward_comparison(methods, times, results, settings)
+
+
+def print_forward_comparison(methods, times, results, settings):
+    """Print, per recipe, the joint / per_view step time and accuracy difference.
+
+    Args:
+        methods: the run's `Method`s (from `forward_methods`).
+        times: seconds per step, one per method.
+        results: `{(label, setting): [accuracy per seed]}`.
+        settings: the run's `(setting name, train fraction)` pairs.
+    """
+    print("\njoint vs per_view (accuracy: joint - per_view, pp; the per-seed std of each):")
+    for recipe in FLAGS.forward_recipes:
+        rows = {
+            m.overrides["student_forward"]: i for i, m in enumerate(methods) if m.recipe == recipe
+        }
+        joint, per_view = methods[rows["joint"]], methods[rows["per_view"]]
+        cells = []
+        for name, _ in settings:
+            a = 100 * np.array(results[joint.label, name])
+            b = 100 * np.array(results[per_view.label, name])
+            cells.append(f"{name} {a.mean() - b.mean():+.2f} (std {a.std():.2f} / {b.std():.2f})")
+        print(
+            f"  {recipe}: step time joint / per_view "
+            f"{times[rows['joint']] / times[rows['per_view']]:.2f}x; " + "; ".join(cells)
+        )
 
 
 if __name__ == "__main__":

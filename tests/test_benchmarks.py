@@ -101,6 +101,21 @@ def test_mixing(tmp_path):
     assert ratios(row(rows, "KD")) == [1.0]
 
 
+def test_mixing_student_forward(tmp_path):
+    stdout = run(
+        "benchmarks/mixing.py", "--quick", "--settings=full", "--student=small_cnn",
+        "--student_forward=per_view,joint", "--forward_recipes=cutmix", cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "method ")
+    labels = ["KD", "KD + TL-CutMix, per_view", "KD + TL-CutMix, joint"]
+    assert len(rows) == len(labels)
+    for label in labels:
+        accuracies(row(rows, label), 1)
+        ratios(row(rows, label))
+    (line,) = [line for line in stdout.splitlines() if line.startswith("  cutmix: ")]
+    assert len(ratios(line)) == 1 and re.search(r"full [+-]\d+\.\d+ \(std ", line), line
+
+
 def test_tst(tmp_path):
     # Two epochs: the second is preceded by a policy epoch (TST's phases at
     # the same fractions of the run), so the policy trains.

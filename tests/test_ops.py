@@ -269,6 +269,97 @@ def test_cutout_at_puts_the_square_where_the_centres_say():
     )
 
 
+def _official_tst_cutout(images, mean, std, height_loc, width_loc, size):
+    """TST's `Cutout(size)` (datas/Augmention.py) transcribed: normalise, zero the box, undo.
+
+    `_gen_cutout_coord` with `random.randint` replaced by the given
+    locations; `mask = ones_like(img)` over the whole batch, so one box for
+    every image and channel.
+    """
+    normalised = (images - mean) / std
+    h, w = normalised.shape[1:3]  # the NHWC transcription of img.shape[-2:]
+    upper = (max(0, height_loc - size // 2), max(0, width_loc - size // 2))
+    lower = (min(h, height_loc + size // 2), min(w, width_loc + size // 2))
+    assert lower[0] - upper[0] > 0 and lower[1] - upper[1] > 0
+    mask = np.ones_like(normalised)
+    mask[:, upper[0] : lower[0], upper[1] : lower[1], :] = 0
+    return (normalised * mask) * std + mean
+
+
+@pytest.mark.parametrize("side", [32, 8])
+def test_tst_cutout_is_the_official_cutout_at_every_centre(side):
+    # On CIFAR the official Cutout(32) takes the image side; with the batch's
+    # channel mean as the normalisation mean, zeroing the normalised box is
+    # filling it with that mean, and every centre gives the same pixels.
+    images = _images(3, count=3, height=side, width=side)
+    mean = images.mean(axis=(0, 1, 2))
+    std = np.array([0.27, 0.26, 0.28], "float32")
+    extents = set()
+    for height_loc in range(side):
+        for width_loc in range(0, side, 3):
+            centres = np.array([[(height_loc + 0.5) / side, (width_loc + 0.5) / side]])
+            out = ops.tst_cutout_at(images, centres).numpy()
+            expected = _official_tst_cutout(images, mean, std, height_loc, width_loc, side)
+            np.testing.assert_allclose(out, expected, atol=1e-6)
+            extents.add(int((out != images).all(axis=(0, 3)).any(axis=1).sum()))
+    # Rows cut: side/2 (a centre on the border) up to the whole side.
+    assert extents == set(range(side // 2, side + 1))
+
+
+def test_tst_cutout_draws_one_box_per_batch_of_half_to_all_of_each_side():
+    images = _images(3, count=5, height=32, width=32)
+    mean = images.mean(axis=(0, 1, 2))
+    sides = []
+    for seed in range(40):
+        out = ops.tst_cutout(images, seed=seed).numpy()
+        cut = (out != images).any(axis=3)
+        # One box: the same pixels of every image, a rectangle of the mean.
+        assert (cut == cut[0]).all()
+        rows, cols = np.nonzero(cut[0].any(axis=1))[0], np.nonzero(cut[0].any(axis=0))[0]
+        assert cut[0].sum() == len(rows) * len(cols)
+        assert np.ptp(rows) == len(rows) - 1 and np.ptp(cols) == len(cols) - 1
+        np.testing.assert_allclose(out[cut], np.broadcast_to(mean, out.shape)[cut], atol=1e-6)
+        sides += [len(rows), len(cols)]
+    assert min(sides) >= 16 and max(sides) <= 32 and len(set(sides)) > 5
+    # per_image: a box for each image.
+    out = ops.tst_cutout(images, per_image=True, seed=0).numpy()
+    cut = (out != images).any(axis=3)
+    assert len({c.tobytes() for c in cut}) > 1
+
+
+def test_tst_cutout_on_one_row_cuts_half_to_all_of_the_row():
+    signals = np.random.default_rng(0).random((4, 1, 40, 1)).astype("float32")
+    lengths = set()
+    for seed in range(30):
+        cut = (ops.tst_cutout(signals, per_image=True, seed=seed).numpy() != signals)[:, 0, :, 0]
+        for row in cut:
+            where = np.nonzero(row)[0]
+            assert len(where) == np.ptp(where) + 1  # one segment
+            lengths.add(len(where))
+    assert min(lengths) >= 20 and max(lengths) <= 40
+
+
+def test_tst_cutout_compiles_under_xla_and_passes_gradients_outside_the_box():
+    images = tf.constant(_images(3, count=4, height=8, width=8))
+
+    @tf.function(jit_compile=True)
+    def apply(x):
+        return ops.tst_cutout_at(x, tf.constant([[0.3, 0.6]]))
+
+    eager = ops.tst_cutout_at(images, tf.constant([[0.3, 0.6]]))
+    np.testing.assert_allclose(apply(images).numpy(), eager.numpy(), atol=1e-6)
+    assert np.isfinite(
+        tf.function(lambda x: ops.tst_cutout(x, seed=2), jit_compile=True)(images).numpy()
+    ).all()
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        out = ops.tst_cutout_at(images, tf.constant([[0.3, 0.6]]))
+        loss = tf.reduce_sum(out)
+    gradient = tape.gradient(loss, images).numpy()
+    # As the official image * mask: 1 outside the box, 0 inside (constant fill).
+    np.testing.assert_array_equal(gradient, (out.numpy() == images.numpy()).astype("float32"))
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if ops.OPS[n].motion is not None])
 def test_motion_is_the_warp_the_geometric_op_makes(name):
     # `motion` lets a caller warp once for several ops (PBA): the matrix it

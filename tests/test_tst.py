@@ -150,6 +150,79 @@ def test_official_draws_one_op_set_per_batch_and_signed_ops_one_way():
         LearnedPolicy(directions="both")
 
 
+def test_official_cutout_is_one_mean_box_per_batch_inside_the_gated_ops(digits):
+    x = digits[0][:32]
+    assert LearnedPolicy().cutout == "official"
+    assert kd_keras.recipes.get("tst")["augmenter"]["cutout"] == "official"
+    mean = x.mean(axis=(0, 1, 2))
+    sides = set()
+    for seed in range(12):
+        # Cutout alone, its gate b (one per batch) near 1 but soft: the view
+        # is x + b (mean - x) inside one box shared by the batch, x outside.
+        policy = _policy(
+            ops=["Cutout"], num_ops=1, temperature=1.0, initial_probability=0.9, seed=seed
+        )
+        view = policy.augment(x).numpy()
+        cut = np.abs(view - x) > 1e-7
+        footprint = cut.any(axis=0)[..., 0]
+        rows, cols = np.nonzero(footprint.any(axis=1))[0], np.nonzero(footprint.any(axis=0))[0]
+        assert footprint.sum() == len(rows) * len(cols)  # a rectangle
+        assert 4 <= len(rows) <= 8 and 4 <= len(cols) <= 8  # half to all of 8 px
+        sides.update([len(rows), len(cols)])
+        inside = footprint[None, :, :, None] & np.ones_like(cut)
+        differs = inside & (np.abs(mean - x) > 1e-3)
+        gate = (view - x)[differs] / (mean - x)[differs]
+        np.testing.assert_allclose(gate, gate[0], rtol=1e-4)  # one gate
+        assert 0.0 < gate[0] <= 1.0
+        np.testing.assert_array_equal(view[~inside], x[~inside])
+    assert len(sides) >= 3
+    # per="image": a box per image.
+    policy = _policy(ops=["Cutout"], num_ops=1, initial_probability=1 - 1e-6, per="image")
+    cut = np.abs(policy.augment(x).numpy() - x) > 1e-7
+    assert len({c.any(axis=-1).tobytes() for c in cut}) > 1
+    with pytest.raises(ValueError, match="cutout must be one of"):
+        LearnedPolicy(cutout="square")
+
+
+def test_magnitude_cutout_is_a_square_per_image_of_fill_value():
+    x = np.full((16, 20, 20, 1), 0.5, "float32")
+    policy = LearnedPolicy(
+        ops=["Cutout"],
+        num_ops=1,
+        initial_probability=1 - 1e-6,
+        initial_magnitude=0.8,
+        fill_value=1.0,
+        cutout="magnitude",
+        seed=3,
+    )
+    policy.build((None, 20, 20, 1))
+    view = policy.augment(x).numpy()
+    filled = np.isclose(view, 1.0, atol=1e-4)
+    # Side 0.8 * 0.625 * 20 = 10 px, clipped at the borders; each image its own.
+    assert filled.sum(axis=(1, 2, 3)).max() == 100 and filled.sum(axis=(1, 2, 3)).min() >= 25
+    assert len({f.tobytes() for f in filled}) > 1
+
+
+def test_cutout_probability_gets_a_gradient_and_its_magnitude_none(digits):
+    x, y = digits[0][:16], digits[1][:16] % 4
+    teacher, student = tiny_teacher(), tiny_student()
+    for cutout in ("official", "magnitude"):
+        policy = _policy(
+            ops=["Cutout", "Invert", "Rotate"], num_ops=3, temperature=1.0, cutout=cutout
+        )
+        with tf.GradientTape() as tape:
+            loss = policy.objective(
+                x, y, lambda v: teacher(v, training=False), lambda v: student(v, training=False)
+            )
+        d_magnitude, d_probability = tape.gradient(
+            loss, [policy.magnitude_logits, policy.probability_logits]
+        )
+        assert np.isfinite(float(loss))
+        assert abs(float(d_probability[0])) > 1e-5, cutout  # Cutout's gate learns
+        assert float(d_magnitude[0]) == 0.0, cutout  # its size does not
+        assert abs(float(d_magnitude[2])) > 1e-6, cutout  # Rotate's does
+
+
 def test_student_loss_is_tst_loss(digits):
     x, y = digits[0][:32], (digits[1][:32] % 4)
     teacher, student = tiny_teacher(), tiny_student()

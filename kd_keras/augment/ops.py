@@ -583,6 +583,88 @@ def _cutout_at(images, magnitude, centres, max_size, fill_value):
     return tf.where(inside, tf.cast(fill_value, images.dtype), images)
 
 
+def tst_cutout(images, per_image=False, seed=None):
+    """TST's official Cutout: a box of half to all of each side, filled with the batch mean.
+
+    The official code (shaoshitong/TST, `datas/Augmention.py`, `Cutout(32)`
+    on CIFAR, `Cutout(224)` on ImageNet: the size is the image side) draws a
+    centre pixel `c` uniformly on each axis and zeroes `[max(0, c - S//2),
+    min(S, c + S//2))` of every image of the batch: one box per batch whose
+    extent on each axis is `S//2 .. S` pixels (16..32 of 32), its two sides
+    independent. It zeroes normalised images, so in pixel space the box holds
+    the dataset's channel mean; here, on `[0, 1]` images, it holds the
+    batch's channel mean (over images and pixels), the estimate available
+    inside a step. On other sizes each axis uses its own length (4..8 px on
+    8x8 digits); an axis of length 1 (one-row signals shaped
+    `(1, length, channels)`) is spanned whole, so the box cuts a segment of
+    half to all of the row, where the official rule would give an empty box.
+
+    Args:
+        images: `(batch, height, width, channels)` floats in `[0, 1]`.
+        per_image: False (official) draws one box for the batch; True one
+            box per image.
+        seed: an int, a `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        The images with the box filled with the batch's channel mean.
+
+    Example:
+    ```python
+    holes = kd_keras.augment.ops.tst_cutout(images, seed=0)
+    ```
+    """
+    images, _ = _prepare(images, 0.0, signed=False)
+    draws = tf.shape(images)[0] if per_image else 1
+    centres = keras.random.uniform((draws, 2), dtype=images.dtype, seed=seed)
+    return _tst_cutout_at(images, centres)
+
+
+def tst_cutout_at(images, centres):
+    """`tst_cutout` with the box centres given: `(1, 2)` for the batch or `(batch, 2)`.
+
+    The box is centred on pixel row `floor(centres[:, 0] * height)`, column
+    `floor(centres[:, 1] * width)`; `tst_cutout` is this with `centres`
+    drawn by `keras.random.uniform` from its seed.
+
+    Args:
+        images: `(batch, height, width, channels)` floats in `[0, 1]`.
+        centres: `(1, 2)` (one box for the batch) or `(batch, 2)` floats in
+            `[0, 1)`.
+
+    Returns:
+        The images with the box filled with the batch's channel mean.
+
+    Example:
+    ```python
+    holes = kd_keras.augment.ops.tst_cutout_at(images, tf.fill([1, 2], 0.5))
+    ```
+    """
+    images, _ = _prepare(images, 0.0, signed=False)
+    return _tst_cutout_at(images, tf.cast(centres, images.dtype))
+
+
+def _tst_span(length, size, centres):
+    """`(draws, length)` masks of `[max(0, c - size//2), min(size, c + size//2))`."""
+    index = tf.cast(tf.range(length), centres.dtype)[None, :]
+    if isinstance(length, int) and length == 1:
+        # The official half-extent 1 // 2 = 0 would cut nothing.
+        return tf.ones_like(centres[:, None] * index, dtype=tf.bool)
+    centre = tf.minimum(tf.floor(centres * size), size - 1.0)[:, None]
+    half = tf.floor(size / 2.0)
+    return (index >= centre - half) & (index < centre + half)
+
+
+def _tst_cutout_at(images, centres):
+    height, width = _size(images, 1), _size(images, 2)
+    rows = _tst_span(images.shape[1] or tf.shape(images)[1], height, centres[:, 0])
+    cols = _tst_span(images.shape[2] or tf.shape(images)[2], width, centres[:, 1])
+    inside = rows[:, :, None, None] & cols[:, None, :, None]
+    # A constant fill, as the official zero of normalised images is: no
+    # gradient reaches the images through it.
+    mean = tf.stop_gradient(tf.reduce_mean(images, axis=[0, 1, 2], keepdims=True))
+    return tf.where(inside, mean, images)
+
+
 @dataclasses.dataclass(frozen=True)
 class Op:
     """One op of the library and what a policy needs to know to call it.

@@ -17,6 +17,10 @@ from kd_keras.augment.base import Views
 # surrogates, m in (0, 1)) or a random one per image.
 PER = ("batch", "image")
 DIRECTIONS = ("one", "random")
+# Cutout: the official one (a box of half to all of each side, one per draw,
+# filled with the batch mean; `kd_keras.augment.ops.tst_cutout`) or
+# AutoAugment's square per image whose side the op's magnitude sets.
+CUTOUTS = ("official", "magnitude")
 # Added inside -log(1 - p_s(y | x~) + eps): the paper's 1e-8.
 _EPSILON = 1e-8
 # Keeps the logistic noise of the relaxed Bernoulli finite.
@@ -100,9 +104,17 @@ class LearnedPolicy(Augmenter):
     views the teacher still gets right and the student gets wrong, with
     gradients flowing through both networks and the differentiable ops into
     `theta`. Magnitudes are learned for the ops with `Op.learnable`; the
-    others (Equalize, Invert and Cutout in TST's library) keep their prior
-    magnitude (Cutout's sets its size; the other two have none) and learn
-    only their probability.
+    others (Equalize, Invert and Cutout in TST's library) learn only their
+    probability. Cutout is the official one by default (`cutout="official"`,
+    `kd_keras.augment.ops.tst_cutout`): one box per batch (per image with
+    `per="image"`) spanning half to all of each side (16..32 px of 32,
+    4..8 of 8; a one-row signal loses a segment of half to all of its
+    length), filled with the batch's channel mean (the official code zeroes
+    normalised images, i.e. fills the dataset mean); it is one of the ops
+    drawn and gated like the others, its magnitude unused.
+    `cutout="magnitude"` cuts a square per image whose side is the Cutout
+    magnitude (kept at its prior) times 62.5% of the shorter side, filled
+    with `fill_value`.
     In the student phase the student trains on `[x, x~]` with the labels
     kept on both halves, so a Distiller with `student_loss_weight=1` and a
     `KD_4` weight of 1 minimises TST's
@@ -111,10 +123,9 @@ class LearnedPolicy(Augmenter):
     The official code applies neural surrogates of the ops; here the ops are
     exact (Posterize and Solarize with straight-through gradients). It also
     feeds probabilities where the relaxed Bernoulli expects logits (an
-    effective p in 0.5..0.73); here the logits are `theta_p`. Its Cutout is
-    one 16-32 px box per batch filled with the mean; ours is a box per image
-    whose side the Cutout magnitude sets, filled with `fill_value`. The
-    final clip to `[0, 1]` is ours.
+    effective p in 0.5..0.73); here the logits are `theta_p`. Its Cutout's
+    fill is the dataset mean, ours the batch mean. The final clip to
+    `[0, 1]` is ours.
 
     References:
         Shao et al., "Teaching What You Should Teach: A Data-Based
@@ -132,9 +143,14 @@ class LearnedPolicy(Augmenter):
             every op or `{op name: value}` (others 0.5). 0.5 is the official
             initialisation (`theta = 0`).
         initial_probability: the prior probability, likewise.
-        fill_value: value of pixels the geometric ops and Cutout bring in.
-        per: `"batch"` (official) or `"image"`: how often ops and gates are drawn.
+        fill_value: value of pixels the geometric ops (and Cutout with
+            `cutout="magnitude"`) bring in.
+        per: `"batch"` (official) or `"image"`: how often ops, gates and
+            the official Cutout's box are drawn.
         directions: `"one"` (official: signed ops move by `+m`) or `"random"`.
+        cutout: `"official"` (TST's box, filled with the batch mean) or
+            `"magnitude"` (a square per image sized by the Cutout magnitude,
+            filled with `fill_value`).
         seed: seed of the draws (an int), or `None`.
         **kwargs: passed to `keras.layers.Layer`.
 
@@ -162,6 +178,7 @@ class LearnedPolicy(Augmenter):
         fill_value=0.0,
         per="batch",
         directions="one",
+        cutout="official",
         seed=None,
         **kwargs,
     ):
@@ -170,8 +187,11 @@ class LearnedPolicy(Augmenter):
             raise ValueError(f"per must be one of {PER}, got {per!r}.")
         if directions not in DIRECTIONS:
             raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}.")
+        if cutout not in CUTOUTS:
+            raise ValueError(f"cutout must be one of {CUTOUTS}, got {cutout!r}.")
         self.per = per
         self.directions = directions
+        self.cutout = cutout
         names = list(image_ops.TST_OPS if ops is None else ops)
         if not names:
             raise ValueError("ops is empty: give at least one op name.")
@@ -290,7 +310,11 @@ class LearnedPolicy(Augmenter):
                 options["fill_value"] = self.fill_value
             if op.takes_seed:
                 options["seed"] = seed
-            change = op.function(x, magnitude, **options) - x
+            if op.name == "Cutout" and self.cutout == "official":
+                view = image_ops.tst_cutout(x, per_image=self.per == "image", seed=seed)
+            else:
+                view = op.function(x, magnitude, **options)
+            change = view - x
             weight = chosen[:, index] * gates[:, index]
             total = total + weight[:, None, None, None] * change
         return ops.clip(x + total, 0.0, 1.0)
@@ -341,7 +365,8 @@ class LearnedPolicy(Augmenter):
         """Return the current policy for logging: `{"magnitude/<op>": m, "probability/<op>": p}`.
 
         Ops without a magnitude (Equalize, Invert, AutoContrast) have no
-        magnitude entry. `kd_keras.callbacks.ViewSnapshots` writes these to
+        magnitude entry; Cutout's is its fixed prior (unused with
+        `cutout="official"`). `kd_keras.callbacks.ViewSnapshots` writes these to
         TensorBoard each epoch and `PolicyTrajectory` records them.
 
         Returns:
@@ -373,4 +398,5 @@ class LearnedPolicy(Augmenter):
             "fill_value": self.fill_value,
             "per": self.per,
             "directions": self.directions,
+            "cutout": self.cutout,
         }

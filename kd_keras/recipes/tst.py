@@ -40,6 +40,7 @@ def tst(
     fill_value=0.0,
     per="batch",
     directions="one",
+    cutout="official",
     teacher=None,
     student=None,
 ):
@@ -65,7 +66,10 @@ def tst(
     The ops are exact differentiable implementations (the official code fits
     neural surrogates); as officially, one op set and one gate per op are
     drawn per batch and signed ops go one way (`per="image"`,
-    `directions="random"` draw them per image, with a random sign).
+    `directions="random"` draw them per image, with a random sign), and
+    Cutout is the official box of half to all of each side, one per batch,
+    filled with the batch's channel mean (`cutout="magnitude"`: a square
+    per image sized by the Cutout magnitude).
 
     References:
         Shao et al., "Teaching What You Should Teach: A Data-Based
@@ -77,9 +81,13 @@ def tst(
         gate_temperature: temperature of the relaxed Bernoulli gates.
         initial_magnitude: the policy's prior magnitude(s).
         initial_probability: the policy's prior probability(ies).
-        fill_value: value of pixels the geometric ops and Cutout bring in.
+        fill_value: value of pixels the geometric ops bring in (and Cutout
+            with `cutout="magnitude"`).
         per: `"batch"` (official) or `"image"`, see `LearnedPolicy`.
         directions: `"one"` (official) or `"random"`, see `LearnedPolicy`.
+        cutout: `"official"` (one box of half to all of each side per batch,
+            filled with the batch mean) or `"magnitude"` (a square per image
+            sized by the Cutout magnitude), see `LearnedPolicy`.
         teacher: the teacher's zoo name, to take a pair's official settings.
         student: the student's zoo name.
 
@@ -103,6 +111,7 @@ def tst(
         "fill_value": fill_value,
         "per": per,
         "directions": directions,
+        "cutout": cutout,
     }
     config = blocks.distillation(
         "tst", temperature=temperature, augmenter=augmenter, student_loss_weight=0.5
