@@ -234,6 +234,27 @@ def test_applied_ops_are_the_op_library_at_level_over_ten():
     assert set(seen) == set(names), seen
 
 
+def test_every_op_runs_on_one_row_signals():
+    # MNIST-1D's (1, 40, 1) signals: a policy using every op (Sharpness used
+    # to fail on a single row) maps batches in tf.data; Sharpness, Color and
+    # ShearX leave one-row, one-channel signals unchanged.
+    augment = pba.PBAAugment(
+        policy_of({(name, 0): (10, 5) for name in pba.PBA_OPS}), fill_value=0.5
+    )
+    rng = np.random.default_rng(0)
+    signals = rng.uniform(0.1, 0.9, size=(64, 1, 40, 1)).astype("float32")
+    results = augmented_with_plans(augment, signals)
+    assert {pba.PBA_OPS[op] for _, ops, _ in results for op in ops if op != NONE} == set(
+        pba.PBA_OPS
+    )
+    for signal, (augmented, _, _) in zip(signals, results):
+        assert augmented.shape == signal.shape and np.all(np.isfinite(augmented))
+    for name in ("Sharpness", "Color", "ShearX"):
+        np.testing.assert_array_equal(
+            image_ops.OPS[name].function(signals, 0.9).numpy(), signals, err_msg=name
+        )
+
+
 def test_translation_is_pbas_level_in_pixels_of_32():
     images = np.zeros((8, 32, 32, 1), "float32")
     for k in range(8):
