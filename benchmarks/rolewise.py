@@ -83,6 +83,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string("search_out", None, "Search directory (default: a temporary one).")
 flags.DEFINE_string("schedule", None, "Use this schedule JSON instead of searching.")
+flags.DEFINE_list(
+    "rows", ["none", "hand", "searched"],
+    "Rows to run: none, hand, searched (without searched no search runs). With --json, "
+    "rows run earlier with the same settings are kept from the file, so one table can be "
+    "built by several runs.",
+)
 flags.DEFINE_string("json", None, "Write settings, per-seed results and the schedule here.")
 flags.DEFINE_string("plot", None, "Draw the searched schedule (probability, magnitude vs epoch) here.")
 
@@ -91,6 +97,11 @@ DEFAULTS = {
                "perturbation_interval": 1, "train_size": 1000},
     "mnist1d": {"epochs": 60, "student": "mnist1d_mlp", "bits": 0, "population": 8,
                 "search_epochs": 30, "perturbation_interval": 3, "train_size": None},
+}
+ROWS = {
+    "none": "KD, no augmentation",
+    "hand": "KD + hand-set policy",
+    "searched": "KD + searched agent",
 }
 # MNIST-1D's probes (benchmarks/kd_thrives.py): Adam 1e-2, constant, batch 100.
 MNIST1D_SETTINGS = {
@@ -166,7 +177,6 @@ def describe(schedule):
 
 def main(argv):
     del argv
-    started = time.perf_counter()
     columns = ["acc (%)"]
     if FLAGS.dataset == "digits":
         bundle = kd_keras.data.load_digits()
@@ -204,24 +214,61 @@ def main(argv):
         + f"; {setting('epochs')} epochs; {FLAGS.seeds} seed(s); train {len(bundle.train[1])}",
         flush=True,
     )
-    summary = None
+    unknown = set(FLAGS.rows) - set(ROWS)
+    if unknown:
+        raise app.UsageError(f"--rows takes {', '.join(ROWS)}, got {', '.join(sorted(unknown))}.")
+    summary, found = None, None
     if FLAGS.schedule:
         found = pba.Schedule.load(FLAGS.schedule)
-    else:
+        # A search's own schedule.json: its summary sits next to it.
+        beside = pathlib.Path(FLAGS.schedule).with_name(kd_keras.search.SUMMARY_FILE)
+        if beside.exists():
+            summary = json.loads(beside.read_text())
+    elif "searched" in FLAGS.rows:
         out = FLAGS.search_out or tempfile.mkdtemp(prefix="rolewise_search_")
         summary = search_student_agent(out, search_data, search_teacher, **search_options)
         found = pba.Schedule.load(summary["schedule"])
     # Recipe configs: kd_keras.distill builds a fresh PBA map from one for
     # every run (a map holds its epoch).
-    rows = [
-        ("KD, no augmentation", kd_keras.recipes.get("kd")),
-        ("KD + hand-set policy", kd_keras.recipes.get("rolewise", {"policy": hand_set, **policy_options})),
-        ("KD + searched agent", kd_keras.recipes.get("rolewise", {"policy": found, **policy_options})),
-    ]
-    results = {}
-    for label, recipe in rows:
+    recipes = {
+        "none": lambda: kd_keras.recipes.get("kd"),
+        "hand": lambda: kd_keras.recipes.get("rolewise", {"policy": hand_set, **policy_options}),
+        "searched": lambda: kd_keras.recipes.get("rolewise", {"policy": found, **policy_options}),
+    }
+    record = {
+        "dataset": FLAGS.dataset,
+        "settings": {name: setting(name) for name in DEFAULTS[FLAGS.dataset]},
+        "seeds": FLAGS.seeds,
+        "columns": columns,
+        "results": {},
+        "hand_set_policy": hand_set.to_json(),
+        "schedule": None,
+        "search": summary,
+    }
+    if FLAGS.json and pathlib.Path(FLAGS.json).exists():
+        earlier = json.loads(pathlib.Path(FLAGS.json).read_text())
+        if all(earlier.get(key) == record[key] for key in ("dataset", "settings", "seeds")):
+            record.update({key: earlier.get(key) for key in ("results", "schedule", "search")})
+    if found is not None:
+        record["schedule"] = [[start, policy.to_json()] for start, policy in found.entries]
+        record["schedule_epochs"] = found.epochs
+    if summary is not None:
+        record["search"] = summary
+    results = {
+        label: [record["results"][label][name]["per_seed"] for name in columns]
+        for label in record["results"]
+    }
+    for key in FLAGS.rows:
+        label, recipe = ROWS[key], recipes[key]()
+        row_started = time.perf_counter()
         per_seed = [distil(teacher, bundle, recipe, seed) for seed in range(FLAGS.seeds)]
         results[label] = [list(column) for column in zip(*per_seed)]
+        record["results"][label] = {
+            name: {"per_seed": column, "mean": float(np.mean(column)),
+                   "std": float(np.std(column))}
+            for name, column in zip(columns, results[label])
+        }
+        record["results"][label]["seconds"] = time.perf_counter() - row_started
         print(f"  {label:<22} " + " | ".join(
             f"{name.split()[0]} " + " ".join(f"{s:.2%}" for s in column)
             for name, column in zip(columns, results[label])
@@ -235,8 +282,9 @@ def main(argv):
     print()
     print(header)
     print("-" * len(header))
-    for label, _ in rows:
-        print(f"{label:<22} " + " ".join(cell(column) for column in results[label]))
+    for label in ROWS.values():
+        if label in results:
+            print(f"{label:<22} " + " ".join(cell(column) for column in results[label]))
     if summary is not None:
         print(
             f"\nSearch: population {summary['population']}, {summary['epochs']} epochs, "
@@ -247,33 +295,15 @@ def main(argv):
             f"wall = {summary['seconds_per_trial_epoch']:.2f} s per trial-epoch on 2 cores; "
             f"best validation accuracy {summary['best_validation_accuracy']:.2%}."
         )
-    print(f"\nSearched schedule ({found.epochs} epochs, stretched to {setting('epochs')}):")
-    print(describe(found))
+    if found is not None:
+        print(f"\nSearched schedule ({found.epochs} epochs, stretched to {setting('epochs')}):")
+        print(describe(found))
     if FLAGS.dataset == "mnist1d":
         print("\nHand-set policy on one-row signals:")
         print(describe(pba.Schedule.constant(hand_set)))
-    if FLAGS.plot:
+    if FLAGS.plot and found is not None:
         plot_schedule(FLAGS.plot, found, summary)
     if FLAGS.json:
-        record = {
-            "dataset": FLAGS.dataset,
-            "settings": {name: setting(name) for name in DEFAULTS[FLAGS.dataset]},
-            "seeds": FLAGS.seeds,
-            "columns": columns,
-            "results": {
-                label: {
-                    name: {"per_seed": column, "mean": float(np.mean(column)),
-                           "std": float(np.std(column))}
-                    for name, column in zip(columns, results[label])
-                }
-                for label in results
-            },
-            "hand_set_policy": hand_set.to_json(),
-            "schedule": [[start, policy.to_json()] for start, policy in found.entries],
-            "schedule_epochs": found.epochs,
-            "search": summary,
-            "wall_seconds": time.perf_counter() - started,
-        }
         pathlib.Path(FLAGS.json).write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -171,6 +171,18 @@ def test_rolewise_on_mnist1d_with_a_given_schedule(tmp_path):
         (accuracy,) = saved["results"][label]["acc (%)"]["per_seed"]
         assert 0.0 <= accuracy <= 1.0
         assert abs(100 * accuracy - scores[label]) < 0.01
+    # One row rerun into the same JSON: the other rows and the schedule are kept.
+    saved["results"]["KD + hand-set policy"]["acc (%)"]["per_seed"] = [0.5]
+    record.write_text(json.dumps(saved))
+    stdout = run(
+        "benchmarks/rolewise.py", "--dataset=mnist1d", "--rows=none", "--epochs=1",
+        "--seeds=1", f"--json={record}", cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "student agent ")
+    assert accuracies(row(rows, "KD + hand-set policy"), 1) == [(50.0, 0.0)]
+    assert len(rows) == 3
+    merged = json.loads(record.read_text())
+    assert sorted(merged["results"]) == sorted(labels) and merged["schedule"] == saved["schedule"]
 
 
 @pytest.mark.parametrize(
