@@ -307,8 +307,26 @@ def main(argv):
         pathlib.Path(FLAGS.json).write_text(json.dumps(record, indent=1) + "\n")
 
 
+def population(summary):
+    """Each trial's lineage from the search's Ray experiment: epochs, policy mass, reward."""
+    experiment = pathlib.Path((summary or {}).get("experiment", ""))
+    lineages = {}
+    for directory in sorted(experiment.glob("trial_*")) if summary else []:
+        trial_id = directory.name[len("trial_"):]
+        results = [json.loads(line) for line in (directory / "result.json").open()]
+        flat = json.loads((directory / "params.json").read_text())[kd_keras.search.pbt.POLICY]
+        history = kd_keras.search.policy_history(experiment, trial_id, flat, summary["epochs"])
+        schedule = pba.Schedule.from_history(history, epochs=summary["epochs"])
+        epochs = np.arange(summary["epochs"])
+        # Sum of the 30 entries' probabilities: how many ops an image is offered.
+        mass = [schedule.policy_at(epoch).probabilities.sum() / pba.PARAMETER_MAX for epoch in epochs]
+        rewards = {r["training_iteration"]: r["validation_accuracy"] for r in results}
+        lineages[trial_id] = (epochs, np.array(mass), rewards)
+    return lineages
+
+
 def plot_schedule(path, schedule, summary):
-    """Each op's probability (both copies summed) and mean magnitude level vs search epoch."""
+    """The best trial's schedule (each op's probability, magnitude) and the population's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,7 +341,10 @@ def plot_schedule(path, schedule, summary):
         for p in policies
     ])
     used = [i for i in range(len(pba.PBA_OPS)) if weights[:, i].any()]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    lineages = population(summary)
+    panels = 4 if lineages else 2
+    figure, axes = plt.subplots(panels, 1, figsize=(8, 3.2 * panels), sharex=True)
+    top, bottom = axes[0], axes[1]
     colours = plt.get_cmap("tab20")
     for rank, i in enumerate(used):
         style = {"color": colours(rank % 20), "where": "post",
@@ -331,22 +352,38 @@ def plot_schedule(path, schedule, summary):
         top.step(epochs, probability[:, i], label=pba.PBA_OPS[i], **style)
         masked = np.where(probability[:, i] > 0, magnitude[:, i], np.nan)
         bottom.step(epochs, masked, **style)
-    top.set_ylabel("probability (two copies summed)")
+    top.set_ylabel("probability\n(two copies summed)")
     bottom.set_ylabel("magnitude level (0-9)")
-    bottom.set_xlabel("search epoch (stretched to the run's length when distilling)")
     title = "Searched student agent (best trial's schedule)"
     if summary is not None:
         title += (
             f"\npopulation {summary['population']}, {summary['epochs']} epochs, best "
             f"validation accuracy {summary['best_validation_accuracy']:.1%}"
         )
+    if not used:
+        top.text(0.5, 0.5, "no augmentation at any epoch", ha="center", va="center",
+                 transform=top.transAxes)
+        bottom.set_ylim(0, 9)
+    top.set_ylim(bottom=0)
     top.set_title(title, fontsize=10)
     if used:
         top.legend(fontsize=7, ncol=3, loc="upper left")
-    for axis in (top, bottom):
+    if lineages:
+        best = summary.get("best_trial")
+        for rank, (trial_id, (trial_epochs, mass, rewards)) in enumerate(lineages.items()):
+            style = {"color": colours(2 * rank % 20), "linewidth": 2.5 if trial_id == best else 1}
+            label = trial_id.split("_")[-1] + (" (best)" if trial_id == best else "")
+            axes[2].step(trial_epochs, mass, where="post", label=label, **style)
+            done = sorted(rewards)
+            axes[3].plot(done, [100 * rewards[e] for e in done], **style)
+        axes[2].set_ylabel("policy mass per trial\n(sum of 30 probabilities)")
+        axes[2].legend(fontsize=7, ncol=4, loc="upper left", title="trial", title_fontsize=7)
+        axes[3].set_ylabel("validation accuracy (%)\n(the reward)")
+    axes[-1].set_xlabel("search epoch (stretched to the run's length when distilling)")
+    for axis in axes:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
