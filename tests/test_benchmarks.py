@@ -201,6 +201,48 @@ def test_rolewise_with_a_given_schedule(tmp_path):
     assert "from epoch 0: " in stdout
 
 
+def test_rolewise_on_mnist1d_with_a_given_schedule(tmp_path):
+    # MNIST-1D's standardised signals through value_range, one test column,
+    # the one-row hand-set policy, the schedule plot and the JSON.
+    import numpy as np
+
+    policy = pba.Policy.random(np.random.default_rng(0))
+    schedule = pba.Schedule([(0, policy), (1, pba.Policy.zeros())], epochs=2)
+    schedule.save(tmp_path / "schedule.json")
+    figure, record = tmp_path / "schedule.png", tmp_path / "rolewise.json"
+    stdout = run(
+        "benchmarks/rolewise.py", "--dataset=mnist1d", f"--schedule={tmp_path / 'schedule.json'}",
+        "--epochs=1", "--seeds=1", f"--plot={figure}", f"--json={record}", cwd=tmp_path,
+    )
+    assert "student mnist1d_mlp at full precision" in stdout
+    rows = rows_after(stdout, "student agent ")
+    assert len(rows) == 3
+    labels = ("KD, no augmentation", "KD + hand-set policy", "KD + searched agent")
+    scores = {label: accuracies(row(rows, label), 1)[0][0] for label in labels}
+    assert "Searched schedule (2 epochs, stretched to 1):" in stdout
+    assert "from epoch 1: no augmentation" in stdout
+    assert "from epoch 0: Contrast p0.3 m4, TranslateX p0.6 m5, Cutout p0.3 m4" in stdout
+    assert figure.stat().st_size > 0
+    saved = json.loads(record.read_text())
+    assert saved["dataset"] == "mnist1d" and saved["search"] is None
+    for label in labels:
+        (accuracy,) = saved["results"][label]["acc (%)"]["per_seed"]
+        assert 0.0 <= accuracy <= 1.0
+        assert abs(100 * accuracy - scores[label]) < 0.01
+    # One row rerun into the same JSON: the other rows and the schedule are kept.
+    saved["results"]["KD + hand-set policy"]["acc (%)"]["per_seed"] = [0.5]
+    record.write_text(json.dumps(saved))
+    stdout = run(
+        "benchmarks/rolewise.py", "--dataset=mnist1d", "--rows=none", "--epochs=1",
+        "--seeds=1", f"--json={record}", cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "student agent ")
+    assert accuracies(row(rows, "KD + hand-set policy"), 1) == [(50.0, 0.0)]
+    assert len(rows) == 3
+    merged = json.loads(record.read_text())
+    assert sorted(merged["results"]) == sorted(labels) and merged["schedule"] == saved["schedule"]
+
+
 @pytest.mark.parametrize(
     "dataset, keys",
     [

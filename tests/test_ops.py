@@ -213,6 +213,20 @@ def test_color_and_sharpness_match_pil():
     np.testing.assert_array_equal(ops.color(grey, 1.0).numpy(), grey)
 
 
+def test_sharpness_leaves_one_row_signals_unchanged():
+    # A one-row image (a 1-D signal, e.g. MNIST-1D) has only border pixels,
+    # which PIL's Sharpness keeps; it used to fail building a (-1)-row mask.
+    rng = np.random.default_rng(0)
+    for shape in ((4, 1, 40, 1), (4, 2, 40, 1), (4, 40, 1, 1)):
+        signals = rng.uniform(size=shape).astype("float32")
+        np.testing.assert_array_equal(ops.sharpness(signals, 0.8).numpy(), signals)
+        np.testing.assert_array_equal(ops.sharpness(signals, -0.8).numpy(), signals)
+    # Three rows have an interior row, which changes.
+    images = rng.uniform(size=(4, 3, 40, 1)).astype("float32")
+    changed = ops.sharpness(images, 0.8).numpy() != images
+    assert changed[:, 1, 1:-1].any() and not changed[:, [0, 2]].any()
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_equalize_matches_pil(channels):
     images = _images(channels, height=16, width=16)

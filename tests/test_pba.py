@@ -234,6 +234,56 @@ def test_applied_ops_are_the_op_library_at_level_over_ten():
     assert set(seen) == set(names), seen
 
 
+def test_every_op_runs_on_one_row_signals():
+    # MNIST-1D's (1, 40, 1) signals: a policy using every op (Sharpness used
+    # to fail on a single row) maps batches in tf.data; Sharpness, Color and
+    # ShearX leave one-row, one-channel signals unchanged.
+    augment = pba.PBAAugment(
+        policy_of({(name, 0): (10, 5) for name in pba.PBA_OPS}), fill_value=0.5
+    )
+    rng = np.random.default_rng(0)
+    signals = rng.uniform(0.1, 0.9, size=(64, 1, 40, 1)).astype("float32")
+    results = augmented_with_plans(augment, signals)
+    assert {pba.PBA_OPS[op] for _, ops, _ in results for op in ops if op != NONE} == set(
+        pba.PBA_OPS
+    )
+    for signal, (augmented, _, _) in zip(signals, results):
+        assert augmented.shape == signal.shape and np.all(np.isfinite(augmented))
+    for name in ("Sharpness", "Color", "ShearX"):
+        np.testing.assert_array_equal(
+            image_ops.OPS[name].function(signals, 0.9).numpy(), signals, err_msg=name
+        )
+
+
+def test_value_range_maps_inputs_onto_the_ops_range_and_back():
+    # Standardised inputs (MNIST-1D) in [low, high]: the same policy, draws
+    # and fill as on the inputs mapped onto [0, 1], mapped back.
+    low, high = -5.5, 4.5
+    policy = policy_of({(name, 0): (6, 5) for name in pba.PBA_OPS})
+    rng = np.random.default_rng(2)
+    unit = rng.uniform(0.05, 0.95, size=(48, 1, 40, 1)).astype("float32")
+    labels = np.zeros(48, "int32")
+    on_unit = pba.PBAAugment(policy, seed=3, fill_value=0.55, cutout=0.5)
+    ranged = pba.PBAAugment(
+        policy, seed=3, fill_value=low + 0.55 * (high - low), cutout=0.5,
+        value_range=(low, high),
+    )
+    assert ranged.input_range == (low, high) and on_unit.input_range == (0.0, 1.0)
+    inputs = unit * (high - low) + low
+    expected = on_unit.augment_batch(unit, labels)[0].numpy()
+    # The draws hash each image's bytes: same keys for both runs.
+    keys = on_unit.image_keys(unit)
+    plan = on_unit.plan(keys)
+    assert np.mean(plan[0].numpy() != NONE) > 0.5
+    ranged.image_keys = lambda images: keys
+    augmented = ranged.augment_batch(inputs, labels)[0].numpy()
+    assert not np.allclose(augmented, inputs)
+    np.testing.assert_allclose(augmented, expected * (high - low) + low, atol=1e-4)
+    for bad in ((1.0, 1.0), (0.0, float("inf")), (0.0,), "ab"):
+        with pytest.raises(ValueError, match="value_range must be"):
+            pba.PBAAugment(policy, value_range=bad)
+
+
 def test_translation_is_pbas_level_in_pixels_of_32():
     images = np.zeros((8, 32, 32, 1), "float32")
     for k in range(8):

@@ -315,7 +315,8 @@ def sharpness(images, magnitude, max_change=0.9):
 
     Blends with PIL's SMOOTH-filtered image (3x3 kernel, centre weight 5,
     border pixels kept). Range: factor `[0.1, 1.9]` by default (below 1
-    blurs). Signed, differentiable. Images need at least 3x3 pixels.
+    blurs). Signed, differentiable. Images under 3 pixels on a side (one-row
+    signals) have only border pixels and come back unchanged.
 
     Args:
         images: `(batch, height, width, channels)` floats in `[0, 1]`.
@@ -338,11 +339,13 @@ def sharpness(images, magnitude, max_change=0.9):
     # is replaced below, and TF returns a VALID convolution of an empty batch
     # (a PBA op group no image chose) with the input's spatial size.
     smooth = tf.nn.depthwise_conv2d(images, kernel, [1, 1, 1, 1], "SAME")
+    # Border pixels are kept: an image under 3 pixels on a side (a one-row
+    # signal) has no interior, and Sharpness leaves it unchanged, as PIL does.
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    interior = tf.pad(
-        tf.ones(tf.stack([1, height - 2, width - 2, 1]), dtype="bool"),
-        [[0, 0], [1, 1], [1, 1], [0, 0]],
-    )
+    rows, cols = tf.range(height), tf.range(width)
+    inner_rows = (rows > 0) & (rows < height - 1)
+    inner_cols = (cols > 0) & (cols < width - 1)
+    interior = inner_rows[None, :, None, None] & inner_cols[None, None, :, None]
     degenerate = tf.where(interior, smooth, images)
     return _enhance(images, magnitude, max_change, degenerate)
 

@@ -11,7 +11,10 @@ The two-stage pipeline (METHODS.md §6):
 from kd_keras.recipes import blocks
 
 
-def rolewise(policy=None, temperature=4.0, augment_seed=None, fill_value=0.0, cutout=0.5):
+def rolewise(
+    policy=None, temperature=4.0, augment_seed=None, fill_value=0.0, cutout=0.5,
+    value_range=(0.0, 1.0),
+):
     """Vanilla KD on the views of the student's PBA agent, in tf.data.
 
     `L = 0.1 * CE(y, s(x~)) + 0.9 * KD_4(t(x~), s(x~))` with the CRD recipe
@@ -38,10 +41,14 @@ def rolewise(policy=None, temperature=4.0, augment_seed=None, fill_value=0.0, cu
             or `Policy`, or None for the hand-set policy.
         temperature: softmax temperature of the KD term.
         augment_seed: seed of the augmentation draws (None: from the run's seed).
-        fill_value: value of pixels the geometric ops and Cutout bring in.
+        fill_value: value of pixels the geometric ops and Cutout bring in,
+            in the inputs' units.
         cutout: the square cut out of every image after the policy, as a
             fraction of the side: PBA's 16 px of 32 (role-kd's CIFAR-100
             runs: 0.25); 0 for none.
+        value_range: `(low, high)`, the range of the inputs, which the ops
+            see mapped onto their `[0, 1]` (e.g. the min and max of
+            standardised MNIST-1D; the networks keep the inputs' units).
 
     Returns:
         The recipe config.
@@ -58,6 +65,7 @@ def rolewise(policy=None, temperature=4.0, augment_seed=None, fill_value=0.0, cu
         "seed": augment_seed,
         "fill_value": fill_value,
         "cutout": cutout,
+        "value_range": list(value_range),
         # The graph-native map costs tf.data 0.2-0.9 s to instantiate per
         # epoch (benchmarks/pba_pipeline.py): short epochs run it in-process.
         "in_process": True,

@@ -40,8 +40,15 @@ class PBAAugment:
     magnitude) entries of the current epoch's policy; walk them, applying
     each with its probability (magnitude `level / 10`, a random sign for
     signed ops) and counting it when applied; stop once `count` ops were
-    applied. Images are floats in `[0, 1]`, batches `(batch, height, width,
-    channels)` (1 or 3 channels); labels pass through.
+    applied. Images are floats in `[0, 1]` (or in `value_range`, see below),
+    batches `(batch, height, width, channels)` (1 or 3 channels); labels
+    pass through.
+
+    The ops assume `[0, 1]`. Inputs in another fixed range, e.g.
+    standardised signals, give it as `value_range=(low, high)`: each batch
+    is mapped linearly onto `[0, 1]` for the policy and back after it, so
+    the networks keep seeing their own units (and `fill_value`, `then` and
+    the final Cutout work in them).
 
     It maps whole batches (`batched = True`, which `kd_keras.data.pipeline`
     honours by mapping it after `batch`), in TensorFlow ops only: the map is
@@ -75,10 +82,13 @@ class PBAAugment:
         seed: int seed of the draws, or None to draw one from NumPy's global
             generator when the pipeline is built (`kd_keras.distill` and
             `kd_keras.train_teacher` seed it first, so the run's seed decides).
-        fill_value: value of pixels the geometric ops and Cutout bring in.
+        fill_value: value of pixels the geometric ops and Cutout bring in,
+            in the inputs' units.
         cutout: side of the square PBA's pipeline cuts out of every image
             last (after `then`), as a fraction of the image side: 0.5 is
             PBA's 16 px of 32 (role-kd's CIFAR-100: 0.25); 0 for none.
+        value_range: `(low, high)`, the range of the inputs, mapped onto the
+            ops' `[0, 1]` (training inputs outside it are refused).
         then: optional per-image `(image, label) -> pair` applied to each image
             after the policy, e.g. `kd_keras.data.standard_augmentation()`
             (PBA's CIFAR pipeline).
@@ -106,13 +116,25 @@ class PBAAugment:
     batched = True
 
     def __init__(
-        self, schedule, seed=0, fill_value=0.0, then=None, cutout=0.0, in_process=False
+        self, schedule, seed=0, fill_value=0.0, then=None, cutout=0.0, in_process=False,
+        value_range=(0.0, 1.0),
     ):
         self.schedule = schedule
         if seed is not None:
             seed = _whole(seed, "seed")
         self._seed = seed
         self.fill_value = float(fill_value)
+        try:
+            low, high = (float(value) for value in value_range)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"value_range must be (low, high), two numbers, got {value_range!r}."
+            ) from None
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError(
+                f"value_range must be finite with low < high, got {value_range!r}."
+            )
+        self.value_range = (low, high)
         self.then = then
         if not 0.0 <= cutout <= 1.0:
             raise ValueError(
@@ -132,8 +154,14 @@ class PBAAugment:
 
     @property
     def input_range(self):
-        """PBA's ops (colour, Solarize, Posterize, ...) take images in `[0, 1]`."""
-        return (0.0, 1.0)
+        """The inputs' range, `value_range`: PBA's ops take it mapped onto `[0, 1]`."""
+        return self.value_range
+
+    @property
+    def _unit_fill(self):
+        # The fill value where the ops work, in [0, 1].
+        low, high = self.value_range
+        return (self.fill_value - low) / (high - low)
 
     @property
     def schedule(self):
@@ -240,7 +268,8 @@ class PBAAugment:
         """Apply a `plan`'s ops to a batch, slot by slot; `keys` seed Cutout's squares.
 
         Args:
-            images: `(batch, height, width, channels)` floats in `[0, 1]`.
+            images: `(batch, height, width, channels)` floats in `[0, 1]`
+                (not in `value_range`: `augment_batch` maps them).
             op_indices: `(batch, 2)` from `plan`.
             magnitudes: `(batch, 2)` from `plan`.
             keys: `(batch, 3)` image keys, as given to `plan`.
@@ -301,7 +330,7 @@ class PBAAugment:
         op = image_ops.OPS[name]
         options = dict(OP_OPTIONS.get(name, {}))
         if op.takes_fill_value:
-            options["fill_value"] = self.fill_value
+            options["fill_value"] = self._unit_fill
         if op.takes_seed:
             # Cutout: its squares where the images' own draws put them.
             return lambda images, _, magnitudes, centres: image_ops.cutout_at(
@@ -319,13 +348,14 @@ class PBAAugment:
             name = PBA_OPS[index]
             own = tf.where(op_indices == index, magnitudes, tf.zeros_like(magnitudes))
             motion.update(image_ops.OPS[name].motion(images, own, **OP_OPTIONS.get(name, {})))
-        return warp.affine_warp(images, warp.affine_matrix(**motion), fill_value=self.fill_value)
+        return warp.affine_warp(images, warp.affine_matrix(**motion), fill_value=self._unit_fill)
 
     def augment_batch(self, images, labels):
         """Apply the current policy, then `then`, then the final Cutout, to a batch: the map.
 
         Args:
-            images: `(batch, height, width, channels)` floats in `[0, 1]`.
+            images: `(batch, height, width, channels)` floats in `value_range`
+                (`[0, 1]` by default).
             labels: the batch's labels.
 
         Returns:
@@ -333,7 +363,12 @@ class PBAAugment:
         """
         hashed = draws.hashes(self.image_keys(images))
         centres = self._centres(hashed)
-        augmented = self._apply(images, *self._plan(hashed), centres)
+        low, high = self.value_range
+        if (low, high) == (0.0, 1.0):
+            augmented = self._apply(images, *self._plan(hashed), centres)
+        else:
+            unit = (images - low) / (high - low)
+            augmented = self._apply(unit, *self._plan(hashed), centres) * (high - low) + low
         if self.then is not None:
             augmented, labels = tf.map_fn(
                 lambda pair: self.then(*pair),
