@@ -1,6 +1,7 @@
 """`kd_keras.distill`: build a Distiller from a named recipe and fit it, in one call."""
 
 import contextlib
+import math
 
 import keras
 import numpy as np
@@ -166,7 +167,7 @@ def distill(
     # no samples (a mean over nothing); drop it so every step splits evenly.
     drop_remainder = strategy.num_replicas_in_sync > 1
     # Before a host augmentation is traced on inputs it cannot take.
-    _check_input_range(train_data, config.get("name", "custom"), distiller.augmenter, host_augment)
+    _check_input_range(train_data, config, distiller.augmenter, host_augment)
     # The data are checked (building the pipeline) before the teacher sees them.
     train = _as_batches(
         train_data, batch_size, num_classes, True, seed, host_augment, order.epoch,
@@ -293,9 +294,13 @@ def _with_extra_losses(config, losses, weights):
     }
 
 
-def _check_input_range(data, recipe, augmenter, host_augment):
+def _check_input_range(data, config, augmenter, host_augment):
     """Refuse inputs outside the value range a recipe's augmentation assumes, before training."""
-    for what, source in (("augmenter", augmenter), ("host augmentation", host_augment)):
+    recipe = config.get("name", "custom")
+    for what, key, source in (
+        ("augmenter", "augmenter", augmenter),
+        ("host augmentation", "host_augment", host_augment),
+    ):
         expected = getattr(source, "input_range", None)
         if expected is None:
             continue
@@ -312,11 +317,21 @@ def _check_input_range(data, recipe, augmenter, host_augment):
         low, high = float(finite.min()), float(finite.max())
         tolerance = 1e-6 * (expected[1] - expected[0])
         if low < expected[0] - tolerance or high > expected[1] + tolerance:
+            spec = config.get(key)
+            ranged = isinstance(spec, dict) and "value_range" in spec
+            # Rounded outwards, so the suggested range holds every input.
+            suggestion = f"[{math.floor(low * 100) / 100:g},{math.ceil(high * 100) / 100:g}]"
             raise ValueError(
                 f"Recipe {recipe!r}: its {what} ({type(source).__name__}) makes views in "
                 f"[{expected[0]:g}, {expected[1]:g}], but the training inputs range over "
-                f"[{low:.3g}, {high:.3g}]: rescale the inputs into that range, or use a "
-                "recipe that takes any range (kd, mixup, cutmix, cutmix_pick, funmatch, hard)."
+                f"[{low:.3g}, {high:.3g}]: rescale the inputs into that range, "
+                + (
+                    f"give the {what} the inputs' range (--set {key}.value_range={suggestion}), "
+                    if ranged
+                    else ""
+                )
+                + "or use a recipe that takes any range "
+                "(kd, mixup, cutmix, cutmix_pick, funmatch, hard)."
             )
 
 

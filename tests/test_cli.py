@@ -724,4 +724,5 @@ def test_distill_on_mnist1d_uses_the_data_sets_defaults(tmp_path):
     )
     assert refused.returncode == 2
     assert "makes views in [0, 1], but the training inputs range over" in refused.stderr
+    assert "(--set augmenter.value_range=[-5.4" in refused.stderr
     assert not (tmp_path / "tst").exists()

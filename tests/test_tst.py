@@ -422,6 +422,48 @@ def test_objective_decreases_over_a_policy_phase_on_fixed_networks(digits):
     assert all(np.array_equal(a, b) for a, b in zip(networks_before, networks_after))
 
 
+def test_value_range_maps_inputs_onto_the_ops_range_and_back():
+    # Standardised one-row signals (MNIST-1D) in [low, high]: the same draws,
+    # ops and fill as on the inputs mapped onto [0, 1], mapped back.
+    low, high = -5.5, 4.5
+    rng = np.random.default_rng(0)
+    unit = rng.uniform(0.05, 0.95, size=(16, 1, 40, 1)).astype("float32")
+    ops = ["TranslateX", "Contrast", "Cutout", "Posterize"]
+    settings = dict(ops=ops, num_ops=4, initial_probability=0.999, temperature=0.05)
+    on_unit = LearnedPolicy(fill_value=0.25, **settings)
+    ranged = LearnedPolicy(fill_value=low + 0.25 * (high - low), value_range=(low, high), **settings)
+    assert ranged.input_range == (low, high) and on_unit.input_range == (0.0, 1.0)
+    on_unit.build(unit.shape)
+    ranged.build(unit.shape)
+    inputs = unit * (high - low) + low
+    expected = on_unit.augment(unit, seed=keras.random.SeedGenerator(5)).numpy()
+    augmented = ranged.augment(inputs, seed=keras.random.SeedGenerator(5)).numpy()
+    assert not np.allclose(augmented, inputs, atol=1e-3)
+    np.testing.assert_allclose(augmented, expected * (high - low) + low, atol=1e-4)
+    assert augmented.min() >= low - 1e-5 and augmented.max() <= high + 1e-5
+    for bad in ((1.0, 1.0), (0.0, float("nan")), (0.0,), "ab"):
+        with pytest.raises(ValueError, match="value_range must be"):
+            LearnedPolicy(value_range=bad)
+
+
+def test_a_range_refusal_names_the_recipes_value_range_and_the_fix_trains():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, size=(64, 1, 40, 1)).astype("float32")
+    y = rng.integers(0, 10, 64)
+    teacher = kd_keras.models.get("mnist1d_cnn", (1, 40, 1), 10)
+    student = kd_keras.models.get("mnist1d_mlp", (1, 40, 1), 10)
+    with pytest.raises(ValueError, match=r"--set augmenter\.value_range=\[(-?[0-9.]+),([0-9.]+)\]") as refused:
+        kd_keras.distill(teacher, student, (x, y), recipe="tst", epochs=1, batch_size=32,
+                         verbose=0)
+    suggested = refused.value.args[0].split("value_range=")[1].split(")")[0]
+    low, high = json.loads(suggested)
+    assert low <= x.min() and high >= x.max() and high - low < x.max() - x.min() + 0.03
+    config = kd_keras.recipes.get("tst", {"value_range": [low, high]})
+    distiller = kd_keras.distill(teacher, student, (x, y), recipe=config, epochs=1,
+                                 batch_size=32, verbose=0)
+    assert distiller.augmenter.value_range == (low, high)
+
+
 def test_get_config_round_trip():
     policy = LearnedPolicy(
         ops=["Rotate", "Invert", "Cutout"],
@@ -430,10 +472,12 @@ def test_get_config_round_trip():
         initial_magnitude={"Rotate": 0.3},
         initial_probability=0.7,
         fill_value=0.5,
+        value_range=(-2.0, 3.0),
         seed=4,
         name="tst_policy",
     )
     config = policy.get_config()
+    assert config["value_range"] == [-2.0, 3.0]
     assert LearnedPolicy.from_config(config).get_config() == config
     restored = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(policy)

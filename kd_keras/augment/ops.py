@@ -49,6 +49,28 @@ _SMOOTH = ((1.0, 1.0, 1.0), (1.0, 5.0, 1.0), (1.0, 1.0, 1.0))
 SOLARIZE_SMOOTHNESS = 0.05
 
 
+def value_range(value):
+    """Return `value` as a `(low, high)` pair of floats, or raise a one-line `ValueError`.
+
+    Policies whose ops work in `[0, 1]` (PBA, TST) take inputs in another
+    fixed range (standardised signals, say) as `value_range=(low, high)`,
+    mapped onto `[0, 1]` for the ops and back.
+
+    Args:
+        value: two finite numbers with `low < high`.
+
+    Returns:
+        `(low, high)`, floats.
+    """
+    try:
+        low, high = (float(number) for number in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be (low, high), two numbers, got {value!r}.") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"value_range must be finite with low < high, got {value!r}.")
+    return low, high
+
+
 def _prepare(images, magnitude, signed):
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or images.shape[-1] not in (1, 3):

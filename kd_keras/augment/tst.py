@@ -144,13 +144,16 @@ class LearnedPolicy(Augmenter):
             initialisation (`theta = 0`).
         initial_probability: the prior probability, likewise.
         fill_value: value of pixels the geometric ops (and Cutout with
-            `cutout="magnitude"`) bring in.
+            `cutout="magnitude"`) bring in, in the inputs' units.
         per: `"batch"` (official) or `"image"`: how often ops, gates and
             the official Cutout's box are drawn.
         directions: `"one"` (official: signed ops move by `+m`) or `"random"`.
         cutout: `"official"` (TST's box, filled with the batch mean) or
             `"magnitude"` (a square per image sized by the Cutout magnitude,
             filled with `fill_value`).
+        value_range: `(low, high)`, the inputs' range: the ops see it
+            mapped onto their `[0, 1]` and the view comes back in it (e.g.
+            the training min and max of standardised MNIST-1D).
         seed: seed of the draws (an int), or `None`.
         **kwargs: passed to `keras.layers.Layer`.
 
@@ -179,6 +182,7 @@ class LearnedPolicy(Augmenter):
         per="batch",
         directions="one",
         cutout="official",
+        value_range=(0.0, 1.0),
         seed=None,
         **kwargs,
     ):
@@ -213,11 +217,12 @@ class LearnedPolicy(Augmenter):
         self._initial_magnitudes = _prior(initial_magnitude, names, "magnitude")
         self._initial_probabilities = _prior(initial_probability, names, "probability")
         self.fill_value = float(fill_value)
+        self.value_range = image_ops.value_range(value_range)
 
     @property
     def input_range(self):
-        # The ops and the final clip assume images in [0, 1].
-        return (0.0, 1.0)
+        # The ops and the final clip work in [0, 1], the inputs mapped onto it.
+        return self.value_range
 
     def build(self, input_shape):
         if (
@@ -267,17 +272,19 @@ class LearnedPolicy(Augmenter):
         """Return the view `x~` of a batch, differentiable w.r.t. the policy's weights.
 
         Args:
-            x: `(batch, height, width, channels)` images in `[0, 1]`.
+            x: `(batch, height, width, channels)` images in `value_range`.
             seed: a `keras.random.SeedGenerator` for the draws (ops, gates,
                 signs, Cutout's squares), or `None` for the layer's own; a
                 fresh generator with a fixed seed makes the view
                 reproducible.
 
         Returns:
-            float32 images of `x`'s shape in `[0, 1]`.
+            float32 images of `x`'s shape in `value_range`.
         """
         seed = self.seed_generator if seed is None else seed
-        x = ops.cast(x, "float32")
+        low, high = self.value_range
+        x = (ops.cast(x, "float32") - low) / (high - low)
+        fill_value = (self.fill_value - low) / (high - low)
         count = len(self._ops)
         batch = ops.shape(x)[0]
         # One draw for the batch (broadcast to every image) or one per image.
@@ -307,7 +314,7 @@ class LearnedPolicy(Augmenter):
                 magnitude = magnitude * signs[:, index]
             options = {}
             if op.takes_fill_value:
-                options["fill_value"] = self.fill_value
+                options["fill_value"] = fill_value
             if op.takes_seed:
                 options["seed"] = seed
             if op.name == "Cutout" and self.cutout == "official":
@@ -317,7 +324,7 @@ class LearnedPolicy(Augmenter):
             change = view - x
             weight = chosen[:, index] * gates[:, index]
             total = total + weight[:, None, None, None] * change
-        return ops.clip(x + total, 0.0, 1.0)
+        return ops.clip(x + total, 0.0, 1.0) * (high - low) + low
 
     def views(self, x, y, teacher_fn, student_fn, training=True):
         if not training:
@@ -399,4 +406,5 @@ class LearnedPolicy(Augmenter):
             "per": self.per,
             "directions": self.directions,
             "cutout": self.cutout,
+            "value_range": list(self.value_range),
         }

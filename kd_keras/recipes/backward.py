@@ -16,6 +16,7 @@ def backward(
     fraction=1.0,
     pool_size=0,
     pool_fraction=0.5,
+    value_range=(0.0, 1.0),
 ):
     """KD on the batch and on its teacher-labelled gradient-ascent copy.
 
@@ -42,6 +43,8 @@ def backward(
         fraction: fraction of each batch that is perturbed.
         pool_size: capacity of the pool of auxiliary samples (0: no pool).
         pool_fraction: fraction of the auxiliary samples drawn from the pool.
+        value_range: `(low, high)`, the valid inputs the samples are clipped
+            to, or None for no clip (standardised inputs such as MNIST-1D).
 
     Returns:
         The recipe config.
@@ -61,6 +64,7 @@ def backward(
         "fraction": fraction,
         "pool_size": pool_size,
         "pool_fraction": pool_fraction,
+        "value_range": None if value_range is None else list(value_range),
         # Set from the data for token ids (the jobs do; kd_keras.distill
         # users pass {"augmenter.vocabulary_size": V}).
         "vocabulary_size": None,

@@ -41,6 +41,7 @@ def tst(
     per="batch",
     directions="one",
     cutout="official",
+    value_range=(0.0, 1.0),
     teacher=None,
     student=None,
 ):
@@ -88,6 +89,9 @@ def tst(
         cutout: `"official"` (one box of half to all of each side per batch,
             filled with the batch mean) or `"magnitude"` (a square per image
             sized by the Cutout magnitude), see `LearnedPolicy`.
+        value_range: `(low, high)`, the range of the inputs, which the ops
+            see mapped onto their `[0, 1]` (e.g. the min and max of
+            standardised MNIST-1D; the networks keep the inputs' units).
         teacher: the teacher's zoo name, to take a pair's official settings.
         student: the student's zoo name.
 
@@ -112,6 +116,7 @@ def tst(
         "per": per,
         "directions": directions,
         "cutout": cutout,
+        "value_range": list(value_range),
     }
     config = blocks.distillation(
         "tst", temperature=temperature, augmenter=augmenter, student_loss_weight=0.5

@@ -124,17 +124,7 @@ class PBAAugment:
             seed = _whole(seed, "seed")
         self._seed = seed
         self.fill_value = float(fill_value)
-        try:
-            low, high = (float(value) for value in value_range)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"value_range must be (low, high), two numbers, got {value_range!r}."
-            ) from None
-        if not (np.isfinite(low) and np.isfinite(high) and low < high):
-            raise ValueError(
-                f"value_range must be finite with low < high, got {value_range!r}."
-            )
-        self.value_range = (low, high)
+        self.value_range = image_ops.value_range(value_range)
         self.then = then
         if not 0.0 <= cutout <= 1.0:
             raise ValueError(
