@@ -45,14 +45,26 @@ flags.DEFINE_integer("text_epochs", 20, "Training epochs of every text method.")
 flags.DEFINE_integer("seeds", 3, "Seeds per method (mean ± std).")
 flags.DEFINE_integer("text_train_size", 2000, "Training reviews the text students distil on.")
 flags.DEFINE_list(
-    "image_rows", None,
-    "Image rows to run, by label (default: all). Labels: " + ", ".join(
-        ["CE only", "KD", "backward l2", "backward linf", "KD + TL-MixUp",
-         "KD + TL-CutMix", "KD + CutMixPick", "funmatch", "HARD spatial"]
+    "image_rows",
+    None,
+    "Image rows to run, by label (default: all). Labels: "
+    + ", ".join(
+        [
+            "CE only",
+            "KD",
+            "backward l2",
+            "backward linf",
+            "KD + TL-MixUp",
+            "KD + TL-CutMix",
+            "KD + CutMixPick",
+            "funmatch",
+            "HARD spatial",
+        ]
     ),
 )
 flags.DEFINE_list(
-    "text_rows", None,
+    "text_rows",
+    None,
     "Text rows to run, by label (default: all). Labels: CE only, KD, backward l2, backward linf",
 )
 flags.DEFINE_bool("quick", False, "Smoke run: 1 epoch, 1 seed, small splits, few rows.")
@@ -100,8 +112,14 @@ def run_method(method, teacher, student_name, bundle, train, epochs, seed):
         overrides["augmenter.vocabulary_size"] = bundle.model_kwargs["vocabulary_size"]
     started = time.perf_counter()
     kd_keras.distill(
-        teacher, student, train, recipe=method.recipe, epochs=epochs, seed=seed,
-        verbose=0, **overrides,
+        teacher,
+        student,
+        train,
+        recipe=method.recipe,
+        epochs=epochs,
+        seed=seed,
+        verbose=0,
+        **overrides,
     )
     seconds = (time.perf_counter() - started) / epochs
     x, y = bundle.test
@@ -139,9 +157,11 @@ def benchmark(title, methods, teacher, student_name, bundle, train, epochs, seed
             run_method(method, teacher, student_name, bundle, train, epochs, seed)
             for seed in range(seeds)
         ]
-        print(f"  {title}, {method.label}: " + " ".join(
-            f"{r['accuracy']:.2%}/{r['agreement']:.2%}" for r in results[method.label]
-        ), flush=True)
+        print(
+            f"  {title}, {method.label}: "
+            + " ".join(f"{r['accuracy']:.2%}/{r['agreement']:.2%}" for r in results[method.label]),
+            flush=True,
+        )
     return results
 
 
@@ -168,12 +188,21 @@ def main(argv):
         f"student mlp; {image_epochs} epochs; {seeds} seed(s); {len(y_train)} training images"
     )
     image_columns = [
-        ("accuracy (%)", "accuracy"), ("agreement (%)", "agreement"),
-        ("shifted acc (%)", "shifted"), ("s / epoch", "seconds"),
+        ("accuracy (%)", "accuracy"),
+        ("agreement (%)", "agreement"),
+        ("shifted acc (%)", "shifted"),
+        ("s / epoch", "seconds"),
     ]
     image_results = benchmark(
-        "digits", image_methods, digits_teacher, "mlp", digits, (x_train, y_train),
-        image_epochs, seeds, image_columns,
+        "digits",
+        image_methods,
+        digits_teacher,
+        "mlp",
+        digits,
+        (x_train, y_train),
+        image_epochs,
+        seeds,
+        image_columns,
     )
 
     text = kd_keras.data.load("text-default")
@@ -185,21 +214,34 @@ def main(argv):
         f"text_cnn; {text_epochs} epochs; {seeds} seed(s); {len(train[1])} training reviews"
     )
     text_columns = [
-        ("accuracy (%)", "accuracy"), ("agreement (%)", "agreement"), ("s / epoch", "seconds"),
+        ("accuracy (%)", "accuracy"),
+        ("agreement (%)", "agreement"),
+        ("s / epoch", "seconds"),
     ]
     text_results = benchmark(
-        "text", text_methods, text_teacher, "text_cnn", text, train, text_epochs, seeds,
+        "text",
+        text_methods,
+        text_teacher,
+        "text_cnn",
+        text,
+        train,
+        text_epochs,
+        seeds,
         text_columns,
     )
 
     table(
         f"Images: digits, mlp student, {image_epochs} epochs, mean ± std over {seeds} seed(s)",
-        image_methods, image_results, image_columns,
+        image_methods,
+        image_results,
+        image_columns,
     )
     table(
         f"Text: text-default (synthetic), text_cnn student, {len(train[1])} reviews, "
         f"{text_epochs} epochs, mean ± std over {seeds} seed(s)",
-        text_methods, text_results, text_columns,
+        text_methods,
+        text_results,
+        text_columns,
     )
     agreement = {
         label: 100 * np.mean([run["agreement"] for run in text_results[label]])
@@ -209,7 +251,8 @@ def main(argv):
     if "KD" in agreement:
         print(
             "\nTeacher-student agreement on text (the paper's claim: backward KD "
-            "matches the teacher more closely):\n" + "\n".join(
+            "matches the teacher more closely):\n"
+            + "\n".join(
                 f"  {label:<14} {value:6.2f}%  ({value - agreement['KD']:+.2f} vs KD)"
                 for label, value in agreement.items()
             )

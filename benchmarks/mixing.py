@@ -71,7 +71,8 @@ FORWARDS = ("per_view", "joint")
 
 SETTINGS = (("full", 1.0), ("20%", 0.2))
 flags.DEFINE_list(
-    "settings", [name for name, _ in SETTINGS],
+    "settings",
+    [name for name, _ in SETTINGS],
     "Training splits to run, the accuracy columns: full and/or 20%.",
 )
 
@@ -176,8 +177,14 @@ def train(method, teacher, bundle, epochs, seed):
     if method.recipe is None:
         return train_scratch(student, bundle, epochs, seed)
     distiller = kd_keras.distill(
-        teacher, student, bundle.train, recipe=method.recipe, epochs=epochs,
-        seed=seed, verbose=0, **method.overrides,
+        teacher,
+        student,
+        bundle.train,
+        recipe=method.recipe,
+        epochs=epochs,
+        seed=seed,
+        verbose=0,
+        **method.overrides,
     )
     return distiller.student
 
@@ -240,13 +247,16 @@ def main(argv):
                 for seed in range(seeds)
             ]
             results[method.label, name] = scores
-            print(f"  {method.label:<26} {name:>4}: "
-                  + " ".join(f"{s:.2%}" for s in scores), flush=True)
+            print(
+                f"  {method.label:<26} {name:>4}: " + " ".join(f"{s:.2%}" for s in scores),
+                flush=True,
+            )
     times = step_times(methods, teacher, full, steps, rounds)
     kd_time = times[[m.recipe for m in methods].index("kd")]
 
     header = (
-        f"{'method':<26} " + " ".join(f"{'acc ' + n + ' (%)':>14}" for n, _ in settings)
+        f"{'method':<26} "
+        + " ".join(f"{'acc ' + n + ' (%)':>14}" for n, _ in settings)
         + f" {'step vs KD':>10}  {'passes/step, kd_keras':<22} {'official':<16}"
     )
     print()

@@ -58,11 +58,15 @@ from kd_keras.augment import pba  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "digits", ["digits", "mnist1d"], "Data set (see the docstring).")
-flags.DEFINE_integer("epochs", None, "Distillation epochs of every row (default: 20 digits, 60 mnist1d).")
+flags.DEFINE_integer(
+    "epochs", None, "Distillation epochs of every row (default: 20 digits, 60 mnist1d)."
+)
 flags.DEFINE_integer("seeds", 3, "Seeds per row (mean ± std).")
 flags.DEFINE_string("student", None, "Student zoo name (default: mlp, mnist1d_mlp).")
 flags.DEFINE_integer(
-    "bits", None, "Bits of the student's weights and activations (DoReFa); 0: full precision "
+    "bits",
+    None,
+    "Bits of the student's weights and activations (DoReFa); 0: full precision "
     "(default: 2 digits, 0 mnist1d).",
 )
 flags.DEFINE_integer("population", None, "Search: trials (default: 4 digits, 8 mnist1d).")
@@ -70,33 +74,54 @@ flags.DEFINE_integer(
     "search_epochs", None, "Search: epochs of every trial (default: 6 digits, 30 mnist1d)."
 )
 flags.DEFINE_integer(
-    "perturbation_interval", None, "Search: epochs between exploit/explore (default: 1 digits, "
-    "3 mnist1d).",
+    "perturbation_interval",
+    None,
+    "Search: epochs between exploit/explore (default: 1 digits, 3 mnist1d).",
 )
 flags.DEFINE_enum(
-    "initial_policy", "zeros", ["zeros", "random"],
+    "initial_policy",
+    "zeros",
+    ["zeros", "random"],
     "Search: trials start without augmentation (PBA) or from random policies.",
 )
 flags.DEFINE_integer(
-    "train_size", None, "Search: training subset, the rest of 80% unused (default: 1000 digits, "
-    "all 3200 mnist1d).",
+    "train_size",
+    None,
+    "Search: training subset, the rest of 80% unused (default: 1000 digits, all 3200 mnist1d).",
 )
 flags.DEFINE_string("search_out", None, "Search directory (default: a temporary one).")
 flags.DEFINE_string("schedule", None, "Use this schedule JSON instead of searching.")
 flags.DEFINE_list(
-    "rows", ["none", "hand", "searched"],
+    "rows",
+    ["none", "hand", "searched"],
     "Rows to run: none, hand, searched (without searched no search runs). With --json, "
     "rows run earlier with the same settings are kept from the file, so one table can be "
     "built by several runs.",
 )
 flags.DEFINE_string("json", None, "Write settings, per-seed results and the schedule here.")
-flags.DEFINE_string("plot", None, "Draw the searched schedule (probability, magnitude vs epoch) here.")
+flags.DEFINE_string(
+    "plot", None, "Draw the searched schedule (probability, magnitude vs epoch) here."
+)
 
 DEFAULTS = {
-    "digits": {"epochs": 20, "student": "mlp", "bits": 2, "population": 4, "search_epochs": 6,
-               "perturbation_interval": 1, "train_size": 1000},
-    "mnist1d": {"epochs": 60, "student": "mnist1d_mlp", "bits": 0, "population": 8,
-                "search_epochs": 30, "perturbation_interval": 3, "train_size": None},
+    "digits": {
+        "epochs": 20,
+        "student": "mlp",
+        "bits": 2,
+        "population": 4,
+        "search_epochs": 6,
+        "perturbation_interval": 1,
+        "train_size": 1000,
+    },
+    "mnist1d": {
+        "epochs": 60,
+        "student": "mnist1d_mlp",
+        "bits": 0,
+        "population": 8,
+        "search_epochs": 30,
+        "perturbation_interval": 3,
+        "train_size": None,
+    },
 }
 ROWS = {
     "none": "KD, no augmentation",
@@ -125,9 +150,7 @@ def hand_set_one_row():
     """`pba.HAND_SET_POLICY` restricted to `ONE_ROW_OPS`."""
     keep = np.array([[name in ONE_ROW_OPS] for name in pba.PBA_OPS])
     policy = pba.HAND_SET_POLICY
-    return pba.Policy(
-        np.where(keep, policy.probabilities, 0), np.where(keep, policy.magnitudes, 0)
-    )
+    return pba.Policy(np.where(keep, policy.probabilities, 0), np.where(keep, policy.magnitudes, 0))
 
 
 def accuracy(model, data):
@@ -142,8 +165,14 @@ def distil(teacher, bundle, recipe, seed):
     )
     extra = MNIST1D_SETTINGS if FLAGS.dataset == "mnist1d" else {}
     distiller = kd_keras.distill(
-        teacher, student, bundle.train, recipe=recipe, epochs=setting("epochs"), seed=seed,
-        verbose=0, **extra,
+        teacher,
+        student,
+        bundle.train,
+        recipe=recipe,
+        epochs=setting("epochs"),
+        seed=seed,
+        verbose=0,
+        **extra,
     )
     scores = [accuracy(distiller.student, bundle.test)]
     if bundle.test_shifted is not None:
@@ -153,10 +182,18 @@ def distil(teacher, bundle, recipe, seed):
 
 def search_student_agent(out, dataset, teacher, **recipe_overrides):
     kd_keras.search.search(
-        role="student", dataset=dataset, model=setting("student"),
-        bits=setting("bits") or None, teacher=teacher, population=setting("population"),
-        epochs=setting("search_epochs"), perturbation_interval=setting("perturbation_interval"),
-        train_size=setting("train_size"), initial_policy=FLAGS.initial_policy, seed=0, out=out,
+        role="student",
+        dataset=dataset,
+        model=setting("student"),
+        bits=setting("bits") or None,
+        teacher=teacher,
+        population=setting("population"),
+        epochs=setting("search_epochs"),
+        perturbation_interval=setting("perturbation_interval"),
+        train_size=setting("train_size"),
+        initial_policy=FLAGS.initial_policy,
+        seed=0,
+        out=out,
         **recipe_overrides,
     )
     return json.loads((pathlib.Path(out) / kd_keras.search.SUMMARY_FILE).read_text())
@@ -182,7 +219,10 @@ def main(argv):
         bundle = kd_keras.data.load_digits()
         teacher = kd_keras.resolve.resolve_teacher("shipped:digits_cnn", bundle)
         search_data, search_teacher, policy_options, search_options = (
-            "digits", "shipped:digits_cnn", {}, {}
+            "digits",
+            "shipped:digits_cnn",
+            {},
+            {},
         )
         hand_set = pba.HAND_SET_POLICY
         columns.append("shifted (%)")
@@ -199,8 +239,11 @@ def main(argv):
         value_range = [float(bundle.train[0].min()), float(bundle.train[0].max())]
         policy_options = {"value_range": value_range, "fill_value": 0.0}
         search_options = {
-            **policy_options, "batch_size": MNIST1D_SETTINGS["batch_size"],
-            "optimizer": MNIST1D_SETTINGS["optimizer"], "schedule": None, "num_cpus": 2,
+            **policy_options,
+            "batch_size": MNIST1D_SETTINGS["batch_size"],
+            "optimizer": MNIST1D_SETTINGS["optimizer"],
+            "schedule": None,
+            "num_cpus": 2,
         }
         hand_set = hand_set_one_row()
         scores = (
@@ -264,15 +307,18 @@ def main(argv):
         per_seed = [distil(teacher, bundle, recipe, seed) for seed in range(FLAGS.seeds)]
         results[label] = [list(column) for column in zip(*per_seed)]
         record["results"][label] = {
-            name: {"per_seed": column, "mean": float(np.mean(column)),
-                   "std": float(np.std(column))}
+            name: {"per_seed": column, "mean": float(np.mean(column)), "std": float(np.std(column))}
             for name, column in zip(columns, results[label])
         }
         record["results"][label]["seconds"] = time.perf_counter() - row_started
-        print(f"  {label:<22} " + " | ".join(
-            f"{name.split()[0]} " + " ".join(f"{s:.2%}" for s in column)
-            for name, column in zip(columns, results[label])
-        ), flush=True)
+        print(
+            f"  {label:<22} "
+            + " | ".join(
+                f"{name.split()[0]} " + " ".join(f"{s:.2%}" for s in column)
+                for name, column in zip(columns, results[label])
+            ),
+            flush=True,
+        )
 
     def cell(scores):
         scores = 100 * np.array(scores)
@@ -312,14 +358,16 @@ def population(summary):
     experiment = pathlib.Path((summary or {}).get("experiment", ""))
     lineages = {}
     for directory in sorted(experiment.glob("trial_*")) if summary else []:
-        trial_id = directory.name[len("trial_"):]
+        trial_id = directory.name[len("trial_") :]
         results = [json.loads(line) for line in (directory / "result.json").open()]
         flat = json.loads((directory / "params.json").read_text())[kd_keras.search.pbt.POLICY]
         history = kd_keras.search.policy_history(experiment, trial_id, flat, summary["epochs"])
         schedule = pba.Schedule.from_history(history, epochs=summary["epochs"])
         epochs = np.arange(summary["epochs"])
         # Sum of the 30 entries' probabilities: how many ops an image is offered.
-        mass = [schedule.policy_at(epoch).probabilities.sum() / pba.PARAMETER_MAX for epoch in epochs]
+        mass = [
+            schedule.policy_at(epoch).probabilities.sum() / pba.PARAMETER_MAX for epoch in epochs
+        ]
         rewards = {r["training_iteration"]: r["validation_accuracy"] for r in results}
         lineages[trial_id] = (epochs, np.array(mass), rewards)
     return lineages
@@ -336,10 +384,12 @@ def plot_schedule(path, schedule, summary):
     policies = [schedule.policy_at(epoch) for epoch in epochs]
     probability = np.array([p.probabilities.sum(1) / pba.PARAMETER_MAX for p in policies])
     weights = np.array([p.probabilities for p in policies], "float64")
-    magnitude = np.array([
-        (p.probabilities * p.magnitudes).sum(1) / np.maximum(p.probabilities.sum(1), 1)
-        for p in policies
-    ])
+    magnitude = np.array(
+        [
+            (p.probabilities * p.magnitudes).sum(1) / np.maximum(p.probabilities.sum(1), 1)
+            for p in policies
+        ]
+    )
     used = [i for i in range(len(pba.PBA_OPS)) if weights[:, i].any()]
     lineages = population(summary)
     panels = 4 if lineages else 2
@@ -347,8 +397,11 @@ def plot_schedule(path, schedule, summary):
     top, bottom = axes[0], axes[1]
     colours = plt.get_cmap("tab20")
     for rank, i in enumerate(used):
-        style = {"color": colours(rank % 20), "where": "post",
-                 "linestyle": "-" if pba.PBA_OPS[i] in ONE_ROW_OPS else "--"}
+        style = {
+            "color": colours(rank % 20),
+            "where": "post",
+            "linestyle": "-" if pba.PBA_OPS[i] in ONE_ROW_OPS else "--",
+        }
         top.step(epochs, probability[:, i], label=pba.PBA_OPS[i], **style)
         masked = np.where(probability[:, i] > 0, magnitude[:, i], np.nan)
         bottom.step(epochs, masked, **style)
@@ -361,8 +414,14 @@ def plot_schedule(path, schedule, summary):
             f"validation accuracy {summary['best_validation_accuracy']:.1%}"
         )
     if not used:
-        top.text(0.5, 0.5, "no augmentation at any epoch", ha="center", va="center",
-                 transform=top.transAxes)
+        top.text(
+            0.5,
+            0.5,
+            "no augmentation at any epoch",
+            ha="center",
+            va="center",
+            transform=top.transAxes,
+        )
         bottom.set_ylim(0, 9)
     top.set_ylim(bottom=0)
     top.set_title(title, fontsize=10)

@@ -47,7 +47,8 @@ flags.DEFINE_integer("timing_rounds", 5, "Interleaved timing rounds (the median 
 
 SETTINGS = (("full", 1.0), ("20%", 0.2))
 flags.DEFINE_list(
-    "settings", [name for name, _ in SETTINGS],
+    "settings",
+    [name for name, _ in SETTINGS],
     "Training splits to run, the accuracy columns: full and/or 20%.",
 )
 
@@ -90,8 +91,13 @@ def accuracy(model, data):
 def train(method, teacher, bundle, epochs, seed):
     """Return the trained Distiller of one run."""
     return kd_keras.distill(
-        teacher, build_student(seed, bundle), bundle.train, recipe=method.recipe,
-        epochs=epochs, seed=seed, verbose=0,
+        teacher,
+        build_student(seed, bundle),
+        bundle.train,
+        recipe=method.recipe,
+        epochs=epochs,
+        seed=seed,
+        verbose=0,
     )
 
 
@@ -145,7 +151,8 @@ def main(argv):
         f"{accuracy(teacher, full.test_shifted):.2%} shifted; student {FLAGS.student}; "
         f"{epochs} epochs; {seeds} seed(s); train sizes "
         + ", ".join(f"{name} {len(b.train[1])}" for name, b in bundles.items())
-        + "; methods " + ", ".join(m.recipe for m in rows)
+        + "; methods "
+        + ", ".join(m.recipe for m in rows)
     )
     results = {}
     policies = {name: [] for name in bundles}
@@ -159,9 +166,13 @@ def main(argv):
                 if method.recipe == "tst":
                     policies[name].append(distiller.augmenter.log_scalars())
             results[method.label, name] = (clean, shifted)
-            print(f"  {method.label:<18} {name:>4}: clean "
-                  + " ".join(f"{s:.2%}" for s in clean) + " | shifted "
-                  + " ".join(f"{s:.2%}" for s in shifted), flush=True)
+            print(
+                f"  {method.label:<18} {name:>4}: clean "
+                + " ".join(f"{s:.2%}" for s in clean)
+                + " | shifted "
+                + " ".join(f"{s:.2%}" for s in shifted),
+                flush=True,
+            )
     times = step_times(teacher, full, FLAGS.timing_steps, FLAGS.timing_rounds)
     kd_time = times["KD"]
 
@@ -171,8 +182,7 @@ def main(argv):
 
     columns = [f"{kind} {name}" for kind in ("acc", "shifted") for name, _ in settings]
     header = (
-        f"{'method':<18} " + " ".join(f"{c + ' (%)':>15}" for c in columns)
-        + f" {'step vs KD':>11}"
+        f"{'method':<18} " + " ".join(f"{c + ' (%)':>15}" for c in columns) + f" {'step vs KD':>11}"
     )
     print()
     print(header)
@@ -188,7 +198,8 @@ def main(argv):
 
     print("\nTST policy at the end of training (mean over seeds; prior 0.5):")
     ops = [
-        key.split("/", 1)[1] for key in policies[settings[0][0]][0]
+        key.split("/", 1)[1]
+        for key in policies[settings[0][0]][0]
         if key.startswith("probability/")
     ]
     print(f"{'op':<13} " + " ".join(f"{'m ' + n:>9} {'p ' + n:>9}" for n, _ in settings))

@@ -146,9 +146,7 @@ def distill(
     strategy = kd_strategy.get(strategy or "default")
     config = _with_extra_losses(recipes.get(recipe, overrides), extra_losses, extra_loss_weights)
     epochs = _positive("epochs", config["epochs"] if epochs is None else epochs)
-    batch_size = _positive(
-        "batch_size", config["batch_size"] if batch_size is None else batch_size
-    )
+    batch_size = _positive("batch_size", config["batch_size"] if batch_size is None else batch_size)
     # Seeded before anything draws: the augmenter's seed, the student's
     # weights when it is built here.
     keras.utils.set_random_seed(seed)
@@ -170,7 +168,13 @@ def distill(
     _check_input_range(train_data, config, distiller.augmenter, host_augment)
     # The data are checked (building the pipeline) before the teacher sees them.
     train = _as_batches(
-        train_data, batch_size, num_classes, True, seed, host_augment, order.epoch,
+        train_data,
+        batch_size,
+        num_classes,
+        True,
+        seed,
+        host_augment,
+        order.epoch,
         drop_remainder=drop_remainder,
     )
     check_logits(teacher, _sample_inputs(train_data), "teacher")
@@ -179,7 +183,13 @@ def distill(
     )
     if distiller.teacher_cache is not None:
         train = _as_batches(
-            cached, batch_size, num_classes, True, seed, host_augment, order.epoch,
+            cached,
+            batch_size,
+            num_classes,
+            True,
+            seed,
+            host_augment,
+            order.epoch,
             drop_remainder=drop_remainder,
         )
     validation = None
@@ -252,8 +262,11 @@ def _with_teacher_cache(mode, data, teacher, distiller, host_augment, num_classe
     cached = _with_cached_logits(teacher, (x, y), num_classes)
     logits = cached[0][TEACHER_LOGITS]
     cache = {
-        "samples": int(logits.shape[0]), "classes": int(logits.shape[1]),
-        "dtype": str(logits.dtype), "bytes": int(logits.nbytes), "validation_samples": 0,
+        "samples": int(logits.shape[0]),
+        "classes": int(logits.shape[1]),
+        "dtype": str(logits.dtype),
+        "bytes": int(logits.nbytes),
+        "validation_samples": 0,
     }
     return cached, cache
 
@@ -354,7 +367,13 @@ def _uses_policy(model, dtype):
 
 
 def _as_batches(
-    data, batch_size, num_classes, training, seed, augment=None, epoch=None,
+    data,
+    batch_size,
+    num_classes,
+    training,
+    seed,
+    augment=None,
+    epoch=None,
     drop_remainder=False,
 ):
     # Only training data must fill a batch; a small validation set is fine.
@@ -380,7 +399,12 @@ def _as_batches(
     if cached is not None:
         x = {INPUTS: x, TEACHER_LOGITS: cached}
     return kd_data.pipeline(
-        (x, y), batch_size, training, augment, seed, epoch=epoch,
+        (x, y),
+        batch_size,
+        training,
+        augment,
+        seed,
+        epoch=epoch,
         drop_remainder=drop_remainder,
     )
 

@@ -179,13 +179,20 @@ def distill_job(
     batch_size = int(batch_size or config["batch_size"])
     _check_data(bundle, batch_size)
     signature = _signature(
-        recipe=recipe, dataset=dataset, teacher=teacher, student=student,
-        student_bits=student_bits, precision=precision,
-        teacher_precision=teacher_precision, epochs=epochs, batch_size=batch_size,
+        recipe=recipe,
+        dataset=dataset,
+        teacher=teacher,
+        student=student,
+        student_bits=student_bits,
+        precision=precision,
+        teacher_precision=teacher_precision,
+        epochs=epochs,
+        batch_size=batch_size,
         seed=seed,
         # A run stopped by a NaN may resume from its last checkpoint at a lower rate.
         overrides={
-            k: v for k, v in overrides.items()
+            k: v
+            for k, v in overrides.items()
             if k not in ("learning_rate", "optimizer.learning_rate")
         },
     )
@@ -195,15 +202,22 @@ def distill_job(
     reuse_teacher = teacher in kd_models.names() and trained_teacher.exists()
     with strategy.scope():
         teacher_model = resolve_teacher(
-            str(trained_teacher) if reuse_teacher else teacher, bundle, seed,
-            epochs=teacher_epochs, verbose=verbose, safe_mode=safe_mode,
+            str(trained_teacher) if reuse_teacher else teacher,
+            bundle,
+            seed,
+            epochs=teacher_epochs,
+            verbose=verbose,
+            safe_mode=safe_mode,
         )
     check_teacher(teacher_model, bundle.test, f"the {dataset} test data", allow_weak_teacher)
     # Before anything draws: the student's initial weights come from this seed.
     keras.utils.set_random_seed(seed)
     with strategy.scope(), kd_precision.policy(precision):
         student_model = kd_models.get(
-            student, bundle.input_shape, bundle.num_classes, bits=student_bits,
+            student,
+            bundle.input_shape,
+            bundle.num_classes,
+            bits=student_bits,
             **bundle.model_kwargs,
         )
     with run_directory(out, signature):
@@ -213,7 +227,9 @@ def distill_job(
                 teacher_model.save(temporary)
         write_json(out / "config.json", json.loads(recipes.to_json(config)))
         backup = kd_backup.Backup(
-            out / BACKUP_DIR, signature=signature, delete_checkpoint=False,
+            out / BACKUP_DIR,
+            signature=signature,
+            delete_checkpoint=False,
             min_interval_seconds=BACKUP_INTERVAL_SECONDS,
         )
         callbacks, snapshots, collapse = _watchers(config, bundle, out, epochs)
@@ -264,7 +280,8 @@ def distill_job(
         metrics["exports"] = kd_export.export_student(
             # Mixed precision is for training: ship float32.
             cast_model(distiller.student, "float32")
-            if precision != "float32" else distiller.student,
+            if precision != "float32"
+            else distiller.student,
             out,
             formats=export_formats,
             check_data=bundle.sample("test", 512),
@@ -326,7 +343,10 @@ def _watchers(config, bundle, out, epochs):
         # A policy applied on the host (rolewise's PBA schedule): the same
         # grid, of what the input pipeline makes of the test images.
         snapshots = kd_callbacks.ViewSnapshots(
-            out / "logs", bundle.sample("test", 8), every=every, augment=host.augment_batch,
+            out / "logs",
+            bundle.sample("test", 8),
+            every=every,
+            augment=host.augment_batch,
         )
         callbacks.append(snapshots)
     if (config["augmenter"] or {}).get("class_name") == "LearnedPolicy":
@@ -424,9 +444,7 @@ def _accuracies(teacher, student, bundle):
     result = {
         "teacher_accuracy": float(np.mean(teacher_logits.argmax(-1) == labels)),
         "student_accuracy": float(np.mean(student_logits.argmax(-1) == labels)),
-        "agreement": float(
-            np.mean(teacher_logits.argmax(-1) == student_logits.argmax(-1))
-        ),
+        "agreement": float(np.mean(teacher_logits.argmax(-1) == student_logits.argmax(-1))),
     }
     if bundle.test_shifted is not None:
         result["teacher_accuracy_shifted"] = evaluate(teacher, bundle.test_shifted)
@@ -529,9 +547,17 @@ def train_teacher_job(
             model, bundle.input_shape, bundle.num_classes, **bundle.model_kwargs
         )
     teacher = train_teacher(
-        teacher, bundle.train, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, validation_data=bundle.test, seed=seed,
-        verbose=verbose, augment=augment, schedule=schedule, strategy=strategy,
+        teacher,
+        bundle.train,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        validation_data=bundle.test,
+        seed=seed,
+        verbose=verbose,
+        augment=augment,
+        schedule=schedule,
+        strategy=strategy,
     )
     if precision != "float32":
         teacher = cast_model(teacher, "float32")
@@ -561,10 +587,13 @@ def train_teacher_job(
         teacher.save(out)
         write_json(out.with_suffix(".json"), card)
     if quality["kappa"] < WEAK_TEACHER_KAPPA and not allow_weak_teacher:
-        raise RunError(weak_teacher_message(
-            quality, f"the {dataset} test data",
-            subject=f"{out} and its card are written, but the teacher",
-        ))
+        raise RunError(
+            weak_teacher_message(
+                quality,
+                f"the {dataset} test data",
+                subject=f"{out} and its card are written, but the teacher",
+            )
+        )
     return card
 
 
@@ -629,8 +658,13 @@ def train_vae_job(
     keras.utils.set_random_seed(seed)
     vae = kd_models.VAE(bundle.input_shape, latent_dim=latent_dim, filters=filters, beta=beta)
     kd_models.train_vae(
-        vae, train_images, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, verbose=verbose,
+        vae,
+        train_images,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        verbose=verbose,
     )
     scores = kd_models.vae.evaluate_vae(vae, test_images)
     card = {
@@ -667,7 +701,12 @@ def _vae_images(bundle, split):
 
 
 def export_job(
-    model_path, out, formats, dataset=kd_data.DIGITS, data_dir=None, download="auto",
+    model_path,
+    out,
+    formats,
+    dataset=kd_data.DIGITS,
+    data_dir=None,
+    download="auto",
     safe_mode=True,
 ):
     """Export a saved student to `formats` with parity checks on real inputs; return the report."""

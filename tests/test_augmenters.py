@@ -22,40 +22,62 @@ CASES = {
     "CutMix": (lambda seed: augment.CutMix(seed=seed), False, True, True),
     "CutMixPick": (lambda seed: augment.CutMixPick(seed=seed), False, True, True),
     "FunctionMatching": (lambda seed: augment.FunctionMatching(seed=seed), False, True, True),
-    "SpatialAugmenter search": (lambda seed: augment.SpatialAugmenter(seed=seed), False, True, True),
+    "SpatialAugmenter search": (
+        lambda seed: augment.SpatialAugmenter(seed=seed),
+        False,
+        True,
+        True,
+    ),
     # The learned samplers start at the identity warp (a zero-initialised
     # head), whatever their noise: views depend on the seed once trained.
     "SpatialAugmenter network": (
         lambda seed: augment.SpatialAugmenter(sampler="network", candidates=1, seed=seed),
-        True, False, True,
+        True,
+        False,
+        True,
     ),
     "SpatialAugmenter gaussian": (
         lambda seed: augment.SpatialAugmenter(sampler="gaussian", candidates=1, seed=seed),
-        True, True, True,
+        True,
+        True,
+        True,
     ),
     # Starts at delta = 0 (the VAE's reconstruction), whatever its noise.
     "GenerativeAugmenter": (
-        lambda seed: augment.GenerativeAugmenter(vae(), seed=seed), True, False, True,
+        lambda seed: augment.GenerativeAugmenter(vae(), seed=seed),
+        True,
+        False,
+        True,
     ),
     "LearnedPolicy": (lambda seed: augment.LearnedPolicy(seed=seed), True, True, True),
     "BackwardPerturbation": (
         # Deterministic given its inputs: gradient steps from x, no draws at fraction 1.
-        lambda seed: augment.BackwardPerturbation(seed=seed), False, False, True,
+        lambda seed: augment.BackwardPerturbation(seed=seed),
+        False,
+        False,
+        True,
     ),
     "BackwardPerturbation fraction": (
-        lambda seed: augment.BackwardPerturbation(fraction=0.5, seed=seed), False, True, True,
+        lambda seed: augment.BackwardPerturbation(fraction=0.5, seed=seed),
+        False,
+        True,
+        True,
     ),
     "Stack LearnedPolicy CutMixPick": (
         lambda seed: augment.Stack(
             [augment.LearnedPolicy(seed=seed), augment.CutMixPick(seed=seed + 100)], seed=seed
         ),
-        True, True, True,
+        True,
+        True,
+        True,
     ),
     "Stack SpatialAugmenter MixUp": (
         lambda seed: augment.Stack(
             [augment.SpatialAugmenter(seed=seed), augment.MixUp(seed=seed + 100)], seed=seed
         ),
-        False, True, True,
+        False,
+        True,
+        True,
     ),
 }
 
@@ -73,7 +95,8 @@ def test_augmenter_contract(name, tmp_path):
 
 def test_every_augmenter_class_is_in_the_harness():
     classes = {
-        getattr(augment, name) for name in dir(augment)
+        getattr(augment, name)
+        for name in dir(augment)
         if isinstance(getattr(augment, name), type)
         and issubclass(getattr(augment, name), augment.Augmenter)
         and getattr(augment, name) is not augment.Augmenter

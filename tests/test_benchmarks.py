@@ -38,8 +38,12 @@ NOT_A_NUMBER = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
 
 def run(script, *args, cwd):
     result = subprocess.run(
-        [sys.executable, str(CHECKOUT / script), *args], cwd=cwd, env=ENV,
-        capture_output=True, text=True, timeout=900,
+        [sys.executable, str(CHECKOUT / script), *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, f"{script} {' '.join(args)}:\n{result.stderr[-3000:]}"
     assert not NOT_A_NUMBER.search(result.stdout), result.stdout
@@ -63,8 +67,9 @@ def rows_after(stdout, header):
 def row(rows, label):
     """The row whose first cell is `label` (plain or markdown tables)."""
     found = [
-        r for r in rows
-        if r.startswith(f"| {label} |") or (r.startswith(label) and r[len(label):][:2] == "  ")
+        r
+        for r in rows
+        if r.startswith(f"| {label} |") or (r.startswith(label) and r[len(label) :][:2] == "  ")
     ]
     assert len(found) == 1, f"{label!r} in {rows}"
     return found[0]
@@ -90,8 +95,13 @@ def test_mixing(tmp_path):
     stdout = run("benchmarks/mixing.py", "--quick", "--settings=full", cwd=tmp_path)
     rows = rows_after(stdout, "method ")
     labels = [
-        "student from scratch (CE)", "KD", "KD + TL-MixUp", "KD + TL-CutMix",
-        "KD + CutMixPick", "funmatch", "KD + CutMix, mixed 1-hot",
+        "student from scratch (CE)",
+        "KD",
+        "KD + TL-MixUp",
+        "KD + TL-CutMix",
+        "KD + CutMixPick",
+        "funmatch",
+        "KD + CutMix, mixed 1-hot",
     ]
     assert len(rows) == len(labels)
     for label in labels:
@@ -103,8 +113,13 @@ def test_mixing(tmp_path):
 
 def test_mixing_student_forward(tmp_path):
     stdout = run(
-        "benchmarks/mixing.py", "--quick", "--settings=full", "--student=small_cnn",
-        "--student_forward=per_view,joint", "--forward_recipes=cutmix", cwd=tmp_path,
+        "benchmarks/mixing.py",
+        "--quick",
+        "--settings=full",
+        "--student=small_cnn",
+        "--student_forward=per_view,joint",
+        "--forward_recipes=cutmix",
+        cwd=tmp_path,
     )
     rows = rows_after(stdout, "method ")
     labels = ["KD", "KD + TL-CutMix, per_view", "KD + TL-CutMix, joint"]
@@ -120,8 +135,13 @@ def test_tst(tmp_path):
     # Two epochs: the second is preceded by a policy epoch (TST's phases at
     # the same fractions of the run), so the policy trains.
     stdout = run(
-        "benchmarks/tst.py", "--epochs=2", "--seeds=1", "--timing_rounds=1",
-        "--timing_steps=1", "--settings=full", cwd=tmp_path,
+        "benchmarks/tst.py",
+        "--epochs=2",
+        "--seeds=1",
+        "--timing_rounds=1",
+        "--timing_steps=1",
+        "--settings=full",
+        cwd=tmp_path,
     )
     rows = rows_after(stdout, "method ")
     labels = ["KD", "TST", "KD + TL-MixUp", "KD + TL-CutMix", "KD + CutMixPick", "HARD"]
@@ -190,7 +210,10 @@ def test_rolewise_with_a_given_schedule(tmp_path):
     policy = pba.Policy.random(np.random.default_rng(0))
     schedule = pba.Schedule([(0, policy)], epochs=1).save(tmp_path / "schedule.json")
     stdout = run(
-        "benchmarks/rolewise.py", f"--schedule={schedule}", "--epochs=1", "--seeds=1",
+        "benchmarks/rolewise.py",
+        f"--schedule={schedule}",
+        "--epochs=1",
+        "--seeds=1",
         cwd=tmp_path,
     )
     rows = rows_after(stdout, "student agent ")
@@ -211,8 +234,14 @@ def test_rolewise_on_mnist1d_with_a_given_schedule(tmp_path):
     schedule.save(tmp_path / "schedule.json")
     figure, record = tmp_path / "schedule.png", tmp_path / "rolewise.json"
     stdout = run(
-        "benchmarks/rolewise.py", "--dataset=mnist1d", f"--schedule={tmp_path / 'schedule.json'}",
-        "--epochs=1", "--seeds=1", f"--plot={figure}", f"--json={record}", cwd=tmp_path,
+        "benchmarks/rolewise.py",
+        "--dataset=mnist1d",
+        f"--schedule={tmp_path / 'schedule.json'}",
+        "--epochs=1",
+        "--seeds=1",
+        f"--plot={figure}",
+        f"--json={record}",
+        cwd=tmp_path,
     )
     assert "student mnist1d_mlp at full precision" in stdout
     rows = rows_after(stdout, "student agent ")
@@ -233,8 +262,13 @@ def test_rolewise_on_mnist1d_with_a_given_schedule(tmp_path):
     saved["results"]["KD + hand-set policy"]["acc (%)"]["per_seed"] = [0.5]
     record.write_text(json.dumps(saved))
     stdout = run(
-        "benchmarks/rolewise.py", "--dataset=mnist1d", "--rows=none", "--epochs=1",
-        "--seeds=1", f"--json={record}", cwd=tmp_path,
+        "benchmarks/rolewise.py",
+        "--dataset=mnist1d",
+        "--rows=none",
+        "--epochs=1",
+        "--seeds=1",
+        f"--json={record}",
+        cwd=tmp_path,
     )
     rows = rows_after(stdout, "student agent ")
     assert accuracies(row(rows, "KD + hand-set policy"), 1) == [(50.0, 0.0)]
@@ -255,8 +289,13 @@ def test_rolewise_on_mnist1d_with_a_given_schedule(tmp_path):
 def test_hard_toy(tmp_path, dataset, keys):
     figure, scores = tmp_path / "curves.png", tmp_path / "scores.json"
     stdout = run(
-        "benchmarks/hard_toy.py", f"--dataset={dataset}", "--quick",
-        f"--rows={','.join(keys)}", f"--plot={figure}", f"--json={scores}", cwd=tmp_path,
+        "benchmarks/hard_toy.py",
+        f"--dataset={dataset}",
+        "--quick",
+        f"--rows={','.join(keys)}",
+        f"--plot={figure}",
+        f"--json={scores}",
+        cwd=tmp_path,
     )
     rows = rows_after(stdout, "| key |")
     assert len(rows) == len(keys) + 1  # and the teacher's
@@ -273,9 +312,7 @@ def test_hard_toy(tmp_path, dataset, keys):
 
 
 def test_scale(tmp_path):
-    stdout = run(
-        "benchmarks/scale.py", "--recipes=kd", "--rounds=2", "--steps=1", cwd=tmp_path
-    )
+    stdout = run("benchmarks/scale.py", "--recipes=kd", "--rounds=2", "--steps=1", cwd=tmp_path)
     rows = rows_after(stdout, "| recipe | step |")
     assert len(rows) == 2  # the floor and kd's student step
     cells = row(rows, "kd").strip("| ").split(" | ")
@@ -332,13 +369,14 @@ def test_backward_mnist1d(tmp_path):
 
 
 def test_step_time(tmp_path):
-    stdout = run(
-        "benchmarks/step_time.py", "--rounds=2", "--steps=1", "--jit=off", cwd=tmp_path
-    )
+    stdout = run("benchmarks/step_time.py", "--rounds=2", "--steps=1", "--jit=off", cwd=tmp_path)
     rows = rows_after(stdout, "| XLA | step |")
     names = [
-        "student train step", "teacher forward", "kd_keras.Distiller",
-        "keras.distillation", "floor (student step + teacher forward)",
+        "student train step",
+        "teacher forward",
+        "kd_keras.Distiller",
+        "keras.distillation",
+        "floor (student step + teacher forward)",
     ]
     assert len(rows) == len(names)
     for name in names:
@@ -349,7 +387,10 @@ def test_step_time(tmp_path):
 
 def test_determinism(tmp_path):
     stdout = run(
-        "benchmarks/determinism.py", "--students=mlp", "--rounds=2", "--steps=1",
+        "benchmarks/determinism.py",
+        "--students=mlp",
+        "--rounds=2",
+        "--steps=1",
         cwd=tmp_path,
     )
     rows = rows_after(stdout, "| student | augmenter |")
@@ -362,9 +403,7 @@ def test_determinism(tmp_path):
 
 
 def test_teacher_cache(tmp_path):
-    stdout = run(
-        "benchmarks/teacher_cache.py", "--quick", "--rounds=1", "--epochs=1", cwd=tmp_path
-    )
+    stdout = run("benchmarks/teacher_cache.py", "--quick", "--rounds=1", "--epochs=1", cwd=tmp_path)
     rows = rows_after(stdout, "run ")
     assert len(rows) == 4
     for name in ("floor", "kd live", "kd cached", "keras.distillation"):
@@ -379,7 +418,8 @@ def test_run_overhead(tmp_path):
     assert "default run: 44 steps" in stdout
     seconds = {
         line.rsplit(maxsplit=1)[0]: float(line.split()[-1])
-        for line in stdout.splitlines() if line[:1].isalpha() and line.split()[-1][:1].isdigit()
+        for line in stdout.splitlines()
+        if line[:1].isalpha() and line.split()[-1][:1].isdigit()
     }
     parts = sum(seconds[f"{name} s"] for name in ("first", "steps", "validation", "rest"))
     assert abs(parts - seconds["fit s"]) < 0.02 and seconds["fit s"] < seconds["job s"]
@@ -399,9 +439,7 @@ def test_cifar100_smoke(tmp_path):
 
 
 def test_pba_pipeline(tmp_path):
-    stdout = run(
-        "benchmarks/pba_pipeline.py", "--repeats=1", "--cifar_images=64", cwd=tmp_path
-    )
+    stdout = run("benchmarks/pba_pipeline.py", "--repeats=1", "--cifar_images=64", cwd=tmp_path)
     rows = rows_after(stdout, "data ")
     # 2 data sets, each without a map and with the old, graph and in-process
     # maps of every policy: images/s after the first batch and CPU ms per batch.

@@ -117,8 +117,7 @@ def test_no_image_is_paired_with_itself():
             assert sorted(partner) == list(range(size))
             assert not np.any(partner == np.arange(size))
     x, _ = batch(16)
-    for cls in (kd_keras.augment.MixUp, kd_keras.augment.CutMix,
-                kd_keras.augment.FunctionMatching):
+    for cls in (kd_keras.augment.MixUp, kd_keras.augment.CutMix, kd_keras.augment.FunctionMatching):
         partner = np.array(cls(seed=5).mix_images(x)[1])
         assert sorted(partner) == list(range(16))
         assert not np.any(partner == np.arange(16))
@@ -227,9 +226,7 @@ def test_cutmix_pick_keeps_the_top_b_candidates(criterion):
 def test_distiller_runs_the_teacher_once_with_cutmix_pick():
     teacher, student = teacher_model(record=True), student_model(record=True)
     record_t, record_s = teacher.get_layer("record"), student.get_layer("record")
-    distiller = kd_keras.Distiller(
-        teacher, student, augmenter=kd_keras.augment.CutMixPick(seed=0)
-    )
+    distiller = kd_keras.Distiller(teacher, student, augmenter=kd_keras.augment.CutMixPick(seed=0))
     distiller.compile(optimizer="sgd", run_eagerly=True)
     x, y = batch(8)
     distiller.train_on_batch(x, y)
@@ -281,7 +278,10 @@ def test_loss_is_the_papers_with_teacher_relabelling(relabel):
 @pytest.mark.parametrize("cls", AUGMENTERS, ids=lambda c: c.__name__)
 def test_jitted_distillation_step_runs(cls):
     distiller = kd_keras.Distiller(
-        teacher_model(), student_model(), augmenter=cls(seed=0), student_loss_weight=0.1,
+        teacher_model(),
+        student_model(),
+        augmenter=cls(seed=0),
+        student_loss_weight=0.1,
     )
     distiller.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
     # 20 samples in batches of 8: the last, partial batch retraces the step.
@@ -297,7 +297,10 @@ def test_function_matching_shows_the_same_view_to_both_networks():
     teacher, student = teacher_model(record=True), student_model(record=True)
     augmenter = kd_keras.augment.FunctionMatching(seed=0)
     distiller = kd_keras.Distiller(
-        teacher, student, augmenter=augmenter, student_loss_weight=0.0,
+        teacher,
+        student,
+        augmenter=augmenter,
+        student_loss_weight=0.0,
         distillation_loss_weights=[1.0],
     )
     distiller.compile(optimizer="sgd", run_eagerly=True)
@@ -333,9 +336,7 @@ def test_function_matching_full_crop_is_identity_or_flip():
     [
         kd_keras.augment.MixUp(alpha=0.4, relabel=False, num_classes=4, seed=3),
         kd_keras.augment.CutMix(alpha=0.7, include_clean=False, seed=1),
-        kd_keras.augment.CutMixPick(
-            n_run=3, criterion="student_entropy", temperature=2.0, seed=2
-        ),
+        kd_keras.augment.CutMixPick(n_run=3, criterion="student_entropy", temperature=2.0, seed=2),
         kd_keras.augment.FunctionMatching(
             flip=False, crop_area=(0.3, 0.9), aspect_ratio=(0.5, 2.0), seed=4
         ),
@@ -346,9 +347,7 @@ def test_get_config_round_trips(augmenter):
     config = augmenter.get_config()
     clone = type(augmenter).from_config(config)
     assert clone.get_config() == config
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(augmenter)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(augmenter))
     assert type(restored) is type(augmenter) and restored.get_config() == config
     x, _ = batch(8)
     np.testing.assert_array_equal(
@@ -371,8 +370,10 @@ def test_training_false_is_the_identity(cls):
 def test_mixes_batches_in_tf_data(cls):
     x, y = batch(12)
     augmenter = cls(num_classes=CLASSES, seed=0)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(6).map(
-        lambda images, labels: augmenter((images, labels), training=True)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(6)
+        .map(lambda images, labels: augmenter((images, labels), training=True))
     )
     epochs = [list(dataset.as_numpy_iterator()) for _ in range(2)]
     for images, labels in epochs[0]:

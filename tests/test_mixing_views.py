@@ -74,7 +74,9 @@ def test_unrelabelled_views_carry_each_image_mixed_label(kind):
     np.testing.assert_allclose(labels[:COUNT], one_hot)
     np.testing.assert_allclose(labels[COUNT:], expected, atol=1e-6)
     np.testing.assert_array_equal(per_sample(views, "label_weight"), [1.0] * COUNT + [9.0] * COUNT)
-    np.testing.assert_array_equal(per_sample(views, "distill_weight"), [1.0] * COUNT + [0.0] * COUNT)
+    np.testing.assert_array_equal(
+        per_sample(views, "distill_weight"), [1.0] * COUNT + [0.0] * COUNT
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
@@ -99,7 +101,9 @@ def test_cutmix_boxes_are_spread_over_the_image():
     # holds about a quarter of the box centres and every pixel is pasted over.
     count, shape = 512, (16, 20, 1)
     x = _constant_images(count, shape)
-    mixed, partner, _ = (np.array(v) for v in kd_keras.augment.CutMix(seed=3, per="sample").mix_images(x))
+    mixed, partner, _ = (
+        np.array(v) for v in kd_keras.augment.CutMix(seed=3, per="sample").mix_images(x)
+    )
     boxes = (mixed != x)[..., 0]
     boxes = boxes[boxes.any(axis=(1, 2))]
     assert len(boxes) > 0.9 * count
@@ -121,7 +125,11 @@ def test_cutmix_pick_views_without_relabelling_or_clean_half(relabel, include_cl
     x, y = _constant_images(), np.arange(COUNT)
     teacher_fn, student_fn = _networks()
     layer = kd_keras.augment.CutMixPick(
-        n_run=3, relabel=relabel, include_clean=include_clean, num_classes=COUNT, seed=4,
+        n_run=3,
+        relabel=relabel,
+        include_clean=include_clean,
+        num_classes=COUNT,
+        seed=4,
         per="sample",
     )
     layer.build((None, *SHAPE))
@@ -146,7 +154,9 @@ def test_cutmix_pick_views_without_relabelling_or_clean_half(relabel, include_cl
     if relabel:
         np.testing.assert_array_equal(labels[clean:], np.where(share >= 0.5, s, p))
         np.testing.assert_array_equal(labels[:clean], y[:clean])
-        np.testing.assert_array_equal(per_sample(views, "label_weight"), [1.0] * clean + [0.0] * COUNT)
+        np.testing.assert_array_equal(
+            per_sample(views, "label_weight"), [1.0] * clean + [0.0] * COUNT
+        )
     else:
         expected = share[:, None] * one_hot[s] + (1 - share[:, None]) * one_hot[p]
         np.testing.assert_allclose(labels[clean:], expected, atol=1e-6)

@@ -45,13 +45,28 @@ def plans(augment, count):
 
 
 def within_binomial(observed, probability, count, sigmas=4.5):
-    return abs(observed - probability) <= sigmas * math.sqrt(probability * (1 - probability) / count) + 1e-12
+    return (
+        abs(observed - probability)
+        <= sigmas * math.sqrt(probability * (1 - probability) / count) + 1e-12
+    )
 
 
 def test_pba_ops_are_the_op_library_in_pba_order():
     assert pba.PBA_OPS == (
-        "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
-        "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY",
+        "AutoContrast",
+        "Equalize",
+        "Invert",
+        "Rotate",
+        "Posterize",
+        "Solarize",
+        "Color",
+        "Contrast",
+        "Brightness",
+        "Sharpness",
+        "ShearX",
+        "ShearY",
+        "TranslateX",
+        "TranslateY",
         "Cutout",
     )
     assert all(image_ops.OPS[name].name == name for name in pba.PBA_OPS)
@@ -152,9 +167,7 @@ def test_applied_ops_match_a_brute_force_of_pba_apply_policy():
         ("Cutout", 1): (2, 9),
     }
     augment = pba.PBAAugment(policy_of(levels))
-    expected = exact_outcomes(
-        [(op_index(name), p / 10, m) for (name, _), (p, m) in levels.items()]
-    )
+    expected = exact_outcomes([(op_index(name), p / 10, m) for (name, _), (p, m) in levels.items()])
     assert math.isclose(sum(expected.values()), 1.0)
     count = 4000
     op_indices, magnitudes = plans(augment, count)
@@ -265,7 +278,10 @@ def test_value_range_maps_inputs_onto_the_ops_range_and_back():
     labels = np.zeros(48, "int32")
     on_unit = pba.PBAAugment(policy, seed=3, fill_value=0.55, cutout=0.5)
     ranged = pba.PBAAugment(
-        policy, seed=3, fill_value=low + 0.55 * (high - low), cutout=0.5,
+        policy,
+        seed=3,
+        fill_value=low + 0.55 * (high - low),
+        cutout=0.5,
         value_range=(low, high),
     )
     assert ranged.input_range == (low, high) and on_unit.input_range == (0.0, 1.0)
@@ -287,7 +303,7 @@ def test_value_range_maps_inputs_onto_the_ops_range_and_back():
 def test_translation_is_pbas_level_in_pixels_of_32():
     images = np.zeros((8, 32, 32, 1), "float32")
     for k in range(8):
-        images[k, 2 + k:6 + k, 10:14] = 1.0
+        images[k, 2 + k : 6 + k, 10:14] = 1.0
     augment = pba.PBAAugment(policy_of({("TranslateX", 0): (10, 8)}))
     shifted = 0
     for image, (augmented, op_indices, magnitudes) in zip(
@@ -301,7 +317,9 @@ def test_translation_is_pbas_level_in_pixels_of_32():
 
 
 def test_cutout_fills_one_square_of_the_level_size():
-    images = (np.full((24, 32, 32, 3), 0.5) + np.arange(24)[:, None, None, None] / 1000).astype("float32")
+    images = (np.full((24, 32, 32, 3), 0.5) + np.arange(24)[:, None, None, None] / 1000).astype(
+        "float32"
+    )
     augment = pba.PBAAugment(policy_of({("Cutout", 0): (10, 8)}))
     sides = []
     for image, (augmented, op_indices, _) in zip(images, augmented_with_plans(augment, images)):
@@ -336,10 +354,12 @@ def test_draws_are_reproducible_and_new_each_epoch(digits):
     np.testing.assert_array_equal(first, epoch())
     # An image's draws are its own: the same in batches of 8, in another order.
     again = pba.PBAAugment(pba.HAND_SET_POLICY, seed=0)
-    eights = np.concatenate([
-        again.augment_batch(images[start:start + 8][::-1], np.zeros(8, "int32"))[0]
-        for start in range(0, 32, 8)
-    ])
+    eights = np.concatenate(
+        [
+            again.augment_batch(images[start : start + 8][::-1], np.zeros(8, "int32"))[0]
+            for start in range(0, 32, 8)
+        ]
+    )
     # (Batched kernels may round differently for 8 images and 32: 1e-6.)
     np.testing.assert_allclose(in_order(eights), first, atol=1e-5)
     augment.set_epoch(1)
@@ -366,10 +386,15 @@ def test_explore_stays_on_the_grid_with_pbas_move_distribution():
             for value in range(top + 1):
                 # Resample (0.2) uniformly, else shift by 0..3, down or up, clipped.
                 expected = 0.2 / (top + 1) + 0.8 * sum(
-                    0.25 * 0.5 * ((max(0, level - amount) == value) + (min(top, level + amount) == value))
+                    0.25
+                    * 0.5
+                    * ((max(0, level - amount) == value) + (min(top, level + amount) == value))
                     for amount in range(4)
                 )
-                assert within_binomial(np.mean(values == value), expected, len(values)), (level, value)
+                assert within_binomial(np.mean(values == value), expected, len(values)), (
+                    level,
+                    value,
+                )
     fixed = starts["middle"].explore(rng, resample_probability=0.0).flat()
     assert np.max(np.abs(np.array(fixed) - starts["middle"].flat())) <= 3
     with pytest.raises(ValueError, match="resample_probability"):
@@ -411,9 +436,7 @@ def test_schedule_file_round_trips(tmp_path):
 
 
 def _valid_content():
-    return pba.Schedule(
-        [(0, pba.Policy.zeros()), (2, pba.HAND_SET_POLICY)], epochs=5
-    ).to_json()
+    return pba.Schedule([(0, pba.Policy.zeros()), (2, pba.HAND_SET_POLICY)], epochs=5).to_json()
 
 
 def _edited(change):
@@ -431,7 +454,10 @@ def _edited(change):
         (_edited(lambda c: c.update(version=2)), "schedule version 2"),
         (_edited(lambda c: c["ops"].append("Blur")), "unknown op 'Blur' in ops"),
         (_edited(lambda c: c["ops"].remove("Invert")), "ops lacks Invert"),
-        (_edited(lambda c: c["schedule"][1]["policy"][0].update(op="FlipLR")), "unknown op 'FlipLR'"),
+        (
+            _edited(lambda c: c["schedule"][1]["policy"][0].update(op="FlipLR")),
+            "unknown op 'FlipLR'",
+        ),
         (
             _edited(lambda c: c["schedule"][0]["policy"][5].update(probability=11)),
             "schedule[0].policy[5] (Invert): probability level 11",
@@ -440,7 +466,10 @@ def _edited(change):
             _edited(lambda c: c["schedule"][1]["policy"][6].update(magnitude=10)),
             "magnitude level 10 is not a whole number in 0..9",
         ),
-        (_edited(lambda c: c["schedule"][1]["policy"][6].update(magnitude=2.5)), "magnitude level 2.5"),
+        (
+            _edited(lambda c: c["schedule"][1]["policy"][6].update(magnitude=2.5)),
+            "magnitude level 2.5",
+        ),
         (_edited(lambda c: c["schedule"][1]["policy"].pop()), "exactly 2 times"),
         (_edited(lambda c: c["schedule"].reverse()), "increase strictly, got 0 after 2"),
         (
@@ -452,7 +481,10 @@ def _edited(change):
             "got 2 after 4",
         ),
         (_edited(lambda c: c["schedule"][0].update(start_epoch=1)), "must start at epoch 0"),
-        (_edited(lambda c: c["schedule"][1].update(start_epoch=-2)), "start_epoch must be a whole number"),
+        (
+            _edited(lambda c: c["schedule"][1].update(start_epoch=-2)),
+            "start_epoch must be a whole number",
+        ),
         (_edited(lambda c: c.update(schedule=[])), "non-empty list"),
         (_edited(lambda c: c.update(epochs=2)), "made for 2 epochs"),
         (_edited(lambda c: c.update(epochs=0)), "epochs must be a whole number >= 1"),
@@ -510,8 +542,13 @@ def test_train_teacher_switches_policies_between_epochs_of_fit():
     )
     recorder = PerBatch()
     kd_keras.train_teacher(
-        InvertedFraction(), (images, np.arange(64) % 4), epochs=3, batch_size=8,
-        augment=augment, callbacks=[recorder], verbose=0,
+        InvertedFraction(),
+        (images, np.arange(64) % 4),
+        epochs=3,
+        batch_size=8,
+        augment=augment,
+        callbacks=[recorder],
+        verbose=0,
     )
     assert [len(batches) for batches in recorder.epochs.values()] == [8, 8, 8]
     assert recorder.epochs[0] == [0.0] * 8 and recorder.epochs[2] == [0.0] * 8
@@ -543,8 +580,12 @@ def kd_keras_command(*args, cwd):
         "PYTHONPATH": str(pathlib.Path(kd_keras.__file__).resolve().parent.parent),
     }
     return subprocess.run(
-        [sys.executable, "-m", "kd_keras.cli", *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=600,
+        [sys.executable, "-m", "kd_keras.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -556,16 +597,29 @@ def test_two_stage_commands(tmp_path):
     student_schedule.save(tmp_path / "student_schedule.json")
     result = kd_keras_command(
         # One epoch may leave small_cnn near chance: the plumbing is under test, not the teacher.
-        "train-teacher", "--model=small_cnn", "--epochs=1", "--out=teacher.keras",
-        "--policy=teacher_schedule.json", "--verbose=0", "--allow_weak_teacher", cwd=tmp_path,
+        "train-teacher",
+        "--model=small_cnn",
+        "--epochs=1",
+        "--out=teacher.keras",
+        "--policy=teacher_schedule.json",
+        "--verbose=0",
+        "--allow_weak_teacher",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     card = json.loads((tmp_path / "teacher.json").read_text())
     assert card["policy"] == "teacher_schedule.json"
     result = kd_keras_command(
-        "distill", "--recipe=rolewise", "--policy=student_schedule.json", "--epochs=1",
-        "--teacher=teacher.keras", "--export=keras", "--out=run", "--verbose=0",
-        "--allow_weak_teacher", cwd=tmp_path,
+        "distill",
+        "--recipe=rolewise",
+        "--policy=student_schedule.json",
+        "--epochs=1",
+        "--teacher=teacher.keras",
+        "--export=keras",
+        "--out=run",
+        "--verbose=0",
+        "--allow_weak_teacher",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert pba.Schedule.load(tmp_path / "run" / "pba_schedule.json") == student_schedule
@@ -574,7 +628,9 @@ def test_two_stage_commands(tmp_path):
 
 @pytest.mark.large
 def test_policy_flag_needs_a_recipe_with_a_policy(tmp_path):
-    result = kd_keras_command("distill", "--recipe=kd", "--policy=s.json", "--out=run", cwd=tmp_path)
+    result = kd_keras_command(
+        "distill", "--recipe=kd", "--policy=s.json", "--out=run", cwd=tmp_path
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("kd-keras: error:")]
     assert len(errors) == 1, result.stderr[-2000:]
@@ -599,6 +655,9 @@ def test_pbas_final_cutout_cuts_one_square_of_every_image():
         # One axis-aligned square of side 8, clipped at the borders.
         assert cut.sum() == len(rows) * len(cols) and 1 <= len(rows) <= 8 and len(cols) <= 8
         sides.append(len(rows))
-    assert max(sides) == 8 and len({tuple(np.flatnonzero(c.any(1))) for c in (out != images)[..., 0]}) > 4
+    assert (
+        max(sides) == 8
+        and len({tuple(np.flatnonzero(c.any(1))) for c in (out != images)[..., 0]}) > 4
+    )
     with pytest.raises(ValueError, match="cutout is the side of PBA's final square"):
         pba.PBAAugment(pba.Policy.zeros(), cutout=16)

@@ -58,10 +58,12 @@ def test_graph_map_is_the_old_map_bit_for_bit(digits, policy, options, channels,
     old = ReferencePBAAugment(policy, seed=11, **options)
     new.set_epoch(epoch)
     old.set_epoch(epoch)
-    expected = np.concatenate([
-        old.augment_batch(tf.constant(images[start:start + 32]), tf.zeros(32, tf.int64))[0]
-        for start in range(0, len(images), 32)
-    ])
+    expected = np.concatenate(
+        [
+            old.augment_batch(tf.constant(images[start : start + 32]), tf.zeros(32, tf.int64))[0]
+            for start in range(0, len(images), 32)
+        ]
+    )
     out = mapped(new, images)  # batches of 32, 32 and 8
     np.testing.assert_array_equal(out, expected)
     assert np.mean(np.any(out != images, axis=(1, 2, 3))) > 0.5
@@ -122,7 +124,9 @@ def test_dataset_graph_has_no_python_function_and_runs_from_its_graph(digits):
         np.testing.assert_array_equal(y_again, y)
     # The detector sees a Python function where there is one.
     in_process = pba.PBAAugment(pba.HAND_SET_POLICY, in_process=True)
-    _, ops = dataset_ops(tf.data.Dataset.from_tensor_slices((images, np.arange(64))).batch(32).map(in_process))
+    _, ops = dataset_ops(
+        tf.data.Dataset.from_tensor_slices((images, np.arange(64))).batch(32).map(in_process)
+    )
     assert ops & PYTHON_OPS
 
 

@@ -86,12 +86,19 @@ class HalfMixUp(kd_keras.augment.MixUp):
 
 def test_a_config_names_a_users_registered_augmenter_as_keras_does():
     config = recipes.get("mixup")
-    config["augmenter"] = {**config["augmenter"], "class_name": "my_project>HalfMixUp", "half": False}
+    config["augmenter"] = {
+        **config["augmenter"],
+        "class_name": "my_project>HalfMixUp",
+        "half": False,
+    }
     distiller = build.distiller(config, tiny_teacher(), tiny_student())
     assert type(distiller.augmenter) is HalfMixUp and distiller.augmenter.half is False
     assert distiller.augmenter.per == config["augmenter"]["per"]
     config["augmenter"]["class_name"] = "my_project>Missing"
-    with pytest.raises(ValueError, match="Unknown augmenter 'my_project>Missing'.*MixUp.*register_keras_serializable"):
+    with pytest.raises(
+        ValueError,
+        match="Unknown augmenter 'my_project>Missing'.*MixUp.*register_keras_serializable",
+    ):
         build.distiller(config, tiny_teacher(), tiny_student())
 
 

@@ -111,7 +111,14 @@ def test_explore_resamples_anywhere_on_the_grid_and_leaves_its_input_alone():
 
 def _log_line(trial, cloned, iteration, cloned_iteration, cloned_policy, new_policy):
     return json.dumps(
-        [trial, cloned, iteration, cloned_iteration, {"policy": cloned_policy}, {"policy": new_policy}]
+        [
+            trial,
+            cloned,
+            iteration,
+            cloned_iteration,
+            {"policy": cloned_policy},
+            {"policy": new_policy},
+        ]
     )
 
 
@@ -160,7 +167,10 @@ def test_missing_ray_names_the_extra_to_install(monkeypatch, tmp_path):
 def test_importing_kd_keras_does_not_import_ray():
     code = "import sys, kd_keras, kd_keras.search; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     printed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     ).stdout
     assert printed.strip().splitlines()[-1] == "[]"
@@ -181,14 +191,23 @@ def test_equal_rewards_are_reported_as_an_arbitrary_schedule(capsys):
     from kd_keras.search.pbt import reward_summary
 
     assert reward_summary([0.119, 0.2, 0.119]) == {
-        "final_rewards": [0.119, 0.119, 0.2], "rewards_all_equal": False,
+        "final_rewards": [0.119, 0.119, 0.2],
+        "rewards_all_equal": False,
     }
     assert reward_summary([0.119] * 4)["rewards_all_equal"]
     assert not reward_summary([0.5])["rewards_all_equal"]  # one trial ranks nothing
     report = {
-        "role": "teacher", "model": "cnn", "population": 4, "epochs": 3, "best_trial": "a",
-        "best_validation_accuracy": 0.119, "trial_epochs": 12, "exploits": 2,
-        "seconds_per_trial_epoch": 1.0, "schedule": "s.json", "experiment": "ray",
+        "role": "teacher",
+        "model": "cnn",
+        "population": 4,
+        "epochs": 3,
+        "best_trial": "a",
+        "best_validation_accuracy": 0.119,
+        "trial_epochs": 12,
+        "exploits": 2,
+        "seconds_per_trial_epoch": 1.0,
+        "schedule": "s.json",
+        "experiment": "ray",
         **reward_summary([0.119] * 4),
     }
     assert "final rewards              all equal (11.90%): the schedule is arbitrary" in (
@@ -202,14 +221,25 @@ def test_a_student_search_refuses_a_teacher_at_chance_before_any_trial(tmp_path,
     # A teacher that predicts class 0 whatever it sees.
     inputs = keras.Input((28, 28, 1))
     flat = keras.layers.Flatten()(inputs)
-    outputs = keras.layers.Dense(10, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([5.0] + [0.0] * 9))(flat)
+    outputs = keras.layers.Dense(
+        10,
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant([5.0] + [0.0] * 9),
+    )(flat)
     keras.Model(inputs, outputs).save(tmp_path / "constant.keras")
     ray, _ = kd_keras.search.import_ray()
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("started Ray"))
     settings = {**TINY, "model_kwargs": {"width": 8, "depth": 1}}
-    with pytest.raises(kd_keras.resolve.RunError, match=r"near chance on the search's validation data: accuracy \d+\.\d+%.*kappa 0\.00.*--allow_weak_teacher"):
-        kd_keras.search.search(role="student", teacher=str(tmp_path / "constant.keras"),
-                               out=tmp_path / "search", **settings)
+    with pytest.raises(
+        kd_keras.resolve.RunError,
+        match=r"near chance on the search's validation data: accuracy \d+\.\d+%.*kappa 0\.00.*--allow_weak_teacher",
+    ):
+        kd_keras.search.search(
+            role="student",
+            teacher=str(tmp_path / "constant.keras"),
+            out=tmp_path / "search",
+            **settings,
+        )
     assert not (tmp_path / "search").exists()
 
 
@@ -236,7 +266,9 @@ def test_search_writes_the_best_trials_schedule(teacher_search):
     assert kd_keras.resolve.evaluate(model, validation) == summary["best_validation_accuracy"]
     # Every trial's last reward, as Ray recorded it, and whether they tie.
     rewards = sorted(result.metrics["validation_accuracy"] for result in result_grid(out / "ray"))
-    assert summary["final_rewards"] == rewards and summary["best_validation_accuracy"] == rewards[-1]
+    assert (
+        summary["final_rewards"] == rewards and summary["best_validation_accuracy"] == rewards[-1]
+    )
     assert summary["rewards_all_equal"] == (rewards[0] == rewards[-1])
 
 
@@ -246,7 +278,9 @@ def test_schedule_is_the_lineage_the_best_weights_were_trained_under(teacher_sea
     # The search's own best trial: with tied rewards another trial may rank first here.
     results = list(result_grid(out / "ray"))
     (best,) = [r for r in results if r.metrics["trial_id"] == summary["best_trial"]]
-    assert best.metrics["validation_accuracy"] == max(r.metrics["validation_accuracy"] for r in results)
+    assert best.metrics["validation_accuracy"] == max(
+        r.metrics["validation_accuracy"] for r in results
+    )
     trained_under = checkpoint_file(best, "policies.json")
     assert len(trained_under) == 3
     assert [schedule.policy_at(epoch).flat() for epoch in range(3)] == trained_under
@@ -256,7 +290,7 @@ def test_schedule_is_the_lineage_the_best_weights_were_trained_under(teacher_sea
     for epoch, policy in summary["policy_history"][1:]:
         assert [epoch, policy] in [[line[3], line[5]["policy"]] for line in logged]
     # PBT's explores (the custom explore function) stayed on the grid.
-    explored = (out / "ray" / "pbt_global.txt")
+    explored = out / "ray" / "pbt_global.txt"
     for line in explored.read_text().splitlines() if explored.exists() else []:
         assert on_grid(json.loads(line)[5]["policy"])
 
@@ -280,8 +314,12 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(ray_sess
     marker = tmp_path / "failed_once"
     search_faults.register_by_value()
     settings = dict(
-        role="student", teacher=str(tmp_path / "teacher.keras"), epochs=2,
-        out=tmp_path / "search", max_failures=0, temperature=2.0,
+        role="student",
+        teacher=str(tmp_path / "teacher.keras"),
+        epochs=2,
+        out=tmp_path / "search",
+        max_failures=0,
+        temperature=2.0,
         callbacks=[search_faults.FailOnce(marker)],
         allow_weak_teacher=True,  # an untrained teacher: the plumbing is under test
         **TINY,
@@ -311,8 +349,9 @@ def test_student_search_resumes_after_a_failure_with_the_teacher_frozen(ray_sess
         for saved, kept in zip(distiller.teacher.weights, original):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(saved), kept)
         # The reward is the student's accuracy on the held-out split.
-        assert kd_keras.resolve.evaluate(distiller.student, validation) == (
-            result.metrics["validation_accuracy"]
+        assert (
+            kd_keras.resolve.evaluate(distiller.student, validation)
+            == (result.metrics["validation_accuracy"])
         )
         # The student did train, so the checkpoint is not just the initial weights.
         assert any(
@@ -326,11 +365,20 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     out = tmp_path / "cli_search"
     completed = subprocess.run(
         [
-            sys.executable, str(pathlib.Path(__file__).parent / "search_faults.py"), str(marker),
-            "search", "--role=teacher", "--model=mlp", "--population=1",
-            "--epochs=1", "--train_size=64", "--batch_size=32", f"--out={out}",
+            sys.executable,
+            str(pathlib.Path(__file__).parent / "search_faults.py"),
+            str(marker),
+            "search",
+            "--role=teacher",
+            "--model=mlp",
+            "--population=1",
+            "--epochs=1",
+            "--train_size=64",
+            "--batch_size=32",
+            f"--out={out}",
         ],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -339,8 +387,14 @@ def test_cli_search_survives_a_crashed_trial(tmp_path):
     assert f"{100 * summary['best_validation_accuracy']:.2f}%" in completed.stdout
     assert str(out / "schedule.json") in completed.stdout
     # Quiet by default: neither Tune's tables and boxes nor Ray's INFO/WARNING lines.
-    for noise in ("Configuration for experiment", "View detailed results", "Trial status",
-                  "Token authentication", "INFO ", "╭"):
+    for noise in (
+        "Configuration for experiment",
+        "View detailed results",
+        "Trial status",
+        "Token authentication",
+        "INFO ",
+        "╭",
+    ):
         assert noise not in completed.stdout + completed.stderr, noise
     # One trial and no exploit: the schedule is its initial policy, PBA's zeros.
     assert pba.Schedule.load(out / "schedule.json") == pba.Schedule.constant(

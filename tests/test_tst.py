@@ -64,9 +64,7 @@ def test_prior_and_log_scalars():
     scalars = policy.log_scalars()
     assert scalars["magnitude/Rotate"] == pytest.approx(0.2)
     assert scalars["magnitude/ShearX"] == pytest.approx(0.5)
-    assert all(
-        scalars[f"probability/{name}"] == pytest.approx(0.3) for name in image_ops.TST_OPS
-    )
+    assert all(scalars[f"probability/{name}"] == pytest.approx(0.3) for name in image_ops.TST_OPS)
     assert "magnitude/Invert" not in scalars and "magnitude/Equalize" not in scalars
     assert len(scalars) == 2 * len(image_ops.TST_OPS) - 2
     with pytest.raises(ValueError, match="does not use"):
@@ -117,7 +115,8 @@ def _drawn_pairs(per, directions, seed=0):
     values = policy.augment(x).numpy()[:, 0, 0, 0]
     posterize = 48 / 255 - 0.2
     pairs = {
-        ("Invert", "Brightness+"): 0.2 + 0.6 + 0.18, ("Invert", "Brightness-"): 0.2 + 0.6 - 0.18,
+        ("Invert", "Brightness+"): 0.2 + 0.6 + 0.18,
+        ("Invert", "Brightness-"): 0.2 + 0.6 - 0.18,
         ("Invert", "Posterize"): 0.2 + 0.6 + posterize,
         ("Brightness+", "Posterize"): 0.2 + 0.18 + posterize,
         ("Brightness-", "Posterize"): 0.2 - 0.18 + posterize,
@@ -227,10 +226,17 @@ def test_student_loss_is_tst_loss(digits):
     x, y = digits[0][:32], (digits[1][:32] % 4)
     teacher, student = tiny_teacher(), tiny_student()
     # Invert alone, always on: x~ = 1 - x, so the loss can be computed by hand.
-    config = kd_keras.recipes.get("tst", {
-        "augmenter": {"class_name": "LearnedPolicy", "ops": ["Invert"], "num_ops": 1,
-                      "initial_probability": 1 - 1e-6},
-    })
+    config = kd_keras.recipes.get(
+        "tst",
+        {
+            "augmenter": {
+                "class_name": "LearnedPolicy",
+                "ops": ["Invert"],
+                "num_ops": 1,
+                "initial_probability": 1 - 1e-6,
+            },
+        },
+    )
     distiller = kd_keras.recipes.build.distiller(config, teacher, student)
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))
     logs = distiller.train_on_batch(x, y, return_dict=True)
@@ -298,9 +304,7 @@ def test_objective_is_tst_loss_computed_in_numpy(digits, labels):
     policy = LearnedPolicy(ops=["Invert"], num_ops=1, initial_probability=1 - 1e-6, seed=0)
     policy.build((None, *SHAPE))
     eager = float(policy.objective(x, y, teacher_fn, student_fn))
-    graph = float(
-        tf.function(lambda: policy.objective(x, y, teacher_fn, student_fn))()
-    )
+    graph = float(tf.function(lambda: policy.objective(x, y, teacher_fn, student_fn))())
     assert eager == pytest.approx(expected, rel=1e-5)
     assert graph == pytest.approx(expected, rel=1e-5)
 
@@ -313,9 +317,7 @@ def test_recipe_scales_policy_phases_to_the_run():
     windows = {e: [c.augmenter_epochs for c in build.callbacks(config, e)] for e in (1, 4, 30, 240)}
     # Inserted phases: 30 epochs before student epochs 30 and 90 of 240, the
     # same fractions of shorter runs.
-    assert windows == {
-        1: [], 4: [{1: 1, 3: 1}], 30: [{4: 4, 15: 4}], 240: [{30: 30, 120: 30}]
-    }
+    assert windows == {1: [], 4: [{1: 1, 3: 1}], 30: [{4: 4, 15: 4}], 240: [{30: 30, 120: 30}]}
     assert build.fit_epochs(config, 240) == 300
     (schedule,) = build.callbacks(config, 240)
     assert schedule.reset_augmenter_optimizer
@@ -347,10 +349,20 @@ def test_policy_phase_changes_only_theta(digits, tmp_path):
     teacher_before = _values(teacher.variables)
     trajectory = PolicyTrajectory(tmp_path)
     distiller = kd_keras.distill(
-        teacher, student, (x, y), recipe="tst", epochs=2, verbose=0,
+        teacher,
+        student,
+        (x, y),
+        recipe="tst",
+        epochs=2,
+        verbose=0,
         # One policy epoch inserted before student epoch 1 of 2.
-        **{"phases.starts": [1], "phases.length": 1, "phases.full_epochs": 2,
-           "augmenter_optimizer.learning_rate": 0.5, "batch_size": 64},
+        **{
+            "phases.starts": [1],
+            "phases.length": 1,
+            "phases.full_epochs": 2,
+            "augmenter_optimizer.learning_rate": 0.5,
+            "batch_size": 64,
+        },
         callbacks=[Snapshot(), trajectory],
     )
     policy = distiller.augmenter
@@ -398,20 +410,25 @@ def test_objective_decreases_over_a_policy_phase_on_fixed_networks(digits):
     policy = LearnedPolicy(seed=0)
     policy.build((None, 12, 12, 1))
     distiller = kd_keras.Distiller(teacher, student, augmenter=policy)
-    distiller.compile(
-        optimizer="sgd", augmenter_optimizer=keras.optimizers.SGD(1.0, momentum=0.9)
-    )
+    distiller.compile(optimizer="sgd", augmenter_optimizer=keras.optimizers.SGD(1.0, momentum=0.9))
     networks_before = _values([*teacher.variables, *student.variables])
 
     def objective():
         # The same 8 draws before and after: the expected objective.
-        return np.mean([
-            float(policy.objective(
-                x, y, distiller._teacher_fn, distiller._student_fn,
-                seed=keras.random.SeedGenerator(100 + s),
-            ))
-            for s in range(8)
-        ])
+        return np.mean(
+            [
+                float(
+                    policy.objective(
+                        x,
+                        y,
+                        distiller._teacher_fn,
+                        distiller._student_fn,
+                        seed=keras.random.SeedGenerator(100 + s),
+                    )
+                )
+                for s in range(8)
+            ]
+        )
 
     before = objective()
     distiller.phase = "augmenter"
@@ -431,7 +448,9 @@ def test_value_range_maps_inputs_onto_the_ops_range_and_back():
     ops = ["TranslateX", "Contrast", "Cutout", "Posterize"]
     settings = dict(ops=ops, num_ops=4, initial_probability=0.999, temperature=0.05)
     on_unit = LearnedPolicy(fill_value=0.25, **settings)
-    ranged = LearnedPolicy(fill_value=low + 0.25 * (high - low), value_range=(low, high), **settings)
+    ranged = LearnedPolicy(
+        fill_value=low + 0.25 * (high - low), value_range=(low, high), **settings
+    )
     assert ranged.input_range == (low, high) and on_unit.input_range == (0.0, 1.0)
     on_unit.build(unit.shape)
     ranged.build(unit.shape)
@@ -452,15 +471,17 @@ def test_a_range_refusal_names_the_recipes_value_range_and_the_fix_trains():
     y = rng.integers(0, 10, 64)
     teacher = kd_keras.models.get("mnist1d_cnn", (1, 40, 1), 10)
     student = kd_keras.models.get("mnist1d_mlp", (1, 40, 1), 10)
-    with pytest.raises(ValueError, match=r"--set augmenter\.value_range=\[(-?[0-9.]+),([0-9.]+)\]") as refused:
-        kd_keras.distill(teacher, student, (x, y), recipe="tst", epochs=1, batch_size=32,
-                         verbose=0)
+    with pytest.raises(
+        ValueError, match=r"--set augmenter\.value_range=\[(-?[0-9.]+),([0-9.]+)\]"
+    ) as refused:
+        kd_keras.distill(teacher, student, (x, y), recipe="tst", epochs=1, batch_size=32, verbose=0)
     suggested = refused.value.args[0].split("value_range=")[1].split(")")[0]
     low, high = json.loads(suggested)
     assert low <= x.min() and high >= x.max() and high - low < x.max() - x.min() + 0.03
     config = kd_keras.recipes.get("tst", {"value_range": [low, high]})
-    distiller = kd_keras.distill(teacher, student, (x, y), recipe=config, epochs=1,
-                                 batch_size=32, verbose=0)
+    distiller = kd_keras.distill(
+        teacher, student, (x, y), recipe=config, epochs=1, batch_size=32, verbose=0
+    )
     assert distiller.augmenter.value_range == (low, high)
 
 
@@ -479,9 +500,7 @@ def test_get_config_round_trip():
     config = policy.get_config()
     assert config["value_range"] == [-2.0, 3.0]
     assert LearnedPolicy.from_config(config).get_config() == config
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(policy)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(policy))
     assert isinstance(restored, LearnedPolicy) and restored.get_config() == config
     restored.build((None, *SHAPE))
     assert restored.log_scalars()["magnitude/Rotate"] == pytest.approx(0.3)
@@ -497,11 +516,15 @@ def test_jitted_steps_compile(digits):
         ops=["Rotate", "Contrast", "Sharpness", "Posterize", "Solarize", "Equalize", "Cutout"]
     )
     distiller = kd_keras.Distiller(
-        tiny_teacher(), tiny_student(), augmenter=policy,
-        student_loss_weight=1.0, distillation_loss_weights=[1.0],
+        tiny_teacher(),
+        tiny_student(),
+        augmenter=policy,
+        student_loss_weight=1.0,
+        distillation_loss_weights=[1.0],
     )
     distiller.compile(
-        optimizer="sgd", augmenter_optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        optimizer="sgd",
+        augmenter_optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         jit_compile=True,
     )
     distiller.phase = "augmenter"

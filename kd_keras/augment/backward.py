@@ -252,16 +252,27 @@ class BackwardPerturbation(Augmenter):
                 sample_shape += (self.vocabulary_size,)
             # Each replica keeps its own pool; checkpoints store the first's.
             self.pool = self.add_weight(
-                shape=(self.pool_size, *sample_shape), initializer="zeros",
-                trainable=False, name="pool", aggregation="only_first_replica",
+                shape=(self.pool_size, *sample_shape),
+                initializer="zeros",
+                trainable=False,
+                name="pool",
+                aggregation="only_first_replica",
             )
             self.pool_next = self.add_weight(
-                shape=(), dtype="int32", initializer="zeros", trainable=False,
-                name="pool_next", aggregation="only_first_replica",
+                shape=(),
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                name="pool_next",
+                aggregation="only_first_replica",
             )
             self.pool_filled = self.add_weight(
-                shape=(), dtype="int32", initializer="zeros", trainable=False,
-                name="pool_filled", aggregation="only_first_replica",
+                shape=(),
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                name="pool_filled",
+                aggregation="only_first_replica",
             )
         super().build(input_shape)
 
@@ -404,7 +415,10 @@ class BackwardPerturbation(Augmenter):
         # fraction < 1 the clean view is shuffled, so it is not deterministic.
         return Views(
             View(
-                clean, y, teacher_clean, deterministic=self.fraction >= 1,
+                clean,
+                y,
+                teacher_clean,
+                deterministic=self.fraction >= 1,
                 teacher_features=features_clean,
             ),
             View(
@@ -431,21 +445,17 @@ class BackwardPerturbation(Augmenter):
         return count, drawn
 
     def _remember(self, samples):
-        samples = samples[ops.maximum(ops.shape(samples)[0] - self.pool_size, 0):]
+        samples = samples[ops.maximum(ops.shape(samples)[0] - self.pool_size, 0) :]
         written = ops.shape(samples)[0]
         indices = (self.pool_next + ops.arange(written, dtype="int32")) % self.pool_size
-        self.pool.assign(
-            tf.tensor_scatter_nd_update(self.pool.value, indices[:, None], samples)
-        )
+        self.pool.assign(tf.tensor_scatter_nd_update(self.pool.value, indices[:, None], samples))
         self.pool_next.assign((self.pool_next + written) % self.pool_size)
         self.pool_filled.assign(ops.minimum(self.pool_filled + written, self.pool_size))
 
     def _draw(self, drawn):
         filled = ops.maximum(self.pool_filled, 1)
         draws = keras.random.uniform((drawn,), dtype="float32", seed=self.seed_generator)
-        indices = ops.minimum(
-            ops.cast(draws * ops.cast(filled, "float32"), "int32"), filled - 1
-        )
+        indices = ops.minimum(ops.cast(draws * ops.cast(filled, "float32"), "int32"), filled - 1)
         return ops.take(self.pool, indices, axis=0)
 
     def get_config(self):

@@ -82,9 +82,7 @@ def _log_gamma(shape, alpha, seed, attempts):
     v = (1.0 + c * z) ** 3
     positive = v > 0
     log_v = ops.log(ops.where(positive, v, 1.0))
-    accepted = positive & (
-        ops.log(ops.maximum(u, 1e-37)) < 0.5 * z**2 + d - d * v + d * log_v
-    )
+    accepted = positive & (ops.log(ops.maximum(u, 1e-37)) < 0.5 * z**2 + d - d * v + d * log_v)
     first = ops.argmax(ops.cast(accepted, "int32"), axis=-1)
     log_v = ops.squeeze(ops.take_along_axis(log_v, first[..., None], axis=-1), -1)
     log_v = ops.where(ops.any(accepted, axis=-1), log_v, 0.0)
@@ -270,7 +268,8 @@ class _Mixing(Augmenter):
         """
         y = ops.convert_to_tensor(y)
         (teacher_clean, features_clean), (teacher_new, features_new) = teacher or (
-            (None, None), (None, None)
+            (None, None),
+            (None, None),
         )
         y_source = ops.take(y, source, axis=0)
         y_partner = ops.take(y, partner, axis=0)
@@ -278,7 +277,10 @@ class _Mixing(Augmenter):
         if self.relabel:
             # The dominant label only feeds the training accuracy metric.
             mixed = View(
-                x_new, _dominant(y_source, y_partner, lam), teacher_new, label_weight=0.0,
+                x_new,
+                _dominant(y_source, y_partner, lam),
+                teacher_new,
+                label_weight=0.0,
                 teacher_features=features_new,
             )
             return Views(clean, mixed) if self.include_clean else mixed
@@ -297,11 +299,18 @@ class _Mixing(Augmenter):
         if not self.include_clean:
             return View(x_new, y_mixed, teacher_new, teacher_features=features_new)
         mixed = View(
-            x_new, y_mixed, teacher_new, label_weight=self.mixed_label_weight, distill_weight=0.0,
+            x_new,
+            y_mixed,
+            teacher_new,
+            label_weight=self.mixed_label_weight,
+            distill_weight=0.0,
             teacher_features=features_new,
         )
         clean = View(
-            x, _soft(y, num_classes), teacher_clean, deterministic=True,
+            x,
+            _soft(y, num_classes),
+            teacher_clean,
+            deterministic=True,
             teacher_features=features_clean,
         )
         return Views(clean, mixed)
@@ -581,9 +590,7 @@ class CutMixPick(CutMix):
         if int(n_run) < 1:
             raise ValueError(f"n_run must be at least 1, got {n_run}: use e.g. 2.")
         if criterion not in CRITERIA:
-            raise ValueError(
-                f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}."
-            )
+            raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}.")
         if not float(temperature) > 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         self.n_run = int(n_run)
@@ -638,9 +645,7 @@ class CutMixPick(CutMix):
         # a compile-time constant of each traced batch shape.
         picked = tf.math.top_k(scores, k=batch).indices
         teacher_picked = ops.take(teacher_candidates, picked, axis=0)
-        features_picked = map_features(
-            lambda f: ops.take(f, picked, axis=0), features_candidates
-        )
+        features_picked = map_features(lambda f: ops.take(f, picked, axis=0), features_candidates)
         return self._assemble(
             x,
             y,
@@ -653,7 +658,10 @@ class CutMixPick(CutMix):
                     None if teacher_clean is None else ops.stop_gradient(teacher_clean),
                     map_features(ops.stop_gradient, features_clean),
                 ),
-                (ops.stop_gradient(teacher_picked), map_features(ops.stop_gradient, features_picked)),
+                (
+                    ops.stop_gradient(teacher_picked),
+                    map_features(ops.stop_gradient, features_picked),
+                ),
             ),
             teacher_fn,
         )

@@ -83,8 +83,7 @@ def _prepare(images, magnitude, signed):
     magnitude = tf.cast(magnitude, images.dtype)
     if magnitude.shape.rank not in (0, 1):
         raise ValueError(
-            "magnitude must be a scalar or one value per image, got shape "
-            f"{magnitude.shape}."
+            f"magnitude must be a scalar or one value per image, got shape {magnitude.shape}."
         )
     magnitude = tf.clip_by_value(magnitude, -1.0 if signed else 0.0, 1.0)
     return images, tf.broadcast_to(magnitude, tf.shape(images)[:1])
@@ -409,9 +408,7 @@ def posterize(images, magnitude, max_bits=4):
     hard = _posterize(images, tf.round(bits))
     low = tf.minimum(tf.floor(bits), float(max_bits) - 1.0)
     fraction = _per_image(bits - low)
-    relaxed = (1.0 - fraction) * _posterize(images, low) + fraction * _posterize(
-        images, low + 1.0
-    )
+    relaxed = (1.0 - fraction) * _posterize(images, low) + fraction * _posterize(images, low + 1.0)
     # Forward: exactly `hard`; backward: the gradient of `relaxed`.
     return hard + (relaxed - tf.stop_gradient(relaxed))
 
@@ -723,9 +720,7 @@ class Op:
 
 
 def _geometric(name, function, motion):
-    return Op(
-        name, function, signed=True, learnable=True, takes_fill_value=True, motion=motion
-    )
+    return Op(name, function, signed=True, learnable=True, takes_fill_value=True, motion=motion)
 
 
 def _enhancement(name, function):

@@ -72,8 +72,7 @@ def _prior(value, names, what):
     for name, v in zip(names, values):
         if not 0.0 < v < 1.0:
             raise ValueError(
-                f"initial_{what} of {name} must be in (0, 1) (it is a sigmoid), "
-                f"got {v}."
+                f"initial_{what} of {name} must be in (0, 1) (it is a sigmoid), got {v}."
             )
     return values
 
@@ -204,8 +203,7 @@ class LearnedPolicy(Augmenter):
         self._ops = [image_ops.get(name) for name in names]
         if not 1 <= int(num_ops) <= len(names):
             raise ValueError(
-                f"num_ops must be in 1..{len(names)} (the number of ops), "
-                f"got {num_ops}."
+                f"num_ops must be in 1..{len(names)} (the number of ops), got {num_ops}."
             )
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
@@ -225,11 +223,7 @@ class LearnedPolicy(Augmenter):
         return self.value_range
 
     def build(self, input_shape):
-        if (
-            input_shape is None
-            or len(input_shape) != 4
-            or input_shape[-1] not in (1, 3)
-        ):
+        if input_shape is None or len(input_shape) != 4 or input_shape[-1] not in (1, 3):
             raise ValueError(
                 "LearnedPolicy augments images of shape (batch, height, width, "
                 f"channels) with 1 or 3 channels, got input shape {input_shape}."
@@ -363,9 +357,7 @@ class LearnedPolicy(Augmenter):
         teacher_logits = ops.cast(teacher_fn(x_tilde), "float32")
         student_logits = ops.cast(student_fn(x_tilde), "float32")
         teacher_wrong = kd_losses.cross_entropy_per_sample(y, teacher_logits)
-        student_right = -kd_losses.log_one_minus_label_probability(
-            y, student_logits, _EPSILON
-        )
+        student_right = -kd_losses.log_one_minus_label_probability(y, student_logits, _EPSILON)
         return ops.mean(teacher_wrong) + ops.mean(student_right)
 
     def log_scalars(self):

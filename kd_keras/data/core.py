@@ -147,7 +147,7 @@ def load(name, data_dir=None, download="auto", **options):
     if name in _LOADERS:
         return _LOADERS[name](**options)
     if str(name).startswith(TFDS_PREFIX):
-        tfds_name = name[len(TFDS_PREFIX):]
+        tfds_name = name[len(TFDS_PREFIX) :]
         for matches, loader in _TFDS_FAMILIES:
             if matches(tfds_name, data_dir):
                 return loader(tfds_name, data_dir, download)
@@ -251,16 +251,15 @@ def _check_class_ids(y, num_classes):
 def _check_probabilities(y, num_classes):
     if num_classes is not None and y.shape[1] != num_classes:
         raise DataError(
-            f"One-hot labels have {y.shape[1]} columns but the models have "
-            f"{num_classes} classes."
+            f"One-hot labels have {y.shape[1]} columns but the models have {num_classes} classes."
         )
     if not _is_number(y.dtype):
-        raise DataError(
-            f"Labels have dtype {y.dtype}: per-class probabilities must be floats."
-        )
+        raise DataError(f"Labels have dtype {y.dtype}: per-class probabilities must be floats.")
     rows = y.astype("float64")
-    if not np.all(np.isfinite(rows)) or np.any(rows < 0) or not np.allclose(
-        rows.sum(axis=1), 1.0, atol=1e-3
+    if (
+        not np.all(np.isfinite(rows))
+        or np.any(rows < 0)
+        or not np.allclose(rows.sum(axis=1), 1.0, atol=1e-3)
     ):
         raise DataError(
             "Labels of shape (n, classes) must be per-class probabilities "
@@ -298,8 +297,7 @@ def check_dataset(dataset, num_classes=None, batch_size=None, count=256):
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise DataError(
-            f"The data set yields {spec}, not (inputs, labels) pairs: map it to "
-            "(x, y) tuples."
+            f"The data set yields {spec}, not (inputs, labels) pairs: map it to (x, y) tuples."
         )
     batched = spec[0].shape.rank is not None and spec[0].shape.rank > 0 and spec[0].shape[0] is None
     size = int(dataset.cardinality())
@@ -311,7 +309,7 @@ def check_dataset(dataset, num_classes=None, batch_size=None, count=256):
             f"{batch_size}: lower the batch size to at most {size} or add data."
         )
     seen = 0
-    for element in (dataset if batched else dataset.batch(count)):
+    for element in dataset if batched else dataset.batch(count):
         # Batch by batch: padded batches may differ in shape.
         x, _ = check_arrays(element[0].numpy(), element[1].numpy(), num_classes)
         seen += len(x)
@@ -403,9 +401,7 @@ def _ordered_by_epoch(data, seed, epoch):
     def one_pass(_):
         # Read once per pass, when the pass's iterator starts.
         key = tf.stack([seed, tf.cast(epoch.read_value(), tf.int64)])
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(count, dtype=tf.int64), seed=key
-        )
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=key)
         return tf.data.Dataset.from_tensor_slices(order)
 
     dataset = tf.data.Dataset.range(1).flat_map(one_pass)

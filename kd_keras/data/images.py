@@ -70,7 +70,10 @@ def load_digits(
     )
     if train_fraction < 1:
         x_train, _, y_train, _ = train_test_split(
-            x_train, y_train, train_size=train_fraction, stratify=y_train,
+            x_train,
+            y_train,
+            train_size=train_fraction,
+            stratify=y_train,
             random_state=seed,
         )
     rng = np.random.default_rng(seed)

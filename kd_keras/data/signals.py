@@ -43,8 +43,12 @@ def _generated():
     data = make_dataset(get_dataset_args())
     return tuple(
         np.asarray(data[key], dtype)
-        for key, dtype in (("x", "float32"), ("y", "int32"), ("x_test", "float32"),
-                           ("y_test", "int32"))
+        for key, dtype in (
+            ("x", "float32"),
+            ("y", "int32"),
+            ("x_test", "float32"),
+            ("y_test", "int32"),
+        )
     )
 
 

@@ -18,8 +18,14 @@ from kd_keras.distiller import Distiller
 _AUGMENTERS = {
     name: getattr(augment, name)
     for name in (
-        "MixUp", "CutMix", "CutMixPick", "FunctionMatching", "LearnedPolicy",
-        "SpatialAugmenter", "GenerativeAugmenter", "BackwardPerturbation",
+        "MixUp",
+        "CutMix",
+        "CutMixPick",
+        "FunctionMatching",
+        "LearnedPolicy",
+        "SpatialAugmenter",
+        "GenerativeAugmenter",
+        "BackwardPerturbation",
     )
 }
 _LOSSES = {
@@ -170,9 +176,7 @@ def learning_rate_schedule(learning_rate, schedule, total_steps):
     if schedule.get("name") != "step":
         raise ValueError(f"Unknown schedule {schedule!r}: use {{'name': 'step', ...}}.")
     boundaries = [max(0, int(round(f * total_steps)) - 1) for f in schedule["decay_fractions"]]
-    values = [
-        learning_rate * schedule["decay_factor"] ** i for i in range(len(boundaries) + 1)
-    ]
+    values = [learning_rate * schedule["decay_factor"] ** i for i in range(len(boundaries) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
@@ -181,15 +185,19 @@ def callbacks(config, epochs, host=None):
     found = []
     phases = config.get("phases")
     if phases is not None and phases["mode"] == "steps":
-        found.append(kd_callbacks.PhaseSchedule(
-            student_steps=phases["student_steps"], augmenter_steps=phases["augmenter_steps"]
-        ))
+        found.append(
+            kd_callbacks.PhaseSchedule(
+                student_steps=phases["student_steps"], augmenter_steps=phases["augmenter_steps"]
+            )
+        )
     elif phases is not None:
         windows = augmenter_windows(phases, epochs)
         if windows:
-            found.append(kd_callbacks.PhaseSchedule(
-                augmenter_epochs=windows, reset_augmenter_optimizer=phases["reset_optimizer"]
-            ))
+            found.append(
+                kd_callbacks.PhaseSchedule(
+                    augmenter_epochs=windows, reset_augmenter_optimizer=phases["reset_optimizer"]
+                )
+            )
     if host is not None and hasattr(host, "callback"):
         # The run's length stretches a schedule searched over another length.
         found.append(host.callback(fit_epochs(config, epochs)))
@@ -254,6 +262,6 @@ def _instance(spec, known, kind):
 
 
 def _load_vae(spec):
-    path = shipped.path(f"{spec[len('shipped:'):]}.keras") if spec.startswith("shipped:") else spec
+    path = shipped.path(f"{spec[len('shipped:') :]}.keras") if spec.startswith("shipped:") else spec
     # Safe mode: a VAE file holds no Python code.
     return keras.saving.load_model(path, safe_mode=True)

@@ -12,7 +12,11 @@ from kd_keras.recipes import blocks
 
 
 def rolewise(
-    policy=None, temperature=4.0, augment_seed=None, fill_value=0.0, cutout=0.5,
+    policy=None,
+    temperature=4.0,
+    augment_seed=None,
+    fill_value=0.0,
+    cutout=0.5,
     value_range=(0.0, 1.0),
 ):
     """Vanilla KD on the views of the student's PBA agent, in tf.data.

@@ -38,9 +38,7 @@ class PolicyExplore:
 
     def __init__(self, resample_probability=0.2, seed=0):
         if not 0.0 <= resample_probability <= 1.0:
-            raise ValueError(
-                f"resample_probability must be in [0, 1], got {resample_probability}."
-            )
+            raise ValueError(f"resample_probability must be in [0, 1], got {resample_probability}.")
         self.resample_probability = float(resample_probability)
         self.seed = seed
         self._rng = np.random.default_rng(seed)

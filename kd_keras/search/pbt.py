@@ -37,8 +37,18 @@ SETTINGS_FILE = "settings.json"
 # restores the population and the scheduler from the experiment, the trials
 # get the data and networks of the resuming call.
 RESUME_KEYS = (
-    "role", "dataset", "model", "model_kwargs", "teacher", "population", "epochs",
-    "perturbation_interval", "train_size", "validation_size", "batch_size", "seed",
+    "role",
+    "dataset",
+    "model",
+    "model_kwargs",
+    "teacher",
+    "population",
+    "epochs",
+    "perturbation_interval",
+    "train_size",
+    "validation_size",
+    "batch_size",
+    "seed",
     "initial_policy",
 )
 INITIAL_POLICIES = ("zeros", "random")
@@ -167,9 +177,25 @@ def search(
     if bits is not None:
         model_kwargs["bits"] = bits
     setup, settings = _prepare(
-        role, dataset, model, teacher, population, epochs, perturbation_interval,
-        train_size, validation_size, batch_size, learning_rate, seed, initial_policy,
-        model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides, allow_weak_teacher,
+        role,
+        dataset,
+        model,
+        teacher,
+        population,
+        epochs,
+        perturbation_interval,
+        train_size,
+        validation_size,
+        batch_size,
+        learning_rate,
+        seed,
+        initial_policy,
+        model_kwargs,
+        cpus_per_trial,
+        data_dir,
+        download,
+        recipe_overrides,
+        allow_weak_teacher,
         callbacks,
     )
     out = pathlib.Path(out or default_out("search", role, dataset)).resolve()
@@ -189,7 +215,10 @@ def search(
     if started_ray:
         # verbose=0 keeps Ray's own INFO and WARNING lines (a token-auth notice,
         # PBT's "no checkpoint ... Skip exploit") out of the output.
-        quiet = {"log_to_driver": False, "logging_level": logging.ERROR if not verbose else logging.INFO}
+        quiet = {
+            "log_to_driver": False,
+            "logging_level": logging.ERROR if not verbose else logging.INFO,
+        }
         if os.environ.get("RAY_ADDRESS"):
             ray.init(**quiet)
         else:
@@ -202,12 +231,22 @@ def search(
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
         else:
             tuner = _new_tuner(
-                tune, trainable, settings, out, perturbation_interval, quantile_fraction,
-                resample_probability, max_failures, seed, verbose,
+                tune,
+                trainable,
+                settings,
+                out,
+                perturbation_interval,
+                quantile_fraction,
+                resample_probability,
+                max_failures,
+                seed,
+                verbose,
             )
         epochs_before = epochs_trained(experiment)
         # Tune prints its configuration box and result paths even at verbose=0.
-        printed = contextlib.redirect_stdout(io.StringIO()) if not verbose else contextlib.nullcontext()
+        printed = (
+            contextlib.redirect_stdout(io.StringIO()) if not verbose else contextlib.nullcontext()
+        )
         with warnings.catch_warnings(), printed:
             # Actor reuse is off on purpose (see _new_tuner).
             warnings.filterwarnings("ignore", "Consider boosting PBT performance")
@@ -237,9 +276,25 @@ def search(
 
 
 def _prepare(
-    role, dataset, model, teacher, population, epochs, perturbation_interval,
-    train_size, validation_size, batch_size, learning_rate, seed, initial_policy,
-    model_kwargs, cpus_per_trial, data_dir, download, recipe_overrides, allow_weak_teacher,
+    role,
+    dataset,
+    model,
+    teacher,
+    population,
+    epochs,
+    perturbation_interval,
+    train_size,
+    validation_size,
+    batch_size,
+    learning_rate,
+    seed,
+    initial_policy,
+    model_kwargs,
+    cpus_per_trial,
+    data_dir,
+    download,
+    recipe_overrides,
+    allow_weak_teacher,
     callbacks,
 ):
     if role not in ROLES:
@@ -258,9 +313,7 @@ def _prepare(
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value}.")
     if initial_policy not in INITIAL_POLICIES:
-        raise ValueError(
-            f"initial_policy must be 'zeros' or 'random', got {initial_policy!r}."
-        )
+        raise ValueError(f"initial_policy must be 'zeros' or 'random', got {initial_policy!r}.")
     model = model or DEFAULT_MODELS[role]
     if model not in kd_models.names():
         raise resolve.RunError(
@@ -292,8 +345,12 @@ def _prepare(
             overrides["learning_rate"] = learning_rate
     rng = np.random.default_rng(seed)
     initial = [
-        [int(level) for level in (pba.Policy.zeros() if initial_policy == "zeros"
-                                  else pba.Policy.random(rng)).flat()]
+        [
+            int(level)
+            for level in (
+                pba.Policy.zeros() if initial_policy == "zeros" else pba.Policy.random(rng)
+            ).flat()
+        ]
         for _ in range(int(population))
     ]
     setup = TrialSetup(
@@ -370,7 +427,7 @@ def split_train_validation(data, train_size=None, validation_size=0.2, seed=0):
             "left after the validation split: choose at most that."
         )
     order = np.random.default_rng(seed).permutation(count)
-    validation, train = order[:held_out], order[held_out:held_out + train_size]
+    validation, train = order[:held_out], order[held_out : held_out + train_size]
     return (x[train], y[train]), (x[validation], y[validation])
 
 
@@ -390,8 +447,16 @@ def _keras_bytes(model):
 
 
 def _new_tuner(
-    tune, trainable, settings, out, perturbation_interval, quantile_fraction,
-    resample_probability, max_failures, seed, verbose,
+    tune,
+    trainable,
+    settings,
+    out,
+    perturbation_interval,
+    quantile_fraction,
+    resample_probability,
+    max_failures,
+    seed,
+    verbose,
 ):
     from ray.tune.schedulers import PopulationBasedTraining
 

@@ -25,6 +25,8 @@ VALIDATION_ACCURACY = "validation_accuracy"
 # The policies a checkpoint's weights were trained under, one per epoch: the
 # lineage the PBT policy log describes, kept with the weights themselves.
 POLICIES_FILE = "policies.json"
+
+
 @dataclasses.dataclass
 class TrialSetup:
     """What every trial of a search shares, handed to it by `tune.with_parameters`.
@@ -119,16 +121,29 @@ def train_trial(config, setup):
             # Short epochs: the in-process map skips tf.data's per-epoch instantiation.
             augment = pba.PBAAugment(schedule, seed=seed, in_process=True)
             train_teacher(
-                network, setup.train, epochs=setup.epochs, batch_size=setup.batch_size,
-                learning_rate=setup.learning_rate, augment=augment, seed=seed,
-                callbacks=callbacks, verbose=0,
+                network,
+                setup.train,
+                epochs=setup.epochs,
+                batch_size=setup.batch_size,
+                learning_rate=setup.learning_rate,
+                augment=augment,
+                seed=seed,
+                callbacks=callbacks,
+                verbose=0,
             )
         else:
             teacher = _load_teacher(setup.teacher_bytes)
             recipe = recipes.get("rolewise", {"policy": schedule, **setup.recipe_overrides})
             distill(
-                teacher, network, setup.train, recipe=recipe, epochs=setup.epochs,
-                batch_size=setup.batch_size, seed=seed, callbacks=callbacks, verbose=0,
+                teacher,
+                network,
+                setup.train,
+                recipe=recipe,
+                epochs=setup.epochs,
+                batch_size=setup.batch_size,
+                seed=seed,
+                callbacks=callbacks,
+                verbose=0,
             )
 
 

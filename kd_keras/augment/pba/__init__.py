@@ -46,7 +46,6 @@ References:
     arXiv:2004.08861 (seed 000).
 """
 
-
 from kd_keras.augment.pba.pipeline import PBAAugment
 from kd_keras.augment.pba.pipeline import ScheduleCallback
 from kd_keras.augment.pba.policy import COPIES

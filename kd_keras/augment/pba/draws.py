@@ -83,9 +83,11 @@ def hashes(keys):
         ],
         axis=2,
     )
-    table = tf.reshape(tf.bitcast(tf.fingerprint(tf.reshape(rows, [-1, 5])), tf.int64), [batch, count])
+    table = tf.reshape(
+        tf.bitcast(tf.fingerprint(tf.reshape(rows, [-1, 5])), tf.int64), [batch, count]
+    )
     return {
-        stream: table[:, _STARTS[stream]:_STARTS[stream] + size]
+        stream: table[:, _STARTS[stream] : _STARTS[stream] + size]
         for stream, size in STREAMS.items()
     }
 

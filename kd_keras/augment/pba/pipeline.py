@@ -116,7 +116,13 @@ class PBAAugment:
     batched = True
 
     def __init__(
-        self, schedule, seed=0, fill_value=0.0, then=None, cutout=0.0, in_process=False,
+        self,
+        schedule,
+        seed=0,
+        fill_value=0.0,
+        then=None,
+        cutout=0.0,
+        in_process=False,
         value_range=(0.0, 1.0),
     ):
         self.schedule = schedule
@@ -170,9 +176,7 @@ class PBAAugment:
     @property
     def policy(self):
         """The `Policy` in force now."""
-        return Policy(
-            self._probability_levels.numpy(), self._magnitude_levels.numpy()
-        )
+        return Policy(self._probability_levels.numpy(), self._magnitude_levels.numpy())
 
     def set_epoch(self, epoch, epochs=None):
         """Make the map function use `epoch`'s policy and draws (of a run of `epochs`)."""
@@ -226,9 +230,10 @@ class PBAAugment:
             keepdims=True,
         )
         order = tf.argsort(draws.uniform(hashed[draws.ORDER]), axis=1, stable=True)
-        probabilities = tf.cast(
-            tf.gather(tf.reshape(self._probability_levels, [-1]), order), tf.float32
-        ) / PARAMETER_MAX
+        probabilities = (
+            tf.cast(tf.gather(tf.reshape(self._probability_levels, [-1]), order), tf.float32)
+            / PARAMETER_MAX
+        )
         coins = draws.uniform(hashed[draws.COINS]) < probabilities
         applied = tf.cumsum(tf.cast(coins, tf.int32), axis=1)
         chosen = coins & (applied <= count)
@@ -236,9 +241,7 @@ class PBAAugment:
         # applied op, or `_ENTRIES` (no op) if there is none.
         picked = tf.stack(
             [
-                tf.reduce_min(
-                    tf.where(chosen & (applied == slot + 1), order, _ENTRIES), axis=1
-                )
+                tf.reduce_min(tf.where(chosen & (applied == slot + 1), order, _ENTRIES), axis=1)
                 for slot in range(_MAX_OPS)
             ],
             axis=1,
@@ -290,9 +293,7 @@ class PBAAugment:
                 tf.gather(centres, index, axis=1),
             )
 
-        _, images = tf.while_loop(
-            lambda index, _: index < _MAX_OPS, slot, (tf.constant(0), images)
-        )
+        _, images = tf.while_loop(lambda index, _: index < _MAX_OPS, slot, (tf.constant(0), images))
         return images
 
     def _apply_slot(self, images, op_indices, magnitudes, centres):
@@ -372,7 +373,10 @@ class PBAAugment:
             # PBA's pipeline ends, after the policy and pad-crop-flip, with a
             # Cutout of every image.
             augmented = image_ops.cutout_at(
-                augmented, 1.0, centres[:, _MAX_OPS], max_size=self.cutout,
+                augmented,
+                1.0,
+                centres[:, _MAX_OPS],
+                max_size=self.cutout,
                 fill_value=self.fill_value,
             )
         return augmented, labels

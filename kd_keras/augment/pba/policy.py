@@ -57,9 +57,7 @@ def _levels(values, levels, what):
     except (TypeError, ValueError):
         raise ValueError(f"{what} levels must be numbers, got {values!r}.") from None
     if array.shape != _SHAPE:
-        raise ValueError(
-            f"{what} levels must have shape {_SHAPE} (op, copy), got {array.shape}."
-        )
+        raise ValueError(f"{what} levels must have shape {_SHAPE} (op, copy), got {array.shape}.")
     if not np.all(array == np.round(array)):
         raise ValueError(f"{what} levels must be whole numbers, got {values!r}.")
     if array.min() < 0 or array.max() > levels - 1:
@@ -179,9 +177,7 @@ class Policy:
             A new `Policy`.
         """
         if not 0.0 <= resample_probability <= 1.0:
-            raise ValueError(
-                f"resample_probability must be in [0, 1], got {resample_probability}."
-            )
+            raise ValueError(f"resample_probability must be in [0, 1], got {resample_probability}.")
         rng = np.random.default_rng(rng)
         levels = np.asarray(self.flat()).reshape(*_SHAPE, 2)
         top = np.array([PROBABILITY_LEVELS - 1, MAGNITUDE_LEVELS - 1])

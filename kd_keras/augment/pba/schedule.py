@@ -204,14 +204,11 @@ class Schedule:
             here = f"schedule[{position}]"
             if not isinstance(entry, dict) or set(entry) != {"start_epoch", "policy"}:
                 raise ValueError(
-                    f"{here} must be an object with exactly the keys start_epoch and "
-                    "policy."
+                    f"{here} must be an object with exactly the keys start_epoch and policy."
                 )
             start = entry["start_epoch"]
             if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-                raise ValueError(
-                    f"{here}: start_epoch must be a whole number >= 0, got {start!r}."
-                )
+                raise ValueError(f"{here}: start_epoch must be a whole number >= 0, got {start!r}.")
             entries.append((start, Policy.from_json(entry["policy"], f"{here}.policy")))
         return cls(entries, epochs=epochs)
 
@@ -287,6 +284,5 @@ def as_schedule(value):
     if isinstance(value, (str, os.PathLike)):
         return Schedule.load(value)
     raise ValueError(
-        f"Expected a PBA Schedule, Policy or schedule file path, got "
-        f"{type(value).__name__}."
+        f"Expected a PBA Schedule, Policy or schedule file path, got {type(value).__name__}."
     )
