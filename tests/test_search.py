@@ -276,8 +276,12 @@ def test_schedule_is_the_lineage_the_best_weights_were_trained_under(teacher_sea
     schedule, out = teacher_search
     summary = json.loads((out / "search.json").read_text())
     # The search's own best trial: with tied rewards another trial may rank first here.
+    # A trial that exploited the finished best one holds a copy of its last
+    # result; the best trial's own result is the one in its own directory.
     results = list(result_grid(out / "ray"))
-    (best,) = [r for r in results if r.metrics["trial_id"] == summary["best_trial"]]
+    copies = [r for r in results if r.metrics["trial_id"] == summary["best_trial"]]
+    (best,) = [r for r in copies if pathlib.Path(r.path).name == f"trial_{summary['best_trial']}"]
+    assert all(r.metrics == best.metrics for r in copies)
     assert best.metrics["validation_accuracy"] == max(
         r.metrics["validation_accuracy"] for r in results
     )
@@ -411,9 +415,10 @@ def test_tied_rewards_name_the_first_trial_by_id_in_any_order(tmp_path):
     from kd_keras.search import pbt
 
     class Result:
-        def __init__(self, trial_id, reward, level):
+        def __init__(self, trial_id, reward, level, directory=None):
             self.metrics = {"trial_id": trial_id, "validation_accuracy": reward}
             self.config = {"policy": [level] * 60}
+            self.path = str(tmp_path / f"trial_{directory or trial_id}")
 
     class Grid(list):
         errors = []
@@ -422,7 +427,10 @@ def test_tied_rewards_name_the_first_trial_by_id_in_any_order(tmp_path):
         def num_terminated(self):
             return len(self)
 
-    trials = [Result("b", 0.5, 2), Result("c", 0.25, 3), Result("a", 0.5, 1)]
+    # Trial "d" exploited "a" after "a" had finished: it holds a copy of a's
+    # last result under its own, explored config, which is not a's lineage.
+    copy = Result("a", 0.5, 4, directory="d")
+    trials = [copy, Result("b", 0.5, 2), Result("c", 0.25, 3), Result("a", 0.5, 1)]
     for order in (trials, trials[::-1]):
         schedule, summary = pbt._best_schedule(Grid(order), tmp_path, 3)
         assert summary["best_trial"] == "a"

@@ -533,10 +533,19 @@ def _best_schedule(results, experiment, epochs):
             f"{len(results)} trials unfinished: rerun with resume=True (--resume) to "
             "finish them."
         )
-    # Ties go to the first trial by id, so a resumed search (whose results
-    # Ray lists in another order) names the same best trial.
+    # A trial that exploited an already finished one ends without training
+    # and keeps that trial's last result, its id and reward included (its
+    # weights are that trial's too): the best is chosen among results in their
+    # own trial's directory, so its config is the best trial's own. Ties go to
+    # the first trial by id, so a resumed search (whose results Ray lists in
+    # another order) names the same best trial.
+    own = [
+        result
+        for result in results
+        if pathlib.Path(result.path).name == f"trial_{result.metrics['trial_id']}"
+    ]
     best = max(
-        sorted(results, key=lambda result: result.metrics["trial_id"]),
+        sorted(own or list(results), key=lambda result: result.metrics["trial_id"]),
         key=lambda result: result.metrics[VALIDATION_ACCURACY],
     )
     trial_id = best.metrics["trial_id"]
