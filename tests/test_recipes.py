@@ -113,6 +113,10 @@ def test_tst_takes_the_pairs_official_settings():
     assert recipes.get("tst", teacher="resnet32x4", student="shufflev1")["batch_size"] == 64
     unknown = recipes.get("tst", teacher="cnn", student="mlp")
     default = recipes.get("tst", teacher="wrn_40_2", student="wrn_16_2")
+    # Unlisted pairs: the official default pair with our student rate.
+    assert default["optimizer"]["learning_rate"] == 0.1
+    assert unknown["optimizer"]["learning_rate"] == 0.01
+    unknown["optimizer"]["learning_rate"] = 0.1
     assert unknown == default
     assert unknown["student_forward"] == "joint" and unknown["student_loss_weight"] == 0.5
 

@@ -310,7 +310,7 @@ def test_objective_is_tst_loss_computed_in_numpy(digits, labels):
 
 
 def test_recipe_scales_policy_phases_to_the_run():
-    config = kd_keras.recipes.get("tst")
+    config = kd_keras.recipes.get("tst", teacher="wrn_40_2", student="wrn_16_2")
     assert config["epochs"] == 240 and config["batch_size"] == 128
     assert config["optimizer"]["learning_rate"] == 0.1 and config["optimizer"]["nesterov"]
     build = kd_keras.recipes.build
