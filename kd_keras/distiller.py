@@ -7,19 +7,20 @@ import tensorflow as tf
 from keras import ops
 
 from kd_keras import _keras_compat
+from kd_keras import loss_terms
 from kd_keras import losses as kd_losses
+from kd_keras import model_checks
 from kd_keras import precision as kd_precision
 from kd_keras import strategy as kd_strategy
 from kd_keras.augment.base import Augmenter
 from kd_keras.augment.base import View
 from kd_keras.augment.base import as_views
-from kd_keras.models.strip_softmax import ends_in_softmax
+from kd_keras.loss_terms import FINAL_OUTPUT
 
 STUDENT = "student"
 AUGMENTER = "augmenter"
 PHASES = (STUDENT, AUGMENTER)
 STUDENT_FORWARDS = ("per_view", "joint")
-FINAL_OUTPUT = "final_output"
 # A training batch may carry the teacher's logits of its inputs (the teacher
 # cache of kd_keras.distill): x is then {INPUTS: inputs, TEACHER_LOGITS: logits}.
 INPUTS = "inputs"
@@ -104,7 +105,7 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        _check_models(teacher, student)
+        model_checks.check_models(teacher, student)
         if isinstance(student_loss_weight, bool) or not isinstance(
             student_loss_weight, (int, float)
         ):
@@ -139,7 +140,7 @@ class Distiller(keras.Model):
                     "compute_loss(teacher_outputs, student_outputs), e.g. "
                     "kd_keras.losses.TemperatureKL(4.0)."
                 )
-            _warn_if_logits_kl(loss)
+            loss_terms.warn_if_logits_kl(loss)
             validate = getattr(loss, "validate_model_compatibility", None)
             if validate is not None:
                 validate(teacher, student)
@@ -152,11 +153,11 @@ class Distiller(keras.Model):
         self.distillation_loss_weights = distillation_loss_weights
         self.student_loss_weight = float(student_loss_weight)
         self.student_forward = student_forward
-        self._teacher_features = _feature_extractor(
-            teacher, _layer_names(distillation_losses, "teacher_layer_name")
+        self._teacher_features = loss_terms.feature_extractor(
+            teacher, loss_terms.layer_names(distillation_losses, "teacher_layer_name")
         )
-        self._student_features = _feature_extractor(
-            student, _layer_names(distillation_losses, "student_layer_name")
+        self._student_features = loss_terms.feature_extractor(
+            student, loss_terms.layer_names(distillation_losses, "student_layer_name")
         )
         self.augmenter_optimizer = None
         self._student_loss = None
@@ -183,7 +184,7 @@ class Distiller(keras.Model):
             name="steps_trained",
         )
         if not self.augmenter.built:
-            self.augmenter.build(_shape(teacher, "input_shape"))
+            self.augmenter.build(model_checks.model_shape(teacher, "input_shape"))
         self._build_trackers()
         self.built = teacher.built and student.built
 
@@ -301,7 +302,7 @@ class Distiller(keras.Model):
                 keras.optimizers.get(augmenter_optimizer),
                 student_float16 or kd_precision.computes_in(self.teacher, "float16"),
             )
-        self._student_loss = None if loss is None else _as_loss_function(loss)
+        self._student_loss = None if loss is None else loss_terms.as_loss_function(loss)
         self._student_loss_config = loss
         self._metrics_config = metrics
         replicated = self.distribute_strategy.num_replicas_in_sync > 1
@@ -580,24 +581,26 @@ class Distiller(keras.Model):
         student_loss = ops.zeros((), "float32")
         term_values = [ops.zeros((), "float32") for _ in self.distillation_losses]
         for view, teacher, student in zip(views, teacher_outputs, student_outputs):
-            if not _is_zero(view.label_weight):
+            if not loss_terms.is_zero(view.label_weight):
                 values = self._student_loss_values(view.y, student[FINAL_OUTPUT])
-                student_loss = student_loss + _weighted_mean(values, view.label_weight)
-            if _is_zero(view.distill_weight):
+                student_loss = student_loss + loss_terms.weighted_mean(values, view.label_weight)
+            if loss_terms.is_zero(view.distill_weight):
                 continue
             for index, distillation_loss in enumerate(self.distillation_losses):
-                teacher_value, student_value = _loss_inputs(distillation_loss, teacher, student)
+                teacher_value, student_value = loss_terms.loss_inputs(
+                    distillation_loss, teacher, student
+                )
                 validate = getattr(distillation_loss, "validate_outputs", None)
                 if validate is not None:
                     validate(teacher_value, student_value)
-                if _is_scalar(view.distill_weight):
+                if loss_terms.is_scalar(view.distill_weight):
                     value = ops.cast(
                         distillation_loss.compute_loss(teacher_value, student_value),
                         "float32",
                     ) * ops.cast(view.distill_weight, "float32")
                 else:
-                    value = _weighted_mean(
-                        _per_sample(distillation_loss, teacher_value, student_value),
+                    value = loss_terms.weighted_mean(
+                        loss_terms.per_sample(distillation_loss, teacher_value, student_value),
                         view.distill_weight,
                     )
                 term_values[index] = term_values[index] + value
@@ -652,7 +655,9 @@ class Distiller(keras.Model):
         return self.student(_split_cached(x)[0], training=False)
 
     def _build_trackers(self):
-        self._distillation_names = _unique_names(self.distillation_losses)
+        self._distillation_names = loss_terms.unique_names(
+            self.distillation_losses, (*_TOTALS, "agreement", "accuracy")
+        )
         names = [*_TOTALS, *self._distillation_names]
         if self.learnable_augmenter:
             names.append("augmenter_objective")
@@ -749,22 +754,6 @@ def _split_cached(x):
     return x, None
 
 
-def _warn_if_logits_kl(loss):
-    # keras.distillation.LogitsDistillation's default loss="kl_divergence"
-    # becomes the function kl_divergence, not a KLDivergence instance, so no
-    # softmax is applied: the KL of logits clipped to [1e-7, 1] teaches nothing.
-    if not isinstance(loss, keras.distillation.LogitsDistillation):
-        return
-    if any(function is keras.losses.kl_divergence for function in keras.tree.flatten(loss.loss)):
-        warnings.warn(
-            "LogitsDistillation(loss='kl_divergence') applies no softmax in Keras "
-            f"{keras.__version__} (it takes the KL of clipped logits, which trains "
-            "to chance): pass loss=keras.losses.KLDivergence() or use "
-            "kd_keras.losses.TemperatureKL(temperature).",
-            stacklevel=3,
-        )
-
-
 def _updated(metric):
     # Mean-based metrics count their updates; others are always logged.
     count = getattr(metric, "count", None)
@@ -776,109 +765,6 @@ def _loss_scaled(optimizer, float16):
     if float16 and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-def _check_models(teacher, student):
-    for role, model in (("Teacher", teacher), ("Student", student)):
-        if not isinstance(model, keras.Model):
-            raise ValueError(f"{role} must be a keras.Model, got {type(model)}")
-    if ends_in_softmax(teacher):
-        raise ValueError(
-            f"The teacher {teacher.name!r} ends in a softmax, but distillation "
-            "needs logits: pass kd_keras.models.strip_softmax(teacher)."
-        )
-    if ends_in_softmax(student):
-        raise ValueError(
-            f"The student {student.name!r} ends in a softmax, but distillation "
-            "needs logits: rebuild its last layer with activation=None."
-        )
-    teacher_out = _shape(teacher, "output_shape")
-    student_out = _shape(student, "output_shape")
-    if teacher_out and student_out and teacher_out[-1] != student_out[-1]:
-        raise ValueError(
-            f"The teacher outputs {teacher_out[-1]} classes and the student "
-            f"{student_out[-1]}: build the student with num_classes="
-            f"{teacher_out[-1]}."
-        )
-    teacher_in = _shape(teacher, "input_shape")
-    student_in = _shape(student, "input_shape")
-    if teacher_in and student_in and tuple(teacher_in[1:]) != tuple(student_in[1:]):
-        raise ValueError(
-            f"The teacher takes inputs of shape {tuple(teacher_in[1:])} and the "
-            f"student {tuple(student_in[1:])}: build the student with "
-            f"input_shape={tuple(teacher_in[1:])}."
-        )
-    teacher_inputs = getattr(teacher, "inputs", None)
-    student_inputs = getattr(student, "inputs", None)
-    if teacher_inputs and student_inputs:
-        for teacher_input, student_input in zip(teacher_inputs, student_inputs):
-            if teacher_input.dtype != student_input.dtype:
-                raise ValueError(
-                    "Teacher and student input dtypes must match. Teacher: "
-                    f"{teacher_input.dtype}, Student: {student_input.dtype}."
-                )
-
-
-def _layer_names(distillation_losses, attribute):
-    names = []
-    for loss in distillation_losses:
-        name = getattr(loss, attribute, None)
-        if name and name not in names:
-            names.append(name)
-    return names
-
-
-def _feature_extractor(model, layer_names):
-    """A model giving `model`'s logits and the named layers' outputs in one pass."""
-    if not layer_names:
-        return None
-    if getattr(model, "inputs", None) is None:
-        raise ValueError(
-            f"Cannot create feature extractor for {model.name}. The model has no "
-            "symbolic inputs attribute."
-        )
-    final = model.layers[-1].output if isinstance(model, keras.Sequential) else model.output
-    outputs = {FINAL_OUTPUT: final}
-    for name in layer_names:
-        outputs[name] = model.get_layer(name=name).output
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_multi_feature_extractor")
-
-
-def _loss_inputs(distillation_loss, teacher_outputs, student_outputs):
-    teacher_layer = getattr(distillation_loss, "teacher_layer_name", None)
-    if not teacher_layer:
-        return teacher_outputs[FINAL_OUTPUT], student_outputs[FINAL_OUTPUT]
-    student_layer = distillation_loss.student_layer_name or FINAL_OUTPUT
-    return teacher_outputs[teacher_layer], student_outputs[student_layer]
-
-
-def _as_loss_function(loss):
-    """A `(y, y_pred) -> per-sample values` function for a Keras loss argument."""
-    if isinstance(loss, str):
-        function = keras.losses.get(loss)
-        if function is None:
-            raise ValueError(f"Unknown loss function: '{loss}'.")
-        if function in _PROBABILITY_LOSSES:
-            warnings.warn(
-                f"loss={loss!r} reads the student's outputs as probabilities, but a "
-                "distillation student outputs logits: pass e.g. "
-                "keras.losses.SparseCategoricalCrossentropy(from_logits=True), or "
-                "loss=None for the logits cross-entropy.",
-                stacklevel=4,
-            )
-        return function
-    if isinstance(loss, keras.losses.Loss):
-        # The unreduced values: the Distiller weights and averages them per view.
-        return loss.call
-    if callable(loss):
-        return loss
-    raise ValueError(f"loss must be a Keras loss, a function or a name, got {loss!r}.")
-
-
-_PROBABILITY_LOSSES = (
-    keras.losses.sparse_categorical_crossentropy,
-    keras.losses.categorical_crossentropy,
-)
 
 
 def _concatenate(tensors):
@@ -898,53 +784,3 @@ def _split(outputs, inputs):
         pieces.append({name: value[start:stop] for name, value in outputs.items()})
         start = stop
     return pieces
-
-
-def _is_scalar(weight):
-    return isinstance(weight, (int, float)) or len(getattr(weight, "shape", ())) == 0
-
-
-def _is_zero(weight):
-    # Only a weight known to be 0 while tracing skips its term's computation.
-    return isinstance(weight, (int, float)) and weight == 0
-
-
-def _shape(model, attribute):
-    try:
-        shape = getattr(model, attribute)
-    except (AttributeError, ValueError):
-        return None
-    # Multi-input or multi-output models are checked by the losses instead.
-    if isinstance(shape, list) or not isinstance(shape, tuple):
-        return None
-    return shape
-
-
-def _weighted_mean(values, weight):
-    """Mean over a view of `weight * values` (a number or per-sample weights)."""
-    values = ops.cast(values, "float32")
-    count = ops.maximum(ops.cast(ops.size(values), "float32"), 1.0)
-    return ops.sum(values * ops.cast(weight, "float32")) / count
-
-
-def _per_sample(distillation_loss, teacher_logits, student_logits):
-    per_sample = getattr(distillation_loss, "call", None)
-    if per_sample is None:
-        raise TypeError(
-            f"{type(distillation_loss).__name__} gives no per-sample values, which "
-            "this augmenter's per-sample distillation weights need: use "
-            "kd_keras.losses.TemperatureKL."
-        )
-    return per_sample(teacher_logits, student_logits)
-
-
-def _unique_names(distillation_losses):
-    names = []
-    for loss in distillation_losses:
-        base = getattr(loss, "name", None) or type(loss).__name__.lower()
-        name, index = base, 1
-        while name in names or name in (*_TOTALS, "agreement", "accuracy"):
-            index += 1
-            name = f"{base}_{index}"
-        names.append(name)
-    return names

@@ -351,7 +351,7 @@ def test_the_text_command_runs_and_saves_the_vocabulary(tmp_path):
     student = keras.saving.load_model(tmp_path / "run" / "student.keras", safe_mode=True)
     tokenizer = kd_keras.data.text.load_tokenizer(tmp_path / "run" / "vocabulary.txt", 40)
     serve = kd_keras.data.text.serving_model(tokenizer, student)
-    texts, _ = kd_keras.data.text.synthetic_reviews(5, seed=99)
+    texts, _ = kd_keras.data.reviews.synthetic_reviews(5, seed=99)
     np.testing.assert_allclose(
         serve.predict(tf.constant(texts), verbose=0),
         student.predict(kd_keras.data.text.tokenize(tokenizer, texts), verbose=0),

@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 import kd_keras
 from kd_keras import data as kd_data
+from kd_keras.data import reviews
 from kd_keras.data import text as text_data
 
 # Subprocesses, trainings and conversions: the large tier (`pytest -m large`).
@@ -17,20 +18,20 @@ pytestmark = pytest.mark.large
 def _oracle(text):
     """Label a synthetic review by its documented rule, from its words alone."""
     words = text.rstrip(".").replace(",", "").split()
-    topic = next(t for t, nouns in enumerate(text_data._TOPIC_NOUNS) if set(words) & set(nouns))
+    topic = next(t for t, nouns in enumerate(reviews._TOPIC_NOUNS) if set(words) & set(nouns))
     votes, negated = 0, False
     for word in words:
         if word == "the":
             negated = False  # a clause starts
-        elif word in text_data._NEGATIONS:
+        elif word in reviews._NEGATIONS:
             negated = True
-        elif word in text_data._POSITIVE or word in text_data._NEGATIVE:
-            votes += 1 if (word in text_data._POSITIVE) != negated else -1
+        elif word in reviews._POSITIVE or word in reviews._NEGATIVE:
+            votes += 1 if (word in reviews._POSITIVE) != negated else -1
     return 2 * topic + int(votes > 0)
 
 
 def test_synthetic_reviews_follow_their_documented_rule():
-    texts, labels = text_data.synthetic_reviews(2000, seed=5)
+    texts, labels = reviews.synthetic_reviews(2000, seed=5)
     assert [_oracle(text) for text in texts] == list(labels)
     assert np.all(np.bincount(labels, minlength=4) > 400)
     # Sentiment is not in the words alone: every adjective appears in
@@ -38,7 +39,7 @@ def test_synthetic_reviews_follow_their_documented_rule():
     good = [label % 2 for text, label in zip(texts, labels) if "good" in text.split()]
     assert 0.2 < np.mean(good) < 0.8
     # Deterministic, and a smaller count is a prefix of a larger one.
-    fewer, fewer_labels = text_data.synthetic_reviews(3, seed=5)
+    fewer, fewer_labels = reviews.synthetic_reviews(3, seed=5)
     assert fewer == texts[:3] and list(fewer_labels) == list(labels[:3])
 
 
@@ -50,7 +51,7 @@ def test_offline_default_loads_and_is_deterministic():
     assert x_train.dtype == np.int32 and y_train.dtype == np.int32 and y_test.dtype == np.int32
     assert bundle.input_shape == (40,) and bundle.num_classes == 4
     vocabulary_size = bundle.model_kwargs["vocabulary_size"]
-    assert vocabulary_size == len(text_data.vocabulary()) + 2
+    assert vocabulary_size == len(reviews.vocabulary()) + 2
     assert x_train.max() < vocabulary_size and not np.any(x_train == 1)  # no OOV
     assert bundle.sample("test", 3).dtype == np.int32
     again = text_data.load_text_default()
@@ -79,7 +80,7 @@ def test_serving_model_takes_raw_strings_and_gives_the_students_logits(tmp_path)
         "text_cnn", bundle.input_shape, bundle.num_classes, **bundle.model_kwargs
     )
     serve = text_data.serving_model(bundle.tokenizer, student)
-    texts, _ = text_data.synthetic_reviews(6, seed=7)
+    texts, _ = reviews.synthetic_reviews(6, seed=7)
     expected = student.predict(text_data.tokenize(bundle.tokenizer, texts), verbose=0)
     np.testing.assert_allclose(serve.predict(tf.constant(texts), verbose=0), expected, atol=1e-6)
     serve.save(tmp_path / "serving.keras")

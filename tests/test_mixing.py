@@ -11,6 +11,7 @@ import tensorflow as tf  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import kd_keras  # noqa: E402
+from kd_keras.augment import cutmix_pick  # noqa: E402
 from kd_keras.augment import mixing  # noqa: E402
 
 SHAPE = (8, 8, 1)
@@ -177,7 +178,7 @@ def test_beta_sampler_compiles_and_is_reproducible():
     assert abs(float(np.mean(first)) - 0.5) < 0.05
 
 
-@pytest.mark.parametrize("criterion", mixing.CRITERIA)
+@pytest.mark.parametrize("criterion", cutmix_pick.CRITERIA)
 def test_cutmix_pick_keeps_the_top_b_candidates(criterion):
     teacher, student = teacher_model(), student_model()
     x, y = batch(8)

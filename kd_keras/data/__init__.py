@@ -2,6 +2,7 @@
 
 # Text before images: the image family is the catch-all for "tfds:NAME".
 from kd_keras.data import text  # noqa: I001
+from kd_keras.data import reviews
 from kd_keras.data.core import TFDS_PREFIX
 from kd_keras.data.core import DataBundle
 from kd_keras.data.core import DataError
