@@ -176,28 +176,69 @@ def search(
     model_kwargs = dict(model_kwargs or {})
     if bits is not None:
         model_kwargs["bits"] = bits
-    setup, settings = _prepare(
+    model = _check_arguments(
         role,
-        dataset,
         model,
         teacher,
-        population,
-        epochs,
-        perturbation_interval,
-        train_size,
-        validation_size,
-        batch_size,
-        learning_rate,
-        seed,
-        initial_policy,
-        model_kwargs,
-        cpus_per_trial,
-        data_dir,
-        download,
         recipe_overrides,
-        allow_weak_teacher,
-        callbacks,
+        initial_policy,
+        population=population,
+        perturbation_interval=perturbation_interval,
+        batch_size=batch_size,
+        cpus_per_trial=cpus_per_trial,
     )
+    bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
+    if len(bundle.input_shape) != 3:
+        raise resolve.RunError(
+            f"{dataset} is not an image data set: PBA policies are image operations."
+        )
+    if epochs is None:
+        epochs = bundle.default_epochs or DEFAULT_EPOCHS
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs}.")
+    train, validation = split_train_validation(
+        _arrays(bundle.train), train_size, validation_size, seed
+    )
+    teacher_bytes = None
+    overrides = dict(recipe_overrides)
+    if role == "student":
+        teacher = teacher or bundle.default_teacher
+        teacher_bytes = _teacher_bytes(teacher, bundle, validation, seed, allow_weak_teacher)
+        if learning_rate is not None:
+            overrides["learning_rate"] = learning_rate
+    setup = TrialSetup(
+        role=role,
+        model=model,
+        model_kwargs=model_kwargs,
+        input_shape=tuple(bundle.input_shape),
+        num_classes=int(bundle.num_classes),
+        train=train,
+        validation=validation,
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        seed=int(seed),
+        learning_rate=None if role == "student" else learning_rate,
+        teacher_bytes=teacher_bytes,
+        recipe_overrides=overrides,
+        threads=int(cpus_per_trial),
+        callbacks=list(callbacks or []),
+    )
+    settings = {
+        "role": role,
+        "dataset": dataset,
+        "model": model,
+        "model_kwargs": setup.model_kwargs,
+        "teacher": teacher,
+        "population": int(population),
+        "epochs": int(epochs),
+        "perturbation_interval": int(perturbation_interval),
+        "train_size": len(train[1]),
+        "validation_size": len(validation[1]),
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "initial_policy": initial_policy,
+        "initial_policies": _initial_policies(initial_policy, population, seed),
+    }
     out = pathlib.Path(out or default_out("search", role, dataset)).resolve()
     experiment = out / EXPERIMENT
     restoring = bool(resume) and tune.Tuner.can_restore(str(experiment))
@@ -275,28 +316,8 @@ def search(
     return schedule
 
 
-def _prepare(
-    role,
-    dataset,
-    model,
-    teacher,
-    population,
-    epochs,
-    perturbation_interval,
-    train_size,
-    validation_size,
-    batch_size,
-    learning_rate,
-    seed,
-    initial_policy,
-    model_kwargs,
-    cpus_per_trial,
-    data_dir,
-    download,
-    recipe_overrides,
-    allow_weak_teacher,
-    callbacks,
-):
+def _check_arguments(role, model, teacher, recipe_overrides, initial_policy, **counts):
+    """The search's own arguments, before any data loads; returns the model's name."""
     if role not in ROLES:
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
     if role == "teacher" and (teacher is not None or recipe_overrides):
@@ -304,12 +325,7 @@ def _prepare(
             "teacher and recipe overrides are for role 'student': drop them or "
             "search with role='student'."
         )
-    for name, value in (
-        ("population", population),
-        ("perturbation_interval", perturbation_interval),
-        ("batch_size", batch_size),
-        ("cpus_per_trial", cpus_per_trial),
-    ):
+    for name, value in counts.items():
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value}.")
     if initial_policy not in INITIAL_POLICIES:
@@ -319,32 +335,23 @@ def _prepare(
         raise resolve.RunError(
             f"Unknown model {model!r}: choose one of {', '.join(kd_models.names())}."
         )
-    bundle = kd_data.load(dataset, data_dir=data_dir, download=download)
-    if len(bundle.input_shape) != 3:
-        raise resolve.RunError(
-            f"{dataset} is not an image data set: PBA policies are image operations."
-        )
-    if epochs is None:
-        epochs = bundle.default_epochs or DEFAULT_EPOCHS
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs}.")
-    train, validation = split_train_validation(
-        _arrays(bundle.train), train_size, validation_size, seed
+    return model
+
+
+def _teacher_bytes(teacher, bundle, validation, seed, allow_weak_teacher):
+    """The role student's frozen teacher, checked on the validation data, as .keras bytes."""
+    teacher_model = resolve.resolve_teacher(teacher, bundle, seed, verbose=0)
+    # The rewards would all be chance: refuse before a single trial runs.
+    resolve.check_teacher(
+        teacher_model, validation, "the search's validation data", allow_weak_teacher
     )
-    teacher_bytes = None
-    overrides = dict(recipe_overrides)
-    if role == "student":
-        teacher = teacher or bundle.default_teacher
-        teacher_model = resolve.resolve_teacher(teacher, bundle, seed, verbose=0)
-        # The rewards would all be chance: refuse before a single trial runs.
-        resolve.check_teacher(
-            teacher_model, validation, "the search's validation data", allow_weak_teacher
-        )
-        teacher_bytes = _keras_bytes(teacher_model)
-        if learning_rate is not None:
-            overrides["learning_rate"] = learning_rate
+    return _keras_bytes(teacher_model)
+
+
+def _initial_policies(initial_policy, population, seed):
+    """Each trial's starting policy as levels: all zeros, or random from `seed`."""
     rng = np.random.default_rng(seed)
-    initial = [
+    return [
         [
             int(level)
             for level in (
@@ -353,40 +360,6 @@ def _prepare(
         ]
         for _ in range(int(population))
     ]
-    setup = TrialSetup(
-        role=role,
-        model=model,
-        model_kwargs=dict(model_kwargs or {}),
-        input_shape=tuple(bundle.input_shape),
-        num_classes=int(bundle.num_classes),
-        train=train,
-        validation=validation,
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        seed=int(seed),
-        learning_rate=None if role == "student" else learning_rate,
-        teacher_bytes=teacher_bytes,
-        recipe_overrides=overrides,
-        threads=int(cpus_per_trial),
-        callbacks=list(callbacks or []),
-    )
-    settings = {
-        "role": role,
-        "dataset": dataset,
-        "model": model,
-        "model_kwargs": setup.model_kwargs,
-        "teacher": teacher,
-        "population": int(population),
-        "epochs": int(epochs),
-        "perturbation_interval": int(perturbation_interval),
-        "train_size": len(train[1]),
-        "validation_size": len(validation[1]),
-        "batch_size": int(batch_size),
-        "seed": int(seed),
-        "initial_policy": initial_policy,
-        "initial_policies": initial,
-    }
-    return setup, settings
 
 
 def split_train_validation(data, train_size=None, validation_size=0.2, seed=0):
