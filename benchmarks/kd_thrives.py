@@ -22,6 +22,9 @@ PNG of test accuracy vs epochs.
 Usage:
     PYTHONPATH=. python benchmarks/kd_thrives.py                       # 3 seeds, 960 epochs
     PYTHONPATH=. python benchmarks/kd_thrives.py --seeds=1 --lengths=2,4 --rows=KD,CE  # smoke
+    # rows or seeds in parallel processes, then one table and plot:
+    PYTHONPATH=. python benchmarks/kd_thrives.py --rows=KD --first_seed=1 --json=a.json --plot=
+    PYTHONPATH=. python benchmarks/kd_thrives.py --merge=a.json,b.json
 """
 
 import json
@@ -38,7 +41,14 @@ from absl import flags  # noqa: E402
 import kd_keras  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ...).")
+flags.DEFINE_integer("seeds", 3, "Seeds per row.")
+flags.DEFINE_integer("first_seed", 0, "The first seed: seeds first_seed, first_seed + 1, ...")
+flags.DEFINE_list(
+    "merge",
+    None,
+    "Train nothing: merge these --json files (rows and seeds run in separate "
+    "processes) into one table, --json and --plot.",
+)
 flags.DEFINE_list(
     "lengths", ["30", "60", "240", "960"], "Epochs at which the test split is scored."
 )
@@ -113,6 +123,19 @@ def train(row, seed, data, teacher, lengths):
 
 def main(argv):
     del argv
+    if FLAGS.merge:
+        lengths, results = merged(FLAGS.merge)
+    else:
+        lengths, results = run()
+    report(lengths, results)
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as handle:
+            json.dump({"lengths": lengths, "results": results}, handle, indent=1)
+    if FLAGS.plot:
+        plot(FLAGS.plot, results, lengths)
+
+
+def run():
     lengths = sorted(int(length) for length in FLAGS.lengths)
     rows = FLAGS.rows or list(ROWS)
     data = kd_keras.data.load_mnist1d()
@@ -120,7 +143,7 @@ def main(argv):
     results = {}
     for row in rows:
         results[row] = []
-        for seed in range(FLAGS.seeds):
+        for seed in range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds):
             started = time.perf_counter()
             scores = train(row, seed, data, teacher, lengths)
             results[row].append(
@@ -133,22 +156,34 @@ def main(argv):
                 ),
                 flush=True,
             )
+    return lengths, results
+
+
+def merged(paths):
+    """The runs of several --json files, rows in the order of ROWS, scored at the common lengths."""
+    lengths, runs = None, {}
+    for path in paths:
+        with open(path) as handle:
+            found = json.load(handle)
+        lengths = set(found["lengths"]) if lengths is None else lengths & set(found["lengths"])
+        for row, row_runs in found["results"].items():
+            for entry in row_runs:
+                entry["scores"] = {int(epoch): score for epoch, score in entry["scores"].items()}
+            runs.setdefault(row, []).extend(row_runs)
+    order = [row for row in ROWS if row in runs] + [row for row in runs if row not in ROWS]
+    return sorted(lengths), {row: sorted(runs[row], key=lambda run: run["seed"]) for row in order}
+
+
+def report(lengths, results):
+    seeds = sorted({run["seed"] for runs in results.values() for run in runs})
     header = f"{'row':28s}" + "".join(f"{f'{length} ep':>16s}" for length in lengths)
-    print(
-        "\nMNIST-1D test accuracy (%), mean ± std over "
-        f"{FLAGS.seeds} seed(s); teacher 90.0%\n" + header
-    )
+    print(f"\nMNIST-1D test accuracy (%), mean ± std over seeds {seeds}; teacher 90.0%\n" + header)
     for row, runs in results.items():
         cells = ""
         for length in lengths:
             values = 100 * np.array([run["scores"][length] for run in runs])
-            cells += f"{values.mean():9.1f} ± {values.std():4.1f}"
+            cells += f"{f'{values.mean():.1f} ± {values.std():.1f}':>16s}"
         print(f"{row:28s}{cells}")
-    if FLAGS.json:
-        with open(FLAGS.json, "w") as handle:
-            json.dump({"lengths": lengths, "results": results}, handle, indent=1)
-    if FLAGS.plot:
-        plot(FLAGS.plot, results, lengths)
 
 
 def plot(path, results, lengths):

@@ -368,6 +368,39 @@ def test_backward_mnist1d(tmp_path):
     assert figure.stat().st_size > 0
 
 
+def test_kd_thrives_runs_rows_apart_and_merges_them(tmp_path):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    for path, rows, first_seed in ((first, "CE", 0), (second, "KD,CE", 1)):
+        stdout = run(
+            "benchmarks/kd_thrives.py",
+            "--seeds=1",
+            f"--first_seed={first_seed}",
+            "--lengths=1,2",
+            f"--rows={rows}",
+            f"--json={path}",
+            "--plot=",
+            cwd=tmp_path,
+        )
+        assert f"seeds [{first_seed}]" in stdout
+    figure, merged = tmp_path / "curves.png", tmp_path / "merged.json"
+    stdout = run(
+        "benchmarks/kd_thrives.py",
+        f"--merge={first},{second}",
+        f"--json={merged}",
+        f"--plot={figure}",
+        cwd=tmp_path,
+    )
+    rows = rows_after(stdout, "row ")
+    assert [line.split("  ")[0] for line in rows] == ["CE", "KD"]
+    saved = json.loads(merged.read_text())
+    assert saved["lengths"] == [1, 2]
+    assert [run["seed"] for run in saved["results"]["CE"]] == [0, 1]
+    ce = [run["scores"][str(length)] for run in saved["results"]["CE"] for length in (1, 2)]
+    ce_mean = 100 * (ce[1] + ce[3]) / 2  # the 2-epoch column over seeds 0 and 1
+    assert accuracies(row(rows, "CE"), 2)[1][0] == pytest.approx(ce_mean, abs=0.051)
+    assert figure.stat().st_size > 0
+
+
 def test_step_time(tmp_path):
     stdout = run("benchmarks/step_time.py", "--rounds=2", "--steps=1", "--jit=off", cwd=tmp_path)
     rows = rows_after(stdout, "| XLA | step |")
