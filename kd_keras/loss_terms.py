@@ -10,6 +10,7 @@ FINAL_OUTPUT = "final_output"
 
 
 def warn_if_logits_kl(loss):
+    """Warn when a `LogitsDistillation` would take the KL of raw logits."""
     # keras.distillation.LogitsDistillation's default loss="kl_divergence"
     # becomes the function kl_divergence, not a KLDivergence instance, so no
     # softmax is applied: the KL of logits clipped to [1e-7, 1] teaches nothing.
@@ -26,6 +27,7 @@ def warn_if_logits_kl(loss):
 
 
 def layer_names(distillation_losses, attribute):
+    """The distinct layer names the losses read through `attribute`, in order."""
     names = []
     for loss in distillation_losses:
         name = getattr(loss, attribute, None)
@@ -51,6 +53,7 @@ def feature_extractor(model, layer_names):
 
 
 def loss_inputs(distillation_loss, teacher_outputs, student_outputs):
+    """The teacher and student outputs one distillation term compares: logits or named layers."""
     teacher_layer = getattr(distillation_loss, "teacher_layer_name", None)
     if not teacher_layer:
         return teacher_outputs[FINAL_OUTPUT], student_outputs[FINAL_OUTPUT]
@@ -88,10 +91,12 @@ _PROBABILITY_LOSSES = (
 
 
 def is_scalar(weight):
+    """Whether a view's weight is one number (not per-sample weights)."""
     return isinstance(weight, (int, float)) or len(getattr(weight, "shape", ())) == 0
 
 
 def is_zero(weight):
+    """Whether a weight is known to be 0 while tracing, so its term can be skipped."""
     # Only a weight known to be 0 while tracing skips its term's computation.
     return isinstance(weight, (int, float)) and weight == 0
 
@@ -104,6 +109,7 @@ def weighted_mean(values, weight):
 
 
 def per_sample(distillation_loss, teacher_logits, student_logits):
+    """Per-sample values of a distillation term, for per-sample view weights."""
     per_sample = getattr(distillation_loss, "call", None)
     if per_sample is None:
         raise TypeError(
@@ -115,6 +121,7 @@ def per_sample(distillation_loss, teacher_logits, student_logits):
 
 
 def unique_names(distillation_losses, reserved):
+    """One log name per distillation term, none repeated and none in `reserved`."""
     names = []
     for loss in distillation_losses:
         base = getattr(loss, "name", None) or type(loss).__name__.lower()

@@ -6,6 +6,7 @@ from kd_keras.models.strip_softmax import ends_in_softmax
 
 
 def check_models(teacher, student):
+    """Raise a ValueError naming the fix when `teacher` and `student` cannot be distilled together."""
     for role, model in (("Teacher", teacher), ("Student", student)):
         if not isinstance(model, keras.Model):
             raise ValueError(f"{role} must be a keras.Model, got {type(model)}")
@@ -47,6 +48,7 @@ def check_models(teacher, student):
 
 
 def model_shape(model, attribute):
+    """`model.input_shape` or `output_shape` when it is one tuple, else None."""
     try:
         shape = getattr(model, attribute)
     except (AttributeError, ValueError):
