@@ -144,13 +144,23 @@ def test_tst(tmp_path):
         cwd=tmp_path,
     )
     rows = rows_after(stdout, "method ")
-    labels = ["KD", "TST", "KD + TL-MixUp", "KD + TL-CutMix", "KD + CutMixPick", "HARD"]
+    labels = [
+        "KD",
+        "TST",
+        "TST, KD's SGD",
+        "KD + TL-MixUp",
+        "KD + TL-CutMix",
+        "KD + CutMixPick",
+        "HARD",
+    ]
     assert len(rows) == len(labels)
     for label in labels:
         line = row(rows, label)
         accuracies(line, 2)  # clean and shifted
         ratios(line)
     assert "policy step" in row(rows, "TST")
+    assert "policy step" in row(rows, "TST, KD's SGD")
+    assert "TST, KD's SGD: policy at the end of training" in stdout
     policy = rows_after(stdout, "op ")
     assert len(policy) == 14  # AutoAugment's ops and Cutout
     values = []
@@ -158,6 +168,19 @@ def test_tst(tmp_path):
         values += [float(v) for v in line.split()[1:] if v != "-"]
     assert all(0 <= v <= 1 for v in values), policy
     assert any(v != 0.5 for v in values), policy  # moved from the prior
+
+
+def test_tst_refuses_an_unknown_method_label(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(CHECKOUT / "benchmarks/tst.py"), "--methods=KD,TTS"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--methods: unknown TTS; choose among KD, TST," in result.stderr
 
 
 def test_tst_mnist1d(tmp_path):
