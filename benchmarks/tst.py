@@ -8,7 +8,7 @@ kd_keras recipe with the schedule shortened to --epochs (decays, and TST's
 policy phases, at the same fractions of the run: with 30 epochs the policy
 trains in epochs 4 and 11).
 
-Row "TST, KD's SGD" is TST under KD's optimiser, rate and batch (the
+Row "TST (KD's SGD)" is TST under KD's optimiser, rate and batch (the
 official student settings, SGD 0.01 Nesterov with 128 + 128 images, train
 less in a short run, which confounds the policy's effect); `--methods`
 runs some rows only.
@@ -76,7 +76,7 @@ def methods():
         # TST's policy under KD's optimiser, rate and batch: the official
         # student settings (SGD 0.01 Nesterov, 128 + 128) confound the policy.
         Method(
-            "TST, KD's SGD",
+            "TST (KD's SGD)",
             "tst",
             {key: kd[key] for key in ("optimizer", "small_student_learning_rate", "batch_size")},
         ),

@@ -147,7 +147,7 @@ def test_tst(tmp_path):
     labels = [
         "KD",
         "TST",
-        "TST, KD's SGD",
+        "TST (KD's SGD)",
         "KD + TL-MixUp",
         "KD + TL-CutMix",
         "KD + CutMixPick",
@@ -159,8 +159,8 @@ def test_tst(tmp_path):
         accuracies(line, 2)  # clean and shifted
         ratios(line)
     assert "policy step" in row(rows, "TST")
-    assert "policy step" in row(rows, "TST, KD's SGD")
-    assert "TST, KD's SGD: policy at the end of training" in stdout
+    assert "policy step" in row(rows, "TST (KD's SGD)")
+    assert "TST (KD's SGD): policy at the end of training" in stdout
     policy = rows_after(stdout, "op ")
     assert len(policy) == 14  # AutoAugment's ops and Cutout
     values = []
