@@ -148,6 +148,7 @@ def test_tst(tmp_path):
         "KD",
         "TST",
         "TST (KD's SGD)",
+        "TST (KD's SGD, no Invert)",
         "KD + TL-MixUp",
         "KD + TL-CutMix",
         "KD + CutMixPick",
@@ -158,16 +159,24 @@ def test_tst(tmp_path):
         line = row(rows, label)
         accuracies(line, 2)  # clean and shifted
         ratios(line)
-    assert "policy step" in row(rows, "TST")
-    assert "policy step" in row(rows, "TST (KD's SGD)")
-    assert "TST (KD's SGD): policy at the end of training" in stdout
-    policy = rows_after(stdout, "op ")
-    assert len(policy) == 14  # AutoAugment's ops and Cutout
+    for label in labels[1:4]:
+        assert "policy step" in row(rows, label)
+    tables = {}
+    for section in stdout.split("\n\n"):
+        title, _, table = section.strip().partition(": policy at the end of training")
+        if table:
+            tables[title] = rows_after(table.split("\n", 1)[1], "op ")
+    assert list(tables) == labels[1:4]
+    # AutoAugment's ops and Cutout; without Invert no Invert row.
+    assert len(tables["TST"]) == 14
+    assert [line.split()[0] for line in tables["TST (KD's SGD, no Invert)"]] == [
+        line.split()[0] for line in tables["TST"] if not line.startswith("Invert ")
+    ]
     values = []
-    for line in policy:
+    for line in tables["TST"]:
         values += [float(v) for v in line.split()[1:] if v != "-"]
-    assert all(0 <= v <= 1 for v in values), policy
-    assert any(v != 0.5 for v in values), policy  # moved from the prior
+    assert all(0 <= v <= 1 for v in values), tables["TST"]
+    assert any(v != 0.5 for v in values), tables["TST"]  # moved from the prior
 
 
 def test_tst_refuses_an_unknown_method_label(tmp_path):

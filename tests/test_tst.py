@@ -485,6 +485,19 @@ def test_a_range_refusal_names_the_recipes_value_range_and_the_fix_trains():
     assert distiller.augmenter.value_range == (low, high)
 
 
+def test_recipe_ops_choose_the_policys_ops_and_a_string_is_refused():
+    assert kd_keras.recipes.get("tst")["augmenter"]["ops"] == list(image_ops.TST_OPS)
+    no_invert = [name for name in image_ops.TST_OPS if name != "Invert"]
+    config = kd_keras.recipes.get("tst", {"ops": no_invert})
+    teacher, student = tiny_teacher(SHAPE), tiny_student(SHAPE)
+    distiller = kd_keras.recipes.build.distiller(config, teacher, student)
+    assert distiller.augmenter.ops == no_invert
+    assert "probability/Invert" not in distiller.augmenter.log_scalars()
+    assert "probability/Rotate" in distiller.augmenter.log_scalars()
+    with pytest.raises(ValueError, match=r"got the string '\[Rotate\]': quote each name"):
+        kd_keras.recipes.get("tst", {"ops": "[Rotate]"})
+
+
 def test_get_config_round_trip():
     policy = LearnedPolicy(
         ops=["Rotate", "Invert", "Cutout"],

@@ -7,6 +7,7 @@ pair (`configs/*_c100_diversify.yaml`, METHODS.md §4). Reproduce a pair:
     kd-keras distill --recipe=tst --dataset=tfds:cifar100 --teacher=wrn_40_2 --student=wrn_16_2
 """
 
+from kd_keras.augment import ops as image_ops
 from kd_keras.recipes import blocks
 
 # Per (teacher, student) zoo names: phase starts (0-based student epochs of
@@ -36,6 +37,7 @@ UNLISTED_LEARNING_RATE = 0.01
 
 def tst(
     temperature=4.0,
+    ops=None,
     num_ops=4,
     gate_temperature=0.05,
     initial_magnitude=0.5,
@@ -82,6 +84,11 @@ def tst(
 
     Args:
         temperature: softmax temperature of the KD term.
+        ops: the op names the policy draws from (default: TST's 14,
+            `kd_keras.augment.ops.TST_OPS`). On inputs that are mostly 0,
+            such as digits on a black canvas, Invert multiplies the squared
+            input norm (11x on digits) and can diverge a student at KD's
+            rate: drop it (`--set "ops=[...]"`, README, TST on digits).
         num_ops: ops drawn per draw (batch or image).
         gate_temperature: temperature of the relaxed Bernoulli gates.
         initial_magnitude: the policy's prior magnitude(s).
@@ -107,6 +114,11 @@ def tst(
     config = kd_keras.recipes.tst(teacher="resnet32x4", student="resnet8x4")
     ```
     """
+    if isinstance(ops, str):
+        raise ValueError(
+            f"ops must be a list of op names, got the string {ops!r}: quote each "
+            """name, e.g. --set 'ops=["ShearX", "Rotate"]'."""
+        )
     listed = (teacher, student) in PAIRS
     starts, length, learning_rate, weight_decay, batch_size, kd_weight = PAIRS[
         (teacher, student) if listed else DEFAULT_PAIR
@@ -115,6 +127,7 @@ def tst(
         learning_rate = UNLISTED_LEARNING_RATE
     augmenter = {
         "class_name": "LearnedPolicy",
+        "ops": list(image_ops.TST_OPS if ops is None else ops),
         "num_ops": num_ops,
         "temperature": gate_temperature,
         "initial_magnitude": initial_magnitude,
