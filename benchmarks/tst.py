@@ -8,7 +8,7 @@ kd_keras recipe with the schedule shortened to --epochs (decays, and TST's
 policy phases, at the same fractions of the run: with 30 epochs the policy
 trains in epochs 4 and 11).
 
-Rows "TST (KD's SGD)" and "TST (KD's SGD, no Invert)" are TST under KD's
+Rows "TST (KD's SGD)" and "TST (KD's SGD; no Invert)" are TST under KD's
 optimiser, rate and batch (the official student settings, SGD 0.01
 Nesterov with 128 + 128 images, train less in a short run, which confounds
 the policy's effect), with all of TST's ops and without Invert; `--methods`
@@ -81,7 +81,7 @@ def methods():
         Method("TST (KD's SGD)", "tst", kd_sgd),
         # Invert turns the black canvas white (11x the squared input norm):
         # at KD's rate the MLP student then diverges on some seeds.
-        Method("TST (KD's SGD, no Invert)", "tst", {**kd_sgd, "augmenter.ops": NO_INVERT}),
+        Method("TST (KD's SGD; no Invert)", "tst", {**kd_sgd, "ops": NO_INVERT}),
         Method("KD + TL-MixUp", "mixup"),
         Method("KD + TL-CutMix", "cutmix"),
         Method("KD + CutMixPick", "cutmix_pick"),

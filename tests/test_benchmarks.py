@@ -134,6 +134,16 @@ def test_mixing_student_forward(tmp_path):
 def test_tst(tmp_path):
     # Two epochs: the second is preceded by a policy epoch (TST's phases at
     # the same fractions of the run), so the policy trains.
+    labels = [
+        "KD",
+        "TST",
+        "TST (KD's SGD)",
+        "TST (KD's SGD; no Invert)",
+        "KD + TL-MixUp",
+        "KD + TL-CutMix",
+        "KD + CutMixPick",
+        "HARD",
+    ]
     stdout = run(
         "benchmarks/tst.py",
         "--epochs=2",
@@ -141,19 +151,10 @@ def test_tst(tmp_path):
         "--timing_rounds=1",
         "--timing_steps=1",
         "--settings=full",
+        f"--methods={','.join(labels)}",  # every label passes through the list flag
         cwd=tmp_path,
     )
     rows = rows_after(stdout, "method ")
-    labels = [
-        "KD",
-        "TST",
-        "TST (KD's SGD)",
-        "TST (KD's SGD, no Invert)",
-        "KD + TL-MixUp",
-        "KD + TL-CutMix",
-        "KD + CutMixPick",
-        "HARD",
-    ]
     assert len(rows) == len(labels)
     for label in labels:
         line = row(rows, label)
@@ -169,7 +170,7 @@ def test_tst(tmp_path):
     assert list(tables) == labels[1:4]
     # AutoAugment's ops and Cutout; without Invert no Invert row.
     assert len(tables["TST"]) == 14
-    assert [line.split()[0] for line in tables["TST (KD's SGD, no Invert)"]] == [
+    assert [line.split()[0] for line in tables["TST (KD's SGD; no Invert)"]] == [
         line.split()[0] for line in tables["TST"] if not line.startswith("Invert ")
     ]
     values = []
