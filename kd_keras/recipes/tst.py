@@ -86,9 +86,9 @@ def tst(
         temperature: softmax temperature of the KD term.
         ops: the op names the policy draws from (default: TST's 14,
             `kd_keras.augment.ops.TST_OPS`). On inputs that are mostly 0,
-            such as digits on a black canvas, Invert multiplies the squared
-            input norm (11x on digits) and can diverge a student at KD's
-            rate: drop it (`--set "ops=[...]"`, README, TST on digits).
+            such as digits on a black canvas, Invert inflates the input
+            norm and can diverge a student at higher rates: drop it
+            (README, "TST vs the other recipes on digits").
         num_ops: ops drawn per draw (batch or image).
         gate_temperature: temperature of the relaxed Bernoulli gates.
         initial_magnitude: the policy's prior magnitude(s).
