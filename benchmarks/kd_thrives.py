@@ -183,7 +183,9 @@ def report(lengths, results):
         for length in lengths:
             values = 100 * np.array([run["scores"][length] for run in runs])
             cells += f"{f'{values.mean():.1f} ± {values.std():.1f}':>16s}"
-        print(f"{row:28s}{cells}")
+        row_seeds = sorted(run["seed"] for run in runs)
+        note = "" if row_seeds == seeds else f"  (seeds {row_seeds})"
+        print(f"{row:28s}{cells}{note}")
 
 
 def plot(path, results, lengths):
